@@ -1,0 +1,48 @@
+# `make mirror` and `make test` are all a newcomer needs; both go through `make setup`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+ML5_SHA256 := 8906ded3234dd3792a2dcef790c1f27033f059313f8b85bc8f81e10420e8c346
+
+.PHONY: setup browser test mirror bench clean
+
+setup: $(VENV)/.installed web/node_modules/.installed web/vendor/ml5.min.js
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# ml5.js 0.12.2, the last release with styleTransfer: only its self-contained bundle
+# (`npm install ml5@0.12.2` would pull ~600 MB it does not need). Checked against a known hash.
+web/vendor/ml5.min.js:
+	mkdir -p web/vendor/.ml5 && cd web/vendor/.ml5 && npm pack ml5@0.12.2 --silent >/dev/null \
+		&& tar xzf ml5-0.12.2.tgz package/dist/ml5.min.js \
+		&& echo "$(ML5_SHA256)  package/dist/ml5.min.js" | sha256sum -c --quiet
+	mv web/vendor/.ml5/package/dist/ml5.min.js $@ && rm -rf web/vendor/.ml5
+
+# Browser tests drive Debian's Chromium with Playwright (never `playwright install`).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+		else \
+			echo "Chromium is missing and apt-get is not usable here: install Debian's 'chromium' package to run the browser tests (they are skipped without it)."; \
+		fi; }
+
+test: setup browser
+	$(BIN)/pytest -q
+
+mirror: setup
+	$(BIN)/stylemirror mirror
+
+bench: setup
+	$(BIN)/stylemirror bench stylize
+	$(BIN)/stylemirror bench train --steps 3
+
+clean:
+	rm -rf $(VENV) web/node_modules web/vendor

@@ -1,0 +1,181 @@
+"""Model files: ml5.js's folder format, safetensors (our native format), ONNX, and `load_model`,
+which turns whatever a user names as MODEL into a ready TransformNet.
+
+ml5's format is a folder with `manifest.json` mapping `Variable`, `Variable_1` ... `Variable_47`
+to `{"filename": ..., "shape": [...]}`, each file raw little-endian float32. Each of the 16 conv
+layers owns three variables in order: conv weight, instance-norm shift, instance-norm scale.
+Conv weights are HWIO `[k, k, in, out]`; transposed convs are `[k, k, out, in]`.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from . import atomic, registry
+from .errors import UserError
+from .network import ConvLayer, TransformNet, UpsampleLayer
+
+SAFETENSORS_FORMAT = "stylemirror-transformnet-v1"
+
+
+def ml5_variable_name(i: int) -> str:
+    return "Variable" if i == 0 else f"Variable_{i}"
+
+
+def ml5_layout(net: TransformNet):
+    """The state-dict keys of `net` in ml5's variable order."""
+    keys = []
+    for name, module in net.named_modules():
+        if isinstance(module, (ConvLayer, UpsampleLayer)):
+            keys += [f"{name}.conv.weight", f"{name}.norm.shift", f"{name}.norm.scale"]
+    return keys
+
+
+def _to_ml5(t: torch.Tensor) -> np.ndarray:
+    # Conv2d [out, in, k, k] -> [k, k, in, out]; ConvTranspose2d [in, out, k, k] -> [k, k, out, in]:
+    # both are the same permutation, so one rule serves every weight.
+    if t.dim() == 4:
+        t = t.permute(2, 3, 1, 0)
+    return np.ascontiguousarray(t.detach().cpu().float().numpy(), dtype="<f4")
+
+
+def _from_ml5(a: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(a.astype(np.float32))
+    return t.permute(3, 2, 0, 1).contiguous() if t.dim() == 4 else t
+
+
+def read_ml5(folder) -> TransformNet:
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{manifest_path}: missing (an ml5 model folder needs a manifest.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{manifest_path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{manifest_path}: expected a JSON object mapping variable names to files")
+
+    net = TransformNet()
+    expected = net.state_dict()
+    state = {}
+    for i, key in enumerate(ml5_layout(net)):
+        name = ml5_variable_name(i)
+        entry = manifest.get(name)
+        if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
+            raise UserError(f"{manifest_path}: variable {name} is missing or has no filename")
+        want = list(_to_ml5(expected[key]).shape)
+        if entry.get("shape") != want:
+            raise UserError(f"{manifest_path}: variable {name} has shape {entry.get('shape')}, expected {want}")
+        path = folder / entry["filename"]
+        # A manifest is untrusted: never read outside the model's folder.
+        if path.resolve().parent != folder.resolve():
+            raise UserError(f"{manifest_path}: variable {name} points outside the model folder")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise UserError(f"{path}: cannot read variable {name} ({e.strerror or e})") from None
+        if len(data) != 4 * math.prod(want):
+            raise UserError(f"{path}: {len(data)} bytes, expected {4 * math.prod(want)} for shape {want}")
+        values = np.frombuffer(data, dtype="<f4").reshape(want)
+        if not np.isfinite(values).all():
+            raise UserError(f"{path}: variable {name} holds NaN or infinite values")
+        state[key] = _from_ml5(values)
+    net.load_state_dict(state)
+    return net
+
+
+def write_ml5(net: TransformNet, folder):
+    state = net.state_dict()
+    with atomic.atomic_dir(folder) as tmp:
+        manifest = {}
+        for i, key in enumerate(ml5_layout(net)):
+            name = ml5_variable_name(i)
+            values = _to_ml5(state[key])
+            (tmp / name).write_bytes(values.tobytes())
+            manifest[name] = {"filename": name, "shape": list(values.shape)}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def save_safetensors(net: TransformNet, path, metadata: dict | None = None):
+    state = {k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}
+    meta = {"format": SAFETENSORS_FORMAT, **{k: str(v) for k, v in (metadata or {}).items()}}
+    with atomic.atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+
+
+def _load_state(net: TransformNet, state: dict, path) -> TransformNet:
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise UserError(f"{path}: not a stylemirror model ({first[1].strip() if len(first) > 1 else first[0]})") from None
+    return net
+
+
+def read_safetensors(path) -> TransformNet:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = {k: f.get_tensor(k).float() for k in f.keys()}
+    except Exception as e:  # safetensors raises several types for damaged files
+        raise UserError(f"{path}: not a readable safetensors file ({e})") from None
+    return _load_state(TransformNet(), state, path)
+
+
+def read_torch(path) -> TransformNet:
+    """A PyTorch state dict (.pt/.pth). Loaded with weights_only=True: a pickle that would
+    run code is refused, never executed."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path}: refused: not a plain tensor file ({str(e).splitlines()[0]})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: expected a state dict of tensors")
+    return _load_state(TransformNet(), state, path)
+
+
+def export_onnx(net: TransformNet, path, opset: int = 18):
+    """ONNX with dynamic batch, height and width; input and output NCHW float32 in 0..255."""
+    import warnings
+
+    net = net.eval().cpu()
+    example = torch.rand(1, 3, 64, 48) * 255
+    with atomic.atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net, (example,), str(tmp), dynamo=False, opset_version=opset,
+            input_names=["image"], output_names=["stylized"],
+            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                          "stylized": {0: "batch", 2: "height", 3: "width"}},
+        )
+
+
+def load_model(spec) -> TransformNet:
+    """MODEL as users name it: an ml5 folder, a .safetensors file, a .pt/.pth state dict, or
+    the name of a published ml5 style already pulled into the cache."""
+    path = Path(spec)
+    if path.is_dir():
+        net = read_ml5(path)
+    elif path.is_file():
+        if path.suffix == ".safetensors":
+            net = read_safetensors(path)
+        elif path.suffix in (".pt", ".pth"):
+            net = read_torch(path)
+        elif path.name == "manifest.json":
+            net = read_ml5(path.parent)
+        else:
+            raise UserError(f"{path}: unknown model file (expected an ml5 folder, .safetensors or .pt)")
+    elif str(spec) in registry.PUBLISHED:
+        cached = registry.model_dir(str(spec))
+        if not (cached / "manifest.json").exists():
+            raise UserError(f"model '{spec}' is not downloaded yet: run `stylemirror models pull {spec}`")
+        net = read_ml5(cached)
+    else:
+        raise UserError(f"{spec}: no such model file or folder, and not a published style "
+                        f"({', '.join(registry.PUBLISHED)})")
+    return net.eval()

@@ -1,0 +1,231 @@
+"""Stylize pictures, folders of pictures and videos with a TransformNet."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from . import atomic
+from .errors import UserError
+
+PICTURE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
+# BT.601 luma, as in JPEG's YCbCr: used to keep the original colours.
+LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
+@dataclass
+class Options:
+    max_size: int | None = None
+    preserve_colors: bool = False
+    strength: float = 1.0
+    batch_size: int = 4
+
+
+class Stylizer:
+    """Runs the network on uint8 HWC RGB frames and applies the user's options."""
+
+    def __init__(self, net, device="cpu", options: Options = Options()):
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.options = options
+        if not 0.0 <= options.strength <= 1.0:
+            raise UserError(f"--strength must be between 0 and 1, got {options.strength}")
+
+    @torch.inference_mode()
+    def frames(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """Stylize equally sized frames (uint8 HxWx3) as one batch."""
+        x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).float()
+        y = self.net(x)
+        if self.options.preserve_colors:
+            # Keep the original's chroma: add the stylized luma change to every channel.
+            luma = LUMA.to(y).view(1, 3, 1, 1)
+            y = x + ((y - x) * luma).sum(1, keepdim=True)
+        if self.options.strength < 1.0:
+            y = torch.lerp(x, y, self.options.strength)
+        y = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return list(y)
+
+    def prepare(self, image: Image.Image):
+        """A PIL picture of any mode -> (uint8 RGB array, alpha channel or None), upright
+        (EXIF orientation) and within --max-size."""
+        image = ImageOps.exif_transpose(image)
+        alpha = None
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            image = image.convert("RGBA")
+            alpha = image.getchannel("A")
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            # 16-bit and float greys: Pillow's convert would clip them at 255.
+            grey = np.asarray(image, dtype=np.float64)
+            scale = 255 / 65535 if grey.max() > 255 else 1.0
+            image = Image.fromarray(np.clip(grey * scale + 0.5, 0, 255).astype(np.uint8))
+        image = image.convert("RGB")
+        size = self.options.max_size
+        if size and max(image.size) > size:
+            image.thumbnail((size, size), Image.Resampling.LANCZOS)
+            if alpha is not None:
+                alpha = alpha.resize(image.size, Image.Resampling.LANCZOS)
+        return np.asarray(image), alpha
+
+    def pictures(self, images):
+        """Stylize PIL pictures, batching neighbours of the same size; alpha is kept as is."""
+        prepared = [self.prepare(image) for image in images]
+        results = []
+        start = 0
+        while start < len(prepared):
+            shape = prepared[start][0].shape
+            end = start + 1
+            while end < len(prepared) and end - start < self.options.batch_size and prepared[end][0].shape == shape:
+                end += 1
+            results += self.frames([rgb for rgb, _ in prepared[start:end]])
+            start = end
+        outs = []
+        for rgb, (_, alpha) in zip(results, prepared):
+            out = Image.fromarray(rgb)
+            if alpha is not None:
+                out.putalpha(alpha)
+            outs.append(out)
+        return outs
+
+    def picture(self, image: Image.Image) -> Image.Image:
+        return self.pictures([image])[0]
+
+
+def open_picture(path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+        return image
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise UserError(f"{path}: not a readable picture ({e})") from None
+
+
+def save_picture(image: Image.Image, dest):
+    dest = Path(dest)
+    if dest.suffix.lower() in (".jpg", ".jpeg") and image.mode == "RGBA":
+        image = image.convert("RGB")  # JPEG has no alpha channel
+    try:
+        with atomic.atomic_path(dest) as tmp:
+            image.save(tmp, format=Image.registered_extensions().get(dest.suffix.lower()), quality=95)
+    except (KeyError, ValueError) as e:
+        raise UserError(f"{dest}: cannot write this picture format ({e})") from None
+
+
+def stylize_video(stylizer: Stylizer, src, dest):
+    """Stylize every frame, keeping the frame rate and copying the audio track untouched."""
+    import av
+
+    try:
+        source = av.open(str(src))
+    except (av.error.FFmpegError, OSError) as e:
+        raise UserError(f"{src}: not a readable video ({e})") from None
+    with source:
+        if not source.streams.video:
+            raise UserError(f"{src}: has no video stream")
+        vin = source.streams.video[0]
+        audio = source.streams.audio[0] if source.streams.audio else None
+        vin.thread_type = "AUTO"
+        with atomic.atomic_path(dest) as tmp, av.open(str(tmp), "w", format=_container(dest)) as sink:
+            codec = "libvpx-vp9" if Path(dest).suffix.lower() == ".webm" else "libx264"
+            vout = sink.add_stream(codec, rate=vin.average_rate or 30)
+            vout.width, vout.height = _even(vin.codec_context.width), _even(vin.codec_context.height)
+            vout.pix_fmt = "yuv420p"
+            vout.time_base = vin.time_base
+            aout = sink.add_stream_from_template(audio) if audio is not None else None
+            total = vin.frames or (int(source.duration * float(vin.average_rate) / 1e6)
+                                   if source.duration and vin.average_rate else None)
+            pending = []  # (pts, frame) waiting to be stylized in one batch
+
+            def flush():
+                if not pending:
+                    return
+                outs = stylizer.frames([f for _, f in pending])
+                for (pts, _), out in zip(pending, outs):
+                    frame = av.VideoFrame.from_ndarray(out, format="rgb24")
+                    frame = frame.reformat(vout.width, vout.height, "yuv420p")
+                    frame.pts, frame.time_base = pts, vin.time_base
+                    for packet in vout.encode(frame):
+                        sink.mux(packet)
+                progress.update(len(pending))
+                pending.clear()
+
+            streams = [vin] + ([audio] if audio is not None else [])
+            with tqdm(total=total, desc=Path(src).name, unit="frame") as progress:
+                for packet in source.demux(*streams):
+                    if packet.stream is audio:
+                        if packet.dts is not None:
+                            packet.stream = aout
+                            sink.mux(packet)
+                        continue
+                    for frame in packet.decode():
+                        pending.append((frame.pts, frame.to_ndarray(format="rgb24")))
+                        if len(pending) >= stylizer.options.batch_size:
+                            flush()
+                flush()
+            for packet in vout.encode():
+                sink.mux(packet)
+
+
+def _even(n: int) -> int:
+    return max(2, n - n % 2)  # yuv420p needs even sizes
+
+
+def _container(dest) -> str | None:
+    return {".mkv": "matroska", ".m4v": "mp4"}.get(Path(dest).suffix.lower())
+
+
+def kind_of(path: Path) -> str:
+    if path.is_dir():
+        return "folder"
+    ext = path.suffix.lower()
+    if ext in VIDEO_EXTS:
+        return "video"
+    return "picture"
+
+
+def _plan(inputs: list[Path], out: Path):
+    """Pair every input file with its output path. A folder is mirrored into `out`."""
+    if len(inputs) == 1 and kind_of(inputs[0]) != "folder":
+        return [(inputs[0], out)]
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: several inputs need -o to be a folder")
+    pairs = []
+    for src in inputs:
+        if kind_of(src) == "folder":
+            for f in sorted(src.rglob("*")):
+                if f.is_file() and f.suffix.lower() in PICTURE_EXTS | VIDEO_EXTS:
+                    pairs.append((f, out / src.name / f.relative_to(src)))
+        else:
+            pairs.append((src, out / src.name))
+    return pairs
+
+
+def run(stylizer: Stylizer, inputs, out):
+    inputs, out = [Path(p) for p in inputs], Path(out)
+    for src in inputs:
+        if not src.exists():
+            raise UserError(f"{src}: no such file or folder")
+    pairs = _plan(inputs, out)
+    if not pairs:
+        raise UserError(f"{', '.join(map(str, inputs))}: no pictures or videos found")
+    for src, dest in pairs:
+        if dest.resolve() == src.resolve():
+            raise UserError(f"{dest}: refusing to overwrite the input")
+    pictures = [(s, d) for s, d in pairs if kind_of(s) == "picture"]
+    videos = [(s, d) for s, d in pairs if kind_of(s) == "video"]
+    batch = stylizer.options.batch_size
+    with tqdm(total=len(pictures), desc="pictures", unit="picture", disable=len(pictures) < 2) as progress:
+        for start in range(0, len(pictures), batch):
+            chunk = pictures[start:start + batch]
+            outs = stylizer.pictures([open_picture(src) for src, _ in chunk])
+            for (_, dest), image in zip(chunk, outs):
+                save_picture(image, dest)
+            progress.update(len(chunk))
+    for src, dest in videos:
+        stylize_video(stylizer, src, dest)
+    return [d for _, d in pairs]

@@ -1,0 +1,103 @@
+"""TransformNet against a float64 reference written from the ml5/TensorFlow definitions."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_net
+from stylemirror.network import TransformNet
+
+
+def tf_same_pads(n, k, s):
+    """TensorFlow 'same': output ceil(n/s); the odd extra padding goes after."""
+    total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
+def ref_conv(x, w, stride):
+    """x: (C, H, W); w: HWIO [k, k, in, out]; TF 'same' padding; float64."""
+    k = w.shape[0]
+    (t, b), (l, r) = tf_same_pads(x.shape[1], k, stride), tf_same_pads(x.shape[2], k, stride)
+    xp = np.pad(x, ((0, 0), (t, b), (l, r)))
+    oh, ow = math.ceil(x.shape[1] / stride), math.ceil(x.shape[2] / stride)
+    out = np.zeros((w.shape[3], oh, ow))
+    for i in range(k):
+        for j in range(k):
+            patch = xp[:, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            out += np.einsum("chw,co->ohw", patch, w[i, j])
+    return out
+
+
+def ref_conv_transpose(x, w):
+    """The adjoint of a stride-2 TF 'same' conv whose input is 2x the size of x.
+    w: [k, k, out, in] as TensorFlow's conv2d_transpose takes it."""
+    k = w.shape[0]
+    oh, ow = 2 * x.shape[1], 2 * x.shape[2]
+    t, l = tf_same_pads(oh, k, 2)[0], tf_same_pads(ow, k, 2)[0]
+    out = np.zeros((w.shape[2], oh + k + 2, ow + k + 2))
+    for i in range(k):
+        for j in range(k):
+            contrib = np.einsum("chw,oc->ohw", x, w[i, j])
+            out[:, i:i + 2 * x.shape[1]:2, j:j + 2 * x.shape[2]:2] += contrib
+    return out[:, t:t + oh, l:l + ow]
+
+
+def ref_instance_norm(x, shift, scale):
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    var = x.var(axis=(1, 2), keepdims=True)
+    return scale[:, None, None] * (x - mean) / np.sqrt(var + 1e-3) + shift[:, None, None]
+
+
+def ref_forward(variables, image):
+    """ml5's transferInternal, line by line, on an (H, W, 3) image in 0..255."""
+    v = iter(variables)
+
+    def conv(x, stride, relu=True):
+        y = ref_instance_norm(ref_conv(x, next(v), stride), next(v), next(v))
+        return np.maximum(y, 0) if relu else y
+
+    def up(x):
+        return np.maximum(ref_instance_norm(ref_conv_transpose(x, next(v)), next(v), next(v)), 0)
+
+    x = image.transpose(2, 0, 1).astype(np.float64)
+    x = conv(conv(conv(x, 1), 2), 2)
+    for _ in range(5):
+        x = x + conv(conv(x, 1), 1, relu=False)
+    y = conv(up(up(x)), 1, relu=False)
+    return np.clip(150 * np.tanh(y) + 127.5, 0, 255).transpose(1, 2, 0)
+
+
+def ml5_variables(net):
+    from stylemirror.formats import _to_ml5, ml5_layout
+    state = net.state_dict()
+    return [_to_ml5(state[k]).astype(np.float64) for k in ml5_layout(net)]
+
+
+@pytest.mark.parametrize("h,w", [(16, 16), (13, 10), (9, 15), (6, 7), (3, 2)])
+def test_matches_float64_reference(h, w):
+    net = random_net(seed=h * w)
+    image = np.random.default_rng(1).uniform(0, 255, (h, w, 3))
+    want = ref_forward(ml5_variables(net), image)
+    with torch.no_grad():
+        got = net(torch.tensor(image.transpose(2, 0, 1)[None], dtype=torch.float32))[0].permute(1, 2, 0).numpy()
+    # ml5 returns a multiple of 4 for odd sizes; its top-left part is the picture.
+    assert want.shape[0] >= h and want.shape[1] >= w
+    np.testing.assert_allclose(got, want[:h, :w], atol=0.05)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 7), (2, 3), (5, 5), (31, 17), (64, 48)])
+def test_output_size_equals_input_size(h, w):
+    with torch.no_grad():
+        y = TransformNet()(torch.rand(2, 3, h, w) * 255)
+    assert y.shape == (2, 3, h, w)
+    assert 0 <= y.min() and y.max() <= 255
+
+
+def test_layer_shapes_are_ml5s():
+    shapes = [list(v.shape) for v in ml5_variables(TransformNet())]
+    assert len(shapes) == 48
+    assert shapes[0] == [9, 9, 3, 32] and shapes[3] == [3, 3, 32, 64] and shapes[6] == [3, 3, 64, 128]
+    assert shapes[39] == [3, 3, 64, 128] and shapes[42] == [3, 3, 32, 64] and shapes[45] == [9, 9, 32, 3]
+    assert all(shapes[i] == [3, 3, 128, 128] for i in range(9, 39, 3))
