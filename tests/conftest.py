@@ -61,21 +61,30 @@ def photo(size=(64, 48)) -> Image.Image:
 
 
 @pytest.fixture(scope="session")
-def browser():
-    """Debian's Chromium driven by Playwright, with a fresh profile."""
+def playwright():
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (`make test` installs Debian's chromium where apt-get works)")
     from playwright.sync_api import sync_playwright
 
-    import tempfile
-    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        context = p.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        # Prove the pages work offline: only our own server may be reached.
-        context.route("**/*", lambda route: route.continue_()
-                      if route.request.url.startswith(("http://127.0.0.1", "data:", "blob:")) else route.abort())
-        yield context
-        context.close()
+    with sync_playwright() as p:
+        yield p
+
+
+def launch(playwright, profile, extra_args=()):
+    """Debian's Chromium with a fresh profile; only our own server may be reached, which
+    proves the pages work offline."""
+    context = playwright.chromium.launch_persistent_context(
+        profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + list(extra_args))
+    context.route("**/*", lambda route: route.continue_()
+                  if route.request.url.startswith(("http://127.0.0.1", "data:", "blob:")) else route.abort())
+    return context
+
+
+@pytest.fixture(scope="session")
+def browser(playwright, tmp_path_factory):
+    context = launch(playwright, tmp_path_factory.mktemp("profile"))
+    yield context
+    context.close()
 
 
 @pytest.fixture
@@ -84,3 +93,60 @@ def static_server(tmp_path):
     srv = server.serve({"/": WEB, "/work": tmp_path})
     yield f"http://127.0.0.1:{srv.server_address[1]}"
     srv.shutdown()
+
+
+VGG_CHANNELS = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}
+
+
+def vgg_convs(upto: str, width_divisor=1):
+    """(name, in, out) of VGG19's convs up to `upto`, e.g. 'conv3_1'."""
+    from stylemirror.loss_network import VGG19_LAYERS
+    convs, cin = [], 3
+    for name in VGG19_LAYERS[: VGG19_LAYERS.index(upto) + 1]:
+        if name.startswith("conv"):
+            cout = VGG_CHANNELS[name[4]] // width_divisor
+            convs.append((name, cin, cout))
+            cin = cout
+    return convs
+
+
+def random_kernels(upto, seed=0):
+    rng = np.random.default_rng(seed)
+    return {name: (rng.normal(0, np.sqrt(2 / (9 * cin)), (cout, cin, 3, 3)).astype(np.float32),
+                   rng.normal(0, 0.1, cout).astype(np.float32))
+            for name, cin, cout in vgg_convs(upto)}
+
+
+def make_vgg_mat(path, upto="conv3_1", seed=0):
+    """A MatConvNet file with the structure of imagenet-vgg-verydeep-19.mat: `layers` is a
+    1xN cell of structs; conv kernels are stored [w, h, in, out]; biases [out, 1]."""
+    import scipy.io
+    from stylemirror.loss_network import VGG19_LAYERS
+    kernels = random_kernels(upto, seed)
+    names = VGG19_LAYERS[: VGG19_LAYERS.index(upto) + 1]
+    cells = np.empty((1, len(names)), dtype=object)
+    for i, name in enumerate(names):
+        layer = {"name": name, "type": name.rstrip("0123456789_")}
+        if name in kernels:
+            kernel, bias = kernels[name]
+            weights = np.empty((1, 2), dtype=object)
+            weights[0, 0] = kernel.transpose(3, 2, 1, 0)  # [out, in, h, w] -> [w, h, in, out]
+            weights[0, 1] = bias.reshape(-1, 1)
+            layer.update(weights=weights, pad=np.ones((1, 4)), stride=np.ones((1, 2)))
+        cells[0, i] = layer
+    mean = np.broadcast_to(np.array([123.68, 116.779, 103.939], np.float32), (8, 8, 3)).copy()
+    scipy.io.savemat(str(path), {"layers": cells, "normalization": {"averageImage": mean}})
+    return kernels
+
+
+def make_torchvision_vgg(path, upto="conv3_1", seed=0):
+    """A torchvision-style vgg19 state dict (features.N.weight/bias) saved with torch.save."""
+    from stylemirror.loss_network import VGG19_LAYERS
+    kernels = random_kernels(upto, seed)
+    state = {}
+    for name, (kernel, bias) in kernels.items():
+        i = VGG19_LAYERS.index(name)
+        state[f"features.{i}.weight"], state[f"features.{i}.bias"] = torch.from_numpy(kernel), torch.from_numpy(bias)
+    state["classifier.0.weight"] = torch.zeros(4, 4)
+    torch.save(state, path)
+    return kernels

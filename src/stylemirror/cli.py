@@ -70,6 +70,30 @@ def cmd_models(args):
         print(f"cache: {registry.cache_dir()}")
 
 
+def cmd_train(args):
+    from .train import TrainConfig, train
+
+    fields = TrainConfig.__dataclass_fields__
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if not train(config):
+        sys.exit(143)  # stopped by SIGTERM: not finished, so a scheduler knows to run it again
+
+
+def loss_layers():
+    from .loss_network import CONTENT_LAYER, STYLE_LAYERS
+    return STYLE_LAYERS, CONTENT_LAYER
+
+
+def layer_list(text: str) -> tuple:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def cmd_mirror(args):
+    from . import mirror
+
+    mirror.run(args.models, args.host, args.port, open_browser=not args.no_browser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylemirror", description="Train, export and run fast neural style transfer.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +115,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["ml5", "onnx", "safetensors"])
     p.add_argument("-o", "--output", required=True, help="output folder (ml5) or file")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("train", help="train a style network (the flags of fast-style-transfer's style.py)")
+    p.add_argument("--style", required=True, help="the style picture")
+    p.add_argument("--checkpoint-dir", required=True, help="checkpoints, log and loss plot; reruns resume from here")
+    p.add_argument("--train-path", default="data/train2014", help="folder of training pictures, searched recursively")
+    p.add_argument("--vgg-path", help="VGG19 weights: MatConvNet .mat or torchvision state dict "
+                                      "(default: torchvision's, downloaded once)")
+    p.add_argument("--model-dir", help="where the final models go (default: CHECKPOINT_DIR/model)")
+    p.add_argument("--test", help="a picture to stylize at every checkpoint")
+    p.add_argument("--test-dir", help="where those previews go")
+    p.add_argument("--epochs", type=positive_int, default=2)
+    p.add_argument("--batch-size", type=positive_int, default=4)
+    p.add_argument("--checkpoint-iterations", type=positive_int, default=2000)
+    p.add_argument("--content-weight", type=float, default=7.5)
+    p.add_argument("--style-weight", type=float, default=100.0)
+    p.add_argument("--tv-weight", type=float, default=200.0)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--image-size", type=positive_int, default=256, help="training crop size (default 256)")
+    p.add_argument("--style-size", type=positive_int, help="downscale the style picture to at most N pixels")
+    p.add_argument("--style-layers", type=layer_list, default=loss_layers()[0],
+                   help="comma-separated VGG19 layers for the style loss (default relu1_1,...,relu5_1)")
+    p.add_argument("--content-layer", default=loss_layers()[1], help="VGG19 layer for the content loss (default relu4_2)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the step (default: on CUDA only)")
+    p.add_argument("--workers", type=int, help="data loading processes (default: up to 8)")
+    p.add_argument("--max-steps", type=positive_int, help="stop after N steps")
+    p.add_argument("--log-interval", type=positive_int, default=100, help="steps between log rows")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("mirror", help="the live webcam style mirror, in your browser")
+    p.add_argument("--models", nargs="*", metavar="DIR", help="more folders with models (ml5 folders or training --model-dirs)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.set_defaults(func=cmd_mirror)
 
     p = sub.add_parser("models", help="list or pull ml5's published styles")
     p.add_argument("action", nargs="?", choices=["list", "pull"], default="list")

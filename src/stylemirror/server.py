@@ -24,10 +24,13 @@ def resolve(mounts: dict[str, Path], url_path: str) -> Path | None:
     if any(p in (".", "..") for p in parts):
         return None
     path = "/" + "/".join(parts)
-    for prefix in sorted(mounts, key=len, reverse=True):
+    for prefix in sorted(list(mounts), key=len, reverse=True):
         prefix_path = "/" + prefix.strip("/")
         if prefix_path == "/" or path == prefix_path or path.startswith(prefix_path + "/"):
-            root = Path(mounts[prefix]).resolve()
+            root = mounts.get(prefix)
+            if root is None:  # unmounted meanwhile
+                return None
+            root = Path(root).resolve()
             rest = path[len(prefix_path):].lstrip("/") if prefix_path != "/" else path.lstrip("/")
             target = (root / rest).resolve()
             if target != root and root not in target.parents:
@@ -78,8 +81,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def serve(mounts: dict[str, Path], host="127.0.0.1", port=0, routes=None) -> ThreadingHTTPServer:
-    """Start serving in a background thread; `server.server_address` gives the port."""
-    handler = type("MountHandler", (Handler,), {"mounts": dict(mounts), "routes": dict(routes or {})})
+    """Start serving in a background thread; `server.server_address` gives the port.
+    `mounts` is used live (not copied): its owner may add and remove mounts while serving."""
+    handler = type("MountHandler", (Handler,), {"mounts": mounts, "routes": dict(routes or {})})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()

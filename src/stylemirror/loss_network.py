@@ -1,0 +1,210 @@
+"""The loss network (VGG19) and the perceptual losses of Johnson et al.
+
+VGG19 weights come from either
+- MatConvNet's `imagenet-vgg-verydeep-19.mat`, the file the original fast-style-transfer
+  uses: kernels stored [w, h, in, out], input RGB 0..255 minus the mean pixel
+  (`normalization.averageImage`, about [123.68, 116.78, 103.94]); or
+- torchvision's `vgg19` state dict (`features.N.weight`/`.bias`; N is the layer's position in
+  `VGG19_LAYERS`): input RGB scaled to 0..1, minus the ImageNet mean, over its std.
+
+Torchvision's input is the Caffe input divided by about 255 * 0.226, so its features are
+about that much smaller. Its features are multiplied back by that factor (`feature_scale`),
+which is the same as rescaling the content weight by its square and the style weight by its
+fourth power: the original's default weights keep their balance with either file.
+"""
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from . import atomic, registry
+from .errors import UserError
+
+VGG19_LAYERS = (
+    "conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1",
+    "conv2_1", "relu2_1", "conv2_2", "relu2_2", "pool2",
+    "conv3_1", "relu3_1", "conv3_2", "relu3_2", "conv3_3", "relu3_3", "conv3_4", "relu3_4", "pool3",
+    "conv4_1", "relu4_1", "conv4_2", "relu4_2", "conv4_3", "relu4_3", "conv4_4", "relu4_4", "pool4",
+    "conv5_1", "relu5_1", "conv5_2", "relu5_2", "conv5_3", "relu5_3", "conv5_4", "relu5_4",
+)
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+CONTENT_LAYER = "relu4_2"
+
+CAFFE_MEAN = (123.68, 116.779, 103.939)
+TORCHVISION_MEAN = (0.485, 0.456, 0.406)
+TORCHVISION_STD = (0.229, 0.224, 0.225)
+TORCHVISION_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+
+
+class VGG19(nn.Module):
+    """VGG19 up to the deepest layer asked for, frozen. Input: RGB 0..255, (N, 3, H, W).
+    `forward` returns {layer name: feature map} for the requested layers."""
+
+    def __init__(self, weights: dict, layers, mean, std=(1.0, 1.0, 1.0), feature_scale=1.0):
+        super().__init__()
+        self.layers = tuple(layers)
+        deepest = max(VGG19_LAYERS.index(name) for name in self.layers)
+        self.names = VGG19_LAYERS[: deepest + 1]
+        modules = []
+        for name in self.names:
+            if name.startswith("conv"):
+                if name not in weights:
+                    raise UserError(f"the VGG weights have no layer {name} (needed for {', '.join(self.layers)})")
+                kernel, bias = weights[name]
+                conv = nn.Conv2d(kernel.shape[1], kernel.shape[0], 3, padding=1)
+                conv.weight.data.copy_(kernel)
+                conv.bias.data.copy_(bias)
+                modules.append(conv)
+            elif name.startswith("relu"):
+                modules.append(nn.ReLU())
+            else:  # TF 'SAME' 2x2 max pool, as the original
+                modules.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+        self.body = nn.ModuleList(modules)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.feature_scale = float(feature_scale)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, image):
+        x = (image / 255.0 if self.feature_scale != 1.0 else image) - self.mean
+        x = x * self.inv_std
+        out = {}
+        for name, module in zip(self.names, self.body):
+            x = module(x)
+            if name in self.layers:
+                out[name] = x * self.feature_scale if self.feature_scale != 1.0 else x
+        return out
+
+
+def load_matconvnet(path):
+    import scipy.io
+
+    try:
+        data = scipy.io.loadmat(str(path))
+        layers = data["layers"][0]
+        mean = np.mean(data["normalization"][0][0]["averageImage"], axis=(0, 1))
+        weights = {}
+        for layer in layers:
+            layer = layer[0][0]
+            if str(layer["type"][0]) != "conv":
+                continue
+            kernel, bias = layer["weights"][0]
+            # MatConvNet: [w, h, in, out] -> PyTorch [out, in, h, w]
+            weights[str(layer["name"][0])] = (torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 1, 0))).float(),
+                                              torch.from_numpy(bias.reshape(-1)).float())
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise UserError(f"{path}: not a MatConvNet VGG19 .mat file ({e})") from None
+    return weights, tuple(float(m) for m in mean)
+
+
+def load_torchvision(path):
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path}: refused: not a plain VGG19 state dict ({str(e).splitlines()[0]})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: expected a VGG19 state dict")
+    weights = {}
+    for i, name in enumerate(VGG19_LAYERS):
+        if f"features.{i}.weight" in state and name.startswith("conv"):
+            weights[name] = (state[f"features.{i}.weight"].float(), state[f"features.{i}.bias"].float())
+    if not weights:
+        raise UserError(f"{path}: no VGG19 'features.N.weight' tensors found")
+    return weights
+
+
+def load_vgg(path, layers) -> VGG19:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such VGG weights file")
+    if path.suffix == ".mat":
+        weights, mean = load_matconvnet(path)
+        return VGG19(weights, layers, mean)
+    scale = 255.0 * float(np.mean(TORCHVISION_STD))
+    return VGG19(load_torchvision(path), layers, TORCHVISION_MEAN, TORCHVISION_STD, feature_scale=scale)
+
+
+def default_vgg_path() -> Path:
+    """torchvision's VGG19 in the user cache, downloaded once. Its file name carries the
+    first digits of its SHA-256 (torchvision's convention), which the download must match."""
+    url = os.environ.get("STYLEMIRROR_VGG_URL", TORCHVISION_URL)
+    name = url.rsplit("/", 1)[-1]
+    dest = registry.cache_dir() / "vgg" / name
+    if dest.exists():
+        return dest
+    expected = name.rsplit("-", 1)[-1].split(".")[0]
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, atomic.atomic_path(dest) as tmp, open(tmp, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}") as bar:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            out.flush()
+            if not digest.hexdigest().startswith(expected):
+                raise UserError(f"{url}: checksum mismatch (sha256 {digest.hexdigest()[:12]}…, expected {expected}…)")
+    except (urllib.error.URLError, OSError) as e:
+        raise UserError(f"cannot download VGG19 weights from {url} ({getattr(e, 'reason', e)}); "
+                        "pass --vgg-path to a local file") from None
+    return dest
+
+
+def gram(features):
+    """(N, C, H, W) -> (N, C, C): F F^T / (C H W), as the original normalises it."""
+    n, c, h, w = features.shape
+    f = features.reshape(n, c, h * w)
+    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+class PerceptualLoss(nn.Module):
+    """The original's losses, normalised exactly as it does (so its weights mean the same):
+
+        content = w_c * mean((phi_j(y) - phi_j(x))^2)                      over N, C, H, W
+        style   = w_s * sum_l mean_n( sum((G_l(y_n) - G_l(s))^2) / C_l^2 )
+        tv      = w_tv * ( sum(dx^2) / (H (W-1) C) + sum(dy^2) / ((H-1) W C) ) / N
+
+    with G(f) = f f^T / (C H W), y the stylized batch and x the content batch (both
+    0..255), s the style picture, dx/dy the differences of neighbouring pixels of y.
+    """
+
+    def __init__(self, vgg: VGG19, style_image, content_layer=CONTENT_LAYER, style_layers=STYLE_LAYERS,
+                 content_weight=7.5, style_weight=100.0, tv_weight=200.0):
+        super().__init__()
+        self.vgg, self.content_layer, self.style_layers = vgg, content_layer, tuple(style_layers)
+        self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
+        with torch.no_grad():
+            features = vgg(style_image)
+            for i, layer in enumerate(self.style_layers):
+                self.register_buffer(f"style_gram_{i}", gram(features[layer].float()))
+
+    def forward(self, stylized, content):
+        with torch.no_grad():
+            target = self.vgg(content)[self.content_layer]
+        features = self.vgg(stylized)
+        content_loss = F.mse_loss(features[self.content_layer].float(), target.float())
+        style_loss = 0.0
+        for i, layer in enumerate(self.style_layers):
+            g = gram(features[layer].float())
+            style_loss = style_loss + ((g - getattr(self, f"style_gram_{i}")) ** 2).mean()
+        y = stylized.float()
+        tv_loss = ((y[..., :, 1:] - y[..., :, :-1]) ** 2).mean() + ((y[..., 1:, :] - y[..., :-1, :]) ** 2).mean()
+        losses = {"content": self.content_weight * content_loss,
+                  "style": self.style_weight * style_loss,
+                  "tv": self.tv_weight * tv_loss}
+        losses["total"] = losses["content"] + losses["style"] + losses["tv"]
+        return losses

@@ -1,0 +1,332 @@
+"""`stylemirror train`: the fast-style-transfer recipe (Johnson et al.), in PyTorch.
+
+One loop: stylize a batch, score it with the loss network, step Adam. Around it: resuming
+from the newest checkpoint, checkpoints on a schedule and on SIGTERM, a log, a plot, preview
+pictures, and the final models. Runs on one device or many with `torchrun` (DDP)."""
+
+import dataclasses
+import datetime
+import json
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from . import atomic, data, formats, loss_network
+from .errors import UserError
+from .network import TransformNet
+
+MAX_BAD_STEPS = 5  # consecutive non-finite losses before giving up
+
+
+@dataclass
+class TrainConfig:
+    style: str
+    checkpoint_dir: str
+    train_path: str = "data/train2014"
+    vgg_path: str | None = None
+    model_dir: str | None = None
+    test: str | None = None
+    test_dir: str | None = None
+    epochs: int = 2
+    batch_size: int = 4
+    checkpoint_iterations: int = 2000
+    content_weight: float = 7.5
+    style_weight: float = 100.0
+    tv_weight: float = 200.0
+    learning_rate: float = 1e-3
+    image_size: int = 256
+    style_size: int | None = None
+    style_layers: tuple = loss_network.STYLE_LAYERS
+    content_layer: str = loss_network.CONTENT_LAYER
+    seed: int = 42
+    device: str = "auto"
+    fresh: bool = False
+    compile: bool | None = None  # None: on CUDA only
+    workers: int | None = None
+    max_steps: int | None = None  # stop early (tests, benchmarks)
+    log_interval: int = 100
+
+
+class Stop:
+    """Set by SIGTERM (what cloud schedulers send before preemption) or Ctrl-C."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return folder / f"ckpt_{step:08d}.pt"
+
+
+def newest_checkpoint(folder: Path) -> Path | None:
+    found = [(int(m.group(1)), p) for p in folder.glob("ckpt_*.pt") if (m := re.fullmatch(r"ckpt_(\d+)\.pt", p.name))]
+    return max(found)[1] if found else None
+
+
+def load_style(path, size):
+    from .stylize import open_picture
+
+    image = open_picture(path).convert("RGB")
+    if size:
+        image.thumbnail((size, size))
+    import numpy as np
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float()
+
+
+def setup_device(cfg):
+    """(device, rank, world): torchrun's environment makes this a DDP worker."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cfg.device == "auto":
+        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {cfg.device}: no CUDA device is available here")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, rank, world
+
+
+def plot_losses(rows, dest):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    steps = [r["step"] for r in rows]
+    for key in ("total", "content", "style", "tv"):
+        ax.plot(steps, [r[key] for r in rows], label=key, linewidth=2 if key == "total" else 1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic.atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+class Run:
+    """Everything rank 0 writes into --checkpoint-dir and --test-dir."""
+
+    def __init__(self, cfg, net, optimizer, rank):
+        self.cfg, self.net, self.optimizer, self.rank = cfg, net, optimizer, rank
+        self.folder = Path(cfg.checkpoint_dir)
+        self.log_path = self.folder / "train_log.jsonl"
+        self.rows = []
+
+    def resume(self, device):
+        """Restore the newest checkpoint (unless --fresh); return (step, epoch, batch)."""
+        newest = None if self.cfg.fresh else newest_checkpoint(self.folder)
+        if newest is None:
+            return 0, 0, 0, None
+        try:
+            state = torch.load(newest, map_location=device, weights_only=True)
+            self.net.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except Exception as e:
+            raise UserError(f"{newest}: cannot resume from this checkpoint ({str(e).splitlines()[0]}); "
+                            "use --fresh to start over") from None
+        torch.set_rng_state(state["rng"].cpu())
+        if self.log_path.exists():  # forget rows logged after the checkpoint (a killed run)
+            self.rows = [r for r in map(json.loads, self.log_path.read_text().splitlines()) if r["step"] <= state["step"]]
+            if self.rank == 0:
+                atomic.write_bytes(self.log_path, "".join(json.dumps(r) + "\n" for r in self.rows).encode())
+        return state["step"], state["epoch"], state["batch"], newest
+
+    def log(self, row):
+        self.rows.append(row)
+        if self.rank == 0:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def checkpoint(self, step, epoch, batch):
+        if self.rank != 0:
+            return
+        state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "step": step, "epoch": epoch, "batch": batch, "rng": torch.get_rng_state(),
+                 "config": json.dumps(dataclasses.asdict(self.cfg))}
+        with atomic.atomic_path(checkpoint_path(self.folder, step)) as tmp:
+            torch.save(state, tmp)
+        if self.rows:
+            plot_losses(self.rows, self.folder / "losses.png")
+        if self.cfg.test and self.cfg.test_dir:
+            self.preview(step)
+
+    def preview(self, step):
+        from .stylize import Stylizer, open_picture, save_picture
+
+        was_training = self.net.training
+        stylizer = Stylizer(self.net, next(self.net.parameters()).device)
+        save_picture(stylizer.picture(open_picture(self.cfg.test)), Path(self.cfg.test_dir) / f"step_{step:08d}.png")
+        self.net.train(was_training)
+
+    def export(self, step):
+        if self.rank != 0:
+            return None
+        cfg = self.cfg
+        out = Path(cfg.model_dir or self.folder / "model")
+        net = TransformNet()
+        net.load_state_dict({k: v.float().cpu() for k, v in self.net.state_dict().items()})
+        net.eval()
+        info = {"style": str(Path(cfg.style).resolve()), "steps": step, "epochs": cfg.epochs,
+                "batch_size": cfg.batch_size, "image_size": cfg.image_size,
+                "content_weight": cfg.content_weight, "style_weight": cfg.style_weight,
+                "tv_weight": cfg.tv_weight, "learning_rate": cfg.learning_rate,
+                "style_layers": list(cfg.style_layers), "content_layer": cfg.content_layer,
+                "vgg": str(cfg.vgg_path or "torchvision vgg19"),
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        formats.write_ml5(net, out / "ml5")
+        formats.save_safetensors(net, out / "model.safetensors", info)
+        formats.export_onnx(net, out / "model.onnx")
+        atomic.write_bytes(out / "model.json", json.dumps(info, indent=2).encode())
+        return out
+
+
+def check_config(cfg):
+    for name in ("epochs", "batch_size", "checkpoint_iterations", "image_size"):
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if cfg.test and not cfg.test_dir:
+        raise UserError("--test needs --test-dir (where the preview pictures go)")
+    for layer in (*cfg.style_layers, cfg.content_layer):
+        if not layer.startswith("relu") or layer not in loss_network.VGG19_LAYERS:
+            raise UserError(f"unknown VGG19 layer {layer!r} (use relu1_1 ... relu5_4)")
+
+
+def train(cfg: TrainConfig) -> bool:
+    """Train; True when finished (models exported), False when stopped by SIGTERM."""
+    check_config(cfg)
+    device, rank, world = setup_device(cfg)
+    torch.manual_seed(cfg.seed)
+    files = data.find_images(cfg.train_path)
+    steps_per_epoch = data.TrainingOrder.batches_per_epoch(len(files), cfg.batch_size, world)
+    if steps_per_epoch == 0:
+        raise UserError(f"{cfg.train_path}: {len(files)} pictures, fewer than one batch "
+                        f"({cfg.batch_size} x {world} processes)")
+    if cfg.test:
+        from .stylize import open_picture
+        open_picture(cfg.test)  # fail now, not at the first checkpoint
+    style = load_style(cfg.style, cfg.style_size)
+    vgg = loss_network.load_vgg(cfg.vgg_path or loss_network.default_vgg_path(),
+                                (*cfg.style_layers, cfg.content_layer))
+    criterion = loss_network.PerceptualLoss(
+        vgg, style, cfg.content_layer, cfg.style_layers,
+        cfg.content_weight, cfg.style_weight, cfg.tv_weight).to(device)
+
+    net = TransformNet().to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    run = Run(cfg, net, optimizer, rank)
+    step, epoch, batch_in_epoch, resumed = run.resume(device)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    if rank == 0:
+        if resumed:
+            print(f"resuming from {resumed} (step {step} of {total_steps}, epoch {epoch + 1}); --fresh starts over", flush=True)
+        else:
+            print(f"starting a fresh run: {len(files)} pictures, {total_steps} steps on {device}"
+                  f"{f' x {world} processes' if world > 1 else ''}", flush=True)
+
+    cuda = device.type == "cuda"
+    if cuda:
+        net = net.to(memory_format=torch.channels_last)
+    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    if cfg.compile if cfg.compile is not None else cuda:
+        model = torch.compile(model)
+    stop = Stop()
+    window = {"steps": 0, "images": 0, "start": time.perf_counter()}  # what the next log row averages
+    unreadable, bad_steps, last_batch = set(), 0, None
+    progress = tqdm(total=total_steps, initial=step, unit="step", disable=rank != 0, dynamic_ncols=True)
+    net.train()
+    order = data.TrainingOrder(len(files), cfg.batch_size, cfg.epochs, cfg.seed, rank, world, epoch, batch_in_epoch)
+    if step < total_steps:
+        for batch, bad in data.loader(files, cfg.image_size, cfg.batch_size, order, cfg.workers, cuda):
+            for i in set(bad) - unreadable:
+                unreadable.add(i)
+                if rank == 0:
+                    tqdm.write(f"skipping unreadable picture {files[i]}")
+            if len(batch) == 0:  # every picture of the batch was unreadable: reuse the last one
+                if last_batch is None:
+                    continue
+                batch = last_batch
+            last_batch = batch
+            x = batch.to(device, non_blocking=True).float()
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                losses = criterion(model(x), x)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()  # on every rank, finite or not: DDP's all-reduce needs all
+            flags = torch.tensor([float(stop.requested), float(not torch.isfinite(losses["total"]))], device=device)
+            if world > 1:  # every rank must agree to skip or stop at the same step
+                dist.all_reduce(flags)
+            if flags[1].item() > 0:
+                bad_steps += 1
+                optimizer.zero_grad(set_to_none=True)
+                if rank == 0:
+                    tqdm.write(f"step {step + 1}: non-finite loss, step skipped (weights unchanged)")
+                if bad_steps >= MAX_BAD_STEPS:
+                    raise UserError(f"the loss was non-finite {bad_steps} steps in a row; stopped. "
+                                    f"Last good checkpoint: {newest_checkpoint(run.folder)}. Try a lower --learning-rate")
+            else:
+                bad_steps = 0
+                optimizer.step()
+                for key, value in losses.items():
+                    window[key] = window.get(key, 0.0) + float(value.detach())
+                window["steps"] += 1
+                window["images"] += len(x) * world
+            step += 1
+            batch_in_epoch += 1
+            if batch_in_epoch == steps_per_epoch:
+                epoch, batch_in_epoch = epoch + 1, 0
+            progress.update(1)
+            stop.requested = flags[0].item() > 0  # a signal to any rank stops them all
+            stopping = stop.requested or step >= total_steps
+            checkpoint_due = step % cfg.checkpoint_iterations == 0 or stopping
+            if (step % cfg.log_interval == 0 or checkpoint_due) and window["steps"]:
+                elapsed = time.perf_counter() - window["start"]
+                row = {"step": step, "epoch": round(epoch + batch_in_epoch / steps_per_epoch, 4)}
+                row.update({k: window[k] / window["steps"] for k in ("content", "style", "tv", "total")})
+                row["images_per_s"] = window["images"] / elapsed
+                run.log(row)
+                progress.set_postfix(loss=f"{row['total']:.4g}", img_s=f"{row['images_per_s']:.1f}")
+                window = {"steps": 0, "images": 0, "start": time.perf_counter()}
+            if checkpoint_due:
+                run.checkpoint(step, epoch, batch_in_epoch)
+                window["start"] = time.perf_counter()  # checkpoint time is not training speed
+            if stopping:
+                break
+    progress.close()
+    if unreadable and rank == 0:
+        print(f"skipped {len(unreadable)} unreadable files of {len(files)}", flush=True)
+    if stop.requested:
+        if rank == 0:
+            print(f"stopped by SIGTERM at step {step}: checkpoint saved, rerun the same command to resume", flush=True)
+        return False
+    out = run.export(step)
+    if rank == 0:
+        print(f"done: {step} steps; models in {out}", flush=True)
+    if world > 1:
+        dist.barrier()
+    return True
+

@@ -1,0 +1,148 @@
+"""The loss network and the losses, against hand-computed values."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import SHARED, make_torchvision_vgg, make_vgg_mat
+from stylemirror import loss_network, server
+from stylemirror.errors import UserError
+from stylemirror.loss_network import PerceptualLoss, gram
+
+
+def test_gram_by_hand():
+    # Channel 0 = [[1, 2], [3, 4]], channel 1 = [[0, 1], [1, 0]]: F F^T = [[30, 5], [5, 2]], / (C H W = 8)
+    f = torch.tensor([[[[1.0, 2], [3, 4]], [[0, 1], [1, 0]]]])
+    assert torch.allclose(gram(f), torch.tensor([[[3.75, 0.625], [0.625, 0.25]]]))
+
+
+class Identity(torch.nn.Module):
+    """A stand-in loss network whose 'layers' are the picture itself and its first channel."""
+
+    def forward(self, x):
+        return {"a": x, "b": x[:, :1]}
+
+
+def test_losses_by_hand():
+    style = torch.tensor([[[[1.0, 2], [3, 4]], [[0, 1], [1, 0]], [[2, 2], [2, 2]]]])  # (1, 3, 2, 2)
+    loss = PerceptualLoss(Identity(), style, content_layer="a", style_layers=("a", "b"),
+                          content_weight=2.0, style_weight=3.0, tv_weight=5.0)
+    content = torch.zeros(1, 3, 2, 2)
+    y = torch.tensor([[[[1.0, 0], [0, 0]], [[0, 0], [0, 0]], [[0, 0], [0, 0]]]])
+    out = loss(y, content)
+    # content: one pixel differs by 1 out of 12 values -> mean 1/12
+    assert out["content"].item() == pytest.approx(2.0 * 1 / 12)
+    # style layer a: G(y) has a single 1/12 at [0, 0]; G(s) = S S^T / 12
+    s = style.reshape(3, 4)
+    gs = (s @ s.T) / 12
+    gy = torch.zeros(3, 3)
+    gy[0, 0] = 1 / 12
+    layer_a = ((gy - gs) ** 2).sum() / 9
+    # layer b: channel 0 only, C H W = 4: G(y) = 1/4, G(s) = 30/4
+    layer_b = (0.25 - 7.5) ** 2
+    assert out["style"].item() == pytest.approx(3.0 * (layer_a.item() + layer_b), rel=1e-5)
+    # tv: horizontal differences: 2 rows x 1 x 3 channels = 6 values, one of them 1 -> 1/6; vertical the same
+    assert out["tv"].item() == pytest.approx(5.0 * (1 / 6 + 1 / 6))
+    assert out["total"].item() == pytest.approx(sum(out[k].item() for k in ("content", "style", "tv")))
+
+
+def test_style_loss_averages_over_the_batch():
+    style = torch.rand(1, 3, 4, 4)
+    loss = PerceptualLoss(Identity(), style, "a", ("a",), 1.0, 1.0, 0.0)
+    a, b = torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4)
+    both = loss(torch.cat([a, b]), torch.cat([a, b]))["style"]
+    assert both.item() == pytest.approx((loss(a, a)["style"] + loss(b, b)["style"]).item() / 2, rel=1e-5)
+
+
+def reference_features(kernels, image, mean, std=(1, 1, 1), scale=1.0, upto="relu2_1"):
+    """conv/relu/maxpool by hand, in float64, from [out, in, h, w] kernels."""
+    x = (image.double() - torch.tensor(mean).double().view(1, 3, 1, 1)) / torch.tensor(std).double().view(1, 3, 1, 1)
+    out = {}
+    for name in loss_network.VGG19_LAYERS[: loss_network.VGG19_LAYERS.index(upto) + 1]:
+        if name.startswith("conv"):
+            k, b = kernels[name]
+            x = F.conv2d(x, torch.from_numpy(k).double(), torch.from_numpy(b).double(), padding=1)
+        elif name.startswith("relu"):
+            x = x.clamp_min(0)
+        else:
+            x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+        out[name] = x * scale
+    return out
+
+
+def test_matconvnet_file_loads_with_its_layout_and_mean(tmp_path):
+    kernels = make_vgg_mat(tmp_path / "vgg.mat", upto="conv2_1")
+    vgg = loss_network.load_vgg(tmp_path / "vgg.mat", ["relu1_1", "relu2_1"])
+    image = torch.rand(1, 3, 9, 7) * 255
+    want = reference_features(kernels, image, (123.68, 116.779, 103.939))
+    got = vgg(image)
+    for layer in ("relu1_1", "relu2_1"):
+        torch.testing.assert_close(got[layer].double(), want[layer], rtol=1e-4, atol=1e-3)
+    assert len(vgg.body) == loss_network.VGG19_LAYERS.index("relu2_1") + 1  # stops at the deepest layer
+
+
+def test_torchvision_state_dict_loads_with_its_normalisation(tmp_path):
+    kernels = make_torchvision_vgg(tmp_path / "vgg19.pth", upto="conv2_1")
+    vgg = loss_network.load_vgg(tmp_path / "vgg19.pth", ["relu2_1"])
+    image = torch.rand(1, 3, 8, 8) * 255
+    scale = 255 * np.mean(loss_network.TORCHVISION_STD)
+    want = reference_features(kernels, image / 255, loss_network.TORCHVISION_MEAN, loss_network.TORCHVISION_STD, scale)
+    torch.testing.assert_close(vgg(image)["relu2_1"].double(), want["relu2_1"], rtol=1e-4, atol=1e-3)
+
+
+def test_missing_layer_is_named(tmp_path):
+    make_vgg_mat(tmp_path / "vgg.mat", upto="conv2_2")
+    with pytest.raises(UserError, match="the VGG weights have no layer conv3_1"):
+        loss_network.load_vgg(tmp_path / "vgg.mat", ["relu1_1", "relu3_1"])
+
+
+def test_real_partial_vgg19_loads():
+    path = SHARED / "vgg19" / "imagenet-vgg19-conv1_1-conv3_4.mat"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the real VGG19 weights live in the shared folder)")
+    vgg = loss_network.load_vgg(path, ["relu1_1", "relu2_1", "relu3_1"])
+    assert vgg.mean.flatten().tolist() == pytest.approx([123.68, 116.779, 103.939], abs=1e-3)
+    with pytest.raises(UserError, match="no layer conv4_1"):
+        loss_network.load_vgg(path, loss_network.STYLE_LAYERS)
+
+
+def test_pickle_as_vgg_weights_is_refused(tmp_path):
+    import pickle
+    (tmp_path / "vgg.pth").write_bytes(pickle.dumps(type("X", (), {"__reduce__": lambda self: (print, ("pwned",))})()))
+    with pytest.raises(UserError, match="refused"):
+        loss_network.load_vgg(tmp_path / "vgg.pth", ["relu1_1"])
+
+
+@pytest.fixture
+def vgg_host(tmp_path, monkeypatch):
+    root = tmp_path / "host"
+    root.mkdir()
+    make_torchvision_vgg(root / "tmp.pth", upto="conv1_2")
+    digest = hashlib.sha256((root / "tmp.pth").read_bytes()).hexdigest()
+    (root / "tmp.pth").rename(root / f"vgg19-{digest[:8]}.pth")
+    srv = server.serve({"/models": root})
+    base = f"http://127.0.0.1:{srv.server_address[1]}/models"
+    yield base, digest[:8], root
+    srv.shutdown()
+
+
+def test_default_weights_download_once_with_checksum(vgg_host, monkeypatch):
+    base, prefix, root = vgg_host
+    monkeypatch.setenv("STYLEMIRROR_VGG_URL", f"{base}/vgg19-{prefix}.pth")
+    path = loss_network.default_vgg_path()
+    assert path.read_bytes() == (root / f"vgg19-{prefix}.pth").read_bytes()
+    (root / f"vgg19-{prefix}.pth").unlink()  # the second call must not download again
+    assert loss_network.default_vgg_path() == path
+    loss_network.load_vgg(path, ["relu1_2"])
+
+
+def test_download_with_wrong_checksum_is_refused_and_not_kept(vgg_host, monkeypatch):
+    base, prefix, root = vgg_host
+    (root / f"vgg19-{prefix}.pth").rename(root / "vgg19-00000000.pth")
+    monkeypatch.setenv("STYLEMIRROR_VGG_URL", f"{base}/vgg19-00000000.pth")
+    with pytest.raises(UserError, match="checksum mismatch"):
+        loss_network.default_vgg_path()
+    assert not list((loss_network.registry.cache_dir() / "vgg").iterdir())

@@ -1,0 +1,236 @@
+"""The style mirror: its server, and its page in headless Chromium (Playwright)."""
+
+import http.client
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, launch, ml5_model, photo, random_net
+from stylemirror import formats, mirror, registry, server
+from stylemirror.stylize import Stylizer
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture
+def models(tmp_path):
+    """A models folder: one published ml5 model and one exported by our own code."""
+    folder = tmp_path / "models"
+    shutil.copytree(ml5_model("udnie"), folder / "udnie")
+    formats.write_ml5(random_net(seed=4), folder / "ours")
+    return folder
+
+
+@pytest.fixture
+def mirror_url(models):
+    srv = mirror.Mirror([models]).serve(port=0)
+    yield f"http://127.0.0.1:{srv.server_address[1]}/"
+    srv.shutdown()
+
+
+def write_y4m(path, frames=30, size=(320, 240)):
+    """A fake camera for Chromium: 4:2:0 ('C420jpeg') YUV frames of a moving photo."""
+    w, h = size
+    base = photo(size)
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(frames):
+            ycc = np.asarray(base.rotate(i * 3).convert("YCbCr"))
+            f.write(b"FRAME\n" + ycc[..., 0].tobytes())
+            for c in (1, 2):
+                f.write(np.asarray(Image.fromarray(ycc[..., c]).resize((w // 2, h // 2))).tobytes())
+
+
+@pytest.fixture(scope="module")
+def camera_browser(playwright, tmp_path_factory):
+    y4m = tmp_path_factory.mktemp("camera") / "camera.y4m"
+    write_y4m(y4m)
+    context = launch(playwright, tmp_path_factory.mktemp("profile"), [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={y4m.resolve()}"])
+    yield context
+    context.close()
+
+
+def open_page(context, url, until="ready"):
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_function(f"['{until}', 'error', 'no-models'].includes(document.body.dataset.state)", timeout=90000)
+    page.errors = errors
+    return page
+
+
+def message(page):
+    return page.locator("#message").inner_text() if page.locator("#message").is_visible() else ""
+
+
+@pytest.mark.parametrize("model", ["udnie", "ours"])
+def test_picture_mode_matches_stylize(browser, mirror_url, models, tmp_path, model):
+    picture = photo((61, 45))
+    picture.save(tmp_path / "picture.png")
+    page = open_page(browser, f"{mirror_url}?model={model}&camera=off&backend=wasm")
+    assert page.evaluate("window.mirror.backend") == "wasm" and page.evaluate("window.mirror.model") == model
+    page.set_input_files("#image-input", str(tmp_path / "picture.png"))
+    page.wait_for_function("document.body.dataset.state === 'image-done'", timeout=90000)
+    pixels = np.array(page.evaluate(
+        "Array.from(document.getElementById('output').getContext('2d').getImageData(0, 0, 61, 45).data)"),
+        dtype=np.uint8).reshape(45, 61, 4)[..., :3]
+    assert page.evaluate("[document.getElementById('output').width, document.getElementById('output').height]") == [61, 45]
+    ours = np.asarray(Stylizer(formats.load_model(models / model)).picture(picture))
+    diff = np.abs(pixels.astype(int) - ours.astype(int))
+    assert diff.max() <= 3, f"max difference {diff.max()} levels"
+    assert ours.std() > 5 and not page.errors
+    page.close()
+
+
+def test_camera_frames_flow_fps_shows_and_memory_stays_flat(camera_browser, mirror_url):
+    page = open_page(camera_browser, f"{mirror_url}?model=udnie&backend=wasm&size=160x120")
+    page.wait_for_function("window.mirror.frames >= 5", timeout=120000)
+    tensors = page.evaluate("tf.memory().numTensors")
+    start = page.evaluate("window.mirror.frames")
+    page.wait_for_function(f"window.mirror.frames >= {start + 50}", timeout=300000)
+    assert page.evaluate("tf.memory().numTensors") == tensors
+    fps = float(page.locator("#fps").inner_text().split()[0])
+    assert fps > 0
+    assert page.evaluate("[document.getElementById('output').width, document.getElementById('output').height]") == [160, 120]
+    # The frame on the canvas is stylized, not blank.
+    pixels = np.array(page.evaluate(
+        "Array.from(document.getElementById('output').getContext('2d').getImageData(0, 0, 160, 120).data)"))
+    assert pixels.reshape(-1, 4)[:, :3].std() > 10
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "mirror.png"))  # for a person to look at
+    assert not page.errors
+    page.close()
+
+
+def test_no_camera_says_so(browser, mirror_url):
+    """No fake camera in this browser: a specific message, and picture mode still offered."""
+    page = open_page(browser, f"{mirror_url}?model=udnie&backend=wasm", until="no-camera")
+    text = message(page)
+    assert ("No camera found" in text or "Camera permission was denied" in text), text
+    assert "stylize a picture" in text
+    page.close()
+
+
+def test_bad_model_name_says_so(browser, mirror_url):
+    page = open_page(browser, f"{mirror_url}?model=nope&camera=off&backend=wasm")
+    assert 'There is no style named "nope"' in message(page)
+    assert "Available: ours, udnie" in message(page)
+    page.close()
+
+
+def test_unreachable_model_file_says_so(browser, models, mirror_url):
+    (models / "udnie" / "Variable_5").unlink()
+    page = open_page(browser, f"{mirror_url}?model=udnie&camera=off&backend=wasm", until="error")
+    assert 'Could not load the style "udnie": Variable_5: HTTP 404' in message(page)
+    page.close()
+
+
+def test_no_models_says_how_to_get_one(browser, tmp_path):
+    srv = mirror.Mirror([tmp_path / "empty"]).serve(port=0)
+    page = open_page(browser, f"http://127.0.0.1:{srv.server_address[1]}/?backend=wasm", until="no-models")
+    assert "stylemirror models pull wave" in message(page) and "stylemirror train" in message(page)
+    page.close()
+    srv.shutdown()
+
+
+def test_ml5_example_page_runs_the_same_model(camera_browser, mirror_url):
+    page = camera_browser.new_page()
+    page.goto(f"{mirror_url}examples/ml5/?model=ours&size=64x48&frames=1")
+    # ml5 0.12.2 is slow on SwiftShader WebGL (its CPU backend is wrong): a small frame.
+    # Read the status as the first frame arrives: the next ml5 frame blocks the page again.
+    status = page.wait_for_function("window.ml5Frames >= 1 && document.getElementById('status').textContent",
+                                    timeout=180000, polling=1000).json_value()
+    assert "ours loaded (ml5 backend: webgl)" in status
+    page.close()
+
+
+def test_index_lists_models(mirror_url):
+    conn = http.client.HTTPConnection(mirror_url.split("//")[1].rstrip("/"))
+    conn.request("GET", "/models/index.json")
+    index = json.loads(conn.getresponse().read())
+    assert [(m["name"], m["format"]) for m in index["models"]] == [("ours", "ml5"), ("udnie", "ml5")]
+    assert all(m["size"] > 6e6 for m in index["models"])
+
+
+TRAVERSALS = ["/../../../../etc/passwd", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/models/udnie/..%2f..%2f..%2f..%2fetc%2fpasswd",
+              "/models/udnie/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/%252e%252e/%252e%252e/etc/passwd",
+              "/node_modules/../../pyproject.toml", "/..\\..\\pyproject.toml", "/models/../../pyproject.toml",
+              "//etc/passwd", "/models/udnie/%00manifest.json", "/node_modules/"]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_traversal_is_refused(mirror_url, path):
+    conn = http.client.HTTPConnection(mirror_url.split("//")[1].rstrip("/"))
+    conn.putrequest("GET", path, skip_accept_encoding=True)
+    conn.endheaders()
+    response = conn.getresponse()
+    body = response.read()
+    assert response.status == 404 and b"root:" not in body and b"[project]" not in body
+
+
+def test_resolve_stays_inside_mounts(tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "a.txt").write_text("a")
+    (tmp_path / "secret.txt").write_text("s")
+    (tmp_path / "site" / "link.txt").symlink_to(tmp_path / "secret.txt")
+    mounts = {"/": tmp_path / "site"}
+    assert server.resolve(mounts, "/a.txt") == (tmp_path / "site" / "a.txt").resolve()
+    for bad in ["/link.txt", "/../secret.txt", "/%2e%2e/secret.txt", "/", "/a.txt/.."]:
+        assert server.resolve(mounts, bad) is None, bad
+
+
+def test_binds_to_localhost_by_default(models):
+    srv = mirror.Mirror([models]).serve(port=0)
+    assert srv.server_address[0] == "127.0.0.1"
+    srv.shutdown()
+    from stylemirror.cli import build_parser
+    assert build_parser().parse_args(["mirror"]).host == "127.0.0.1"
+
+
+def test_survives_disconnects_and_50_concurrent_requests(mirror_url):
+    import socket
+    host, port = mirror_url.split("//")[1].rstrip("/").split(":")
+    for _ in range(5):  # ask for a 1 MB file and hang up at once
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"GET /models/udnie/Variable_30 HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.close()
+    results = []
+
+    def fetch():
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request("GET", "/models/udnie/Variable_30")
+        results.append(len(conn.getresponse().read()))
+    threads = [threading.Thread(target=fetch) for _ in range(50)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert results == [3 * 3 * 128 * 128 * 4] * 50
+
+
+def test_fresh_machine_pulls_a_model_first(tmp_path, monkeypatch):
+    host = tmp_path / "host"
+    formats.write_ml5(random_net(seed=1), host / "wave")
+    srv = server.serve({"/styles": host})
+    monkeypatch.setenv("STYLEMIRROR_MODELS_URL", f"http://127.0.0.1:{srv.server_address[1]}/styles")
+    folders = mirror.model_folders([])
+    assert mirror.ensure_a_model(folders) is None
+    assert list(mirror.find_models(folders)) == ["wave"]
+    srv.shutdown()
+
+
+def test_offline_fresh_machine_explains(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    note = mirror.ensure_a_model(mirror.model_folders([]))
+    assert "no style model found" in note and "stylemirror models pull wave" in note
+    assert not registry.pulled()
+
+
+def test_training_model_dirs_are_found(tmp_path):
+    formats.write_ml5(random_net(), tmp_path / "runs" / "my style" / "ml5")
+    assert list(mirror.find_models([tmp_path / "runs"])) == ["my-style"]

@@ -1,0 +1,170 @@
+"""`stylemirror train` end to end, on tiny pictures and generated VGG weights."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_vgg_mat, photo
+from stylemirror import formats
+
+SKIMAGE_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """Training pictures (real photos from scikit-image, one broken file), a style picture
+    and a generated VGG19 .mat with the original's structure."""
+    import skimage.data
+    root = tmp_path_factory.mktemp("train")
+    (root / "photos" / "nested").mkdir(parents=True)
+    for i, name in enumerate(SKIMAGE_PHOTOS):
+        image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        image.thumbnail((96, 96))
+        image.save(root / "photos" / ("nested" if i % 2 else "") / f"{name}.jpg")
+    (root / "photos" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (root / "photos" / "readme.txt").write_text("not a picture")
+    style = Image.open(root / "photos" / "astronaut.jpg").rotate(90).filter(__import__("PIL.ImageFilter").ImageFilter.FIND_EDGES)
+    style.save(root / "style.png")
+    photo((40, 30)).save(root / "test.png")
+    make_vgg_mat(root / "vgg.mat", upto="conv3_1")
+    return root
+
+
+def train_args(root, ckpt, *extra):
+    return ["train", "--style", root / "style.png", "--train-path", root / "photos", "--vgg-path", root / "vgg.mat",
+            "--style-layers", "relu1_1,relu2_1,relu3_1", "--content-layer", "relu2_2", "--checkpoint-dir", ckpt,
+            "--image-size", "32", "--batch-size", "2", "--workers", "0", *extra]
+
+
+def stylemirror(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "stylemirror", *map(str, args)], capture_output=True, text=True, **kwargs)
+
+
+def rows(ckpt):
+    return [json.loads(line) for line in (ckpt / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_training_writes_everything_and_the_loss_falls(workdir, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    result = stylemirror(*train_args(workdir, ckpt, "--epochs", "8", "--checkpoint-iterations", "10",
+                                     "--log-interval", "2", "--learning-rate", "1e-2", "--style-weight", "1000",
+                                     "--test", workdir / "test.png", "--test-dir", tmp_path / "previews",
+                                     "--model-dir", tmp_path / "models"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("starting a fresh run: 7 pictures, 24 steps")
+    assert f"skipping unreadable picture {workdir / 'photos' / 'broken.jpg'}" in result.stdout
+    assert "skipped 1 unreadable files of 7" in result.stdout
+    log = rows(ckpt)
+    assert {"step", "epoch", "content", "style", "tv", "total", "images_per_s"} <= set(log[0])
+    assert [r["step"] for r in log] == list(range(2, 25, 2))
+    assert np.mean([r["total"] for r in log[-3:]]) < 0.5 * np.mean([r["total"] for r in log[:2]])
+    assert sorted(p.name for p in ckpt.glob("ckpt_*.pt")) == ["ckpt_00000010.pt", "ckpt_00000020.pt", "ckpt_00000024.pt"]
+    assert Image.open(ckpt / "losses.png").size[0] > 300
+    previews = sorted(p.name for p in (tmp_path / "previews").iterdir())
+    assert previews == ["step_00000010.png", "step_00000020.png", "step_00000024.png"]
+    assert Image.open(tmp_path / "previews" / previews[-1]).size == (40, 30)
+    models = tmp_path / "models"
+    info = json.loads((models / "model.json").read_text())
+    assert info["steps"] == 24 and info["style_weight"] == 1000 and info["date"]
+    a, b = formats.load_model(models / "ml5"), formats.load_model(models / "model.safetensors")
+    assert all((x == y).all() for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert (models / "model.onnx").stat().st_size > 1e6
+
+
+def test_a_run_script_for_the_original_runs_unchanged(workdir, tmp_path):
+    """style.py's flags, in its spelling (`1.5e1`), with `stylemirror train` in its place."""
+    result = stylemirror(*train_args(workdir, tmp_path / "c", "--content-weight", "1.5e1", "--checkpoint-iterations",
+                                     "1000", "--batch-size", "3", "--tv-weight", "2e2", "--style-weight", "1e2",
+                                     "--learning-rate", "1e-3", "--epochs", "1"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "c" / "model" / "ml5" / "manifest.json").exists()
+
+
+def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(workdir, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    args = [sys.executable, "-m", "stylemirror", *map(str, train_args(
+        workdir, ckpt, "--epochs", "40", "--checkpoint-iterations", "3", "--log-interval", "1"))]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (ckpt / "ckpt_00000006.pt").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.kill()  # SIGKILL: no chance to save anything
+    proc.wait()
+    done = sorted(int(p.stem.split("_")[1]) for p in ckpt.glob("ckpt_*.pt"))
+    assert done and done[-1] >= 6
+    result = stylemirror(*train_args(workdir, ckpt, "--epochs", "40", "--checkpoint-iterations", "3",
+                                     "--log-interval", "1", "--max-steps", str(done[-1] + 3)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith(f"resuming from {ckpt / f'ckpt_{done[-1]:08d}.pt'} (step {done[-1]} ")
+    steps = [r["step"] for r in rows(ckpt)]
+    assert steps == list(range(1, done[-1] + 4))  # nothing logged twice, nothing missing
+    fresh = stylemirror(*train_args(workdir, ckpt, "--epochs", "1", "--fresh"))
+    assert fresh.stdout.startswith("starting a fresh run")
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(workdir, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    proc = subprocess.Popen([sys.executable, "-m", "stylemirror", *map(str, train_args(
+        workdir, ckpt, "--epochs", "100", "--checkpoint-iterations", "1000", "--log-interval", "1"))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ((ckpt / "train_log.jsonl").exists() and len(rows(ckpt)) >= 3) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    [saved] = ckpt.glob("ckpt_*.pt")
+    assert f"stopped by SIGTERM at step {int(saved.stem.split('_')[1])}" in out
+
+
+def test_non_finite_loss_stops_with_last_good_checkpoint(workdir, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    result = stylemirror(*train_args(workdir, ckpt, "--epochs", "20", "--checkpoint-iterations", "1",
+                                     "--learning-rate", "1e30"))
+    assert result.returncode == 2
+    assert "non-finite" in result.stderr and "Traceback" not in result.stderr
+    newest = max(ckpt.glob("ckpt_*.pt"))
+    import torch
+    state = torch.load(newest, weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda a, r: a.__setitem__(a.index("--train-path") + 1, r / "empty"), "no pictures found"),
+    (lambda a, r: a.__setitem__(a.index("--style") + 1, r / "test.txt"), "test.txt: not a readable picture"),
+    (lambda a, r: a.__setitem__(a.index("--vgg-path") + 1, r / "nope.mat"), "nope.mat: no such VGG weights file"),
+    (lambda a, r: a.extend(["--batch-size", "0"]), "must be positive"),
+    (lambda a, r: a.extend(["--style-layers", "relu9_9"]), "unknown VGG19 layer 'relu9_9'"),
+])
+def test_bad_input_is_one_line_exit_2(workdir, tmp_path, change, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "test.txt").write_text("hello")
+    args = [str(a) for a in train_args(workdir, tmp_path / "c")]
+    args = [str(tmp_path / "test.txt") if a == str(workdir / "style.png") and "style.png" in message else a for a in args]
+    change(args, tmp_path)
+    result = stylemirror(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_torchrun_two_processes_train_one_set_of_checkpoints(workdir, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "stylemirror",
+                             *map(str, train_args(workdir, ckpt, "--epochs", "4", "--checkpoint-iterations", "2",
+                                                  "--log-interval", "1"))],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 7 readable pictures, 2 processes x batch 2 -> 1 step per epoch (broken file counted in the 8)
+    assert sorted(p.name for p in ckpt.glob("ckpt_*.pt")) == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
+    assert [r["step"] for r in rows(ckpt)] == [1, 2, 3, 4]
+    assert result.stdout.count("starting a fresh run") == 1
+    assert (ckpt / "model" / "model.safetensors").exists()

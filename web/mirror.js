@@ -1,0 +1,316 @@
+// The style mirror: the webcam (or a picture) through a style network, live, in the browser.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const video = $('camera');
+const canvas = $('output');
+
+// Everything the page knows, in one place (tests read it too).
+const mirror = {
+  backend: null,
+  net: null,
+  model: null,
+  models: [],
+  stream: null,
+  mode: 'camera', // or 'image'
+  frames: 0,
+  frameTimes: [],
+  loopRunning: false,
+};
+window.mirror = mirror;
+
+function say(text) {
+  $('message').textContent = text || '';
+  $('message').hidden = !text;
+}
+
+const PICTURE_HINT = 'You can still stylize a picture: choose one with "picture…" or drop it on the page.';
+
+// --- TensorFlow.js backend: the fastest that really runs here -------------------------
+
+// A software WebGL (SwiftShader, llvmpipe) is far slower than WASM with SIMD.
+function softwareGL() {
+  try {
+    const gl = document.createElement('canvas').getContext('webgl');
+    if (!gl) return true;
+    const info = gl.getExtension('WEBGL_debug_renderer_info');
+    const renderer = info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : '';
+    return /swiftshader|llvmpipe|software/i.test(renderer);
+  } catch (e) {
+    return true;
+  }
+}
+
+async function pickBackend() {
+  tf.wasm.setWasmPaths(new URL('node_modules/@tensorflow/tfjs-backend-wasm/dist/', location.href).href);
+  const wanted = params.get('backend');
+  const order = wanted ? [wanted] : softwareGL() ? ['wasm', 'cpu'] : ['webgpu', 'webgl', 'wasm', 'cpu'];
+  for (const name of order) {
+    try {
+      // setBackend resolves false (it does not throw) when a backend cannot start.
+      if (await tf.setBackend(name)) {
+        await tf.ready();
+        return name;
+      }
+    } catch (e) {
+      console.warn(`backend ${name} failed`, e);
+    }
+  }
+  throw new Error('no TensorFlow.js backend could start in this browser');
+}
+
+// --- models -------------------------------------------------------------------------
+
+const NO_MODELS = `No style models yet. Get one, then reload this page:
+  • pull one of ml5's published styles (needs the internet once):  stylemirror models pull wave
+  • or train your own:  stylemirror train --style painting.jpg --train-path photos/ --checkpoint-dir run/
+Models are looked for in ./models, in the folders given to \`stylemirror mirror --models\`, and in the user cache.`;
+
+async function loadIndex() {
+  const response = await fetch('models/index.json');
+  if (!response.ok) throw new Error(`models/index.json: HTTP ${response.status}`);
+  return (await response.json()).models;
+}
+
+async function useModel(name) {
+  const entry = mirror.models.find((m) => m.name === name);
+  document.body.dataset.state = 'loading-model';
+  say(`Loading the style "${name}"…`);
+  let net;
+  try {
+    net = await StyleNet.load(entry.url, (f) => say(`Loading the style "${name}"… ${Math.round(100 * f)}%`));
+  } catch (e) {
+    document.body.dataset.state = 'error';
+    say(`Could not load the style "${name}": ${e.message}`);
+    return false;
+  }
+  if (mirror.net) mirror.net.dispose();
+  mirror.net = net;
+  mirror.model = name;
+  $('model-select').value = name;
+  $('model-info').textContent = `${name} (${(entry.size / 1e6).toFixed(1)} MB)`;
+  const url = new URL(location.href);
+  url.searchParams.set('model', name);
+  history.replaceState(null, '', url);
+  say('');
+  document.body.dataset.state = mirror.mode === 'image' ? 'image' : 'ready';
+  return true;
+}
+
+// --- stylizing ------------------------------------------------------------------------
+
+function strength() {
+  return Number($('strength').value);
+}
+
+// HxWx3 pixels -> HxWx3 int32 stylized pixels, blended with the input by the strength.
+function stylize(pixels) {
+  return tf.tidy(() => {
+    const x = pixels.toFloat();
+    let y = mirror.net.apply(x);
+    const s = strength();
+    if (s < 1) y = x.add(y.sub(x).mul(s));
+    return y.round().toInt();
+  });
+}
+
+function resolution() {
+  const [w, h] = $('resolution-select').value.split('x').map(Number);
+  const aspect = video.videoWidth && video.videoHeight ? video.videoWidth / video.videoHeight : w / h;
+  return [Math.round(h * aspect), h];
+}
+
+function countFrame() {
+  const now = performance.now();
+  mirror.frames += 1;
+  mirror.frameTimes.push(now);
+  // Average over the last second, but always over the last two frames at least.
+  while (mirror.frameTimes.length > 2 && now - mirror.frameTimes[0] > 1000) mirror.frameTimes.shift();
+  const times = mirror.frameTimes;
+  if (times.length >= 2) {
+    const fps = (1000 * (times.length - 1)) / (times[times.length - 1] - times[0]);
+    $('fps').textContent = `${fps.toFixed(1)} fps`;
+  }
+}
+
+async function cameraLoop() {
+  if (mirror.loopRunning) return;
+  mirror.loopRunning = true;
+  try {
+    while (mirror.mode === 'camera' && mirror.stream) {
+      if (mirror.net && video.readyState >= 2) {
+        const [w, h] = resolution();
+        const frame = tf.tidy(() => tf.image.resizeBilinear(tf.browser.fromPixels(video), [h, w]).reverse(1));
+        const out = stylize(frame);
+        frame.dispose();
+        if (canvas.width !== w || canvas.height !== h) [canvas.width, canvas.height] = [w, h];
+        await tf.browser.toPixels(out, canvas);
+        out.dispose();
+        countFrame();
+      }
+      await tf.nextFrame();
+    }
+  } finally {
+    mirror.loopRunning = false;
+  }
+}
+
+async function stylizePicture(file) {
+  if (!file || !file.type.startsWith('image/')) {
+    say(`"${file ? file.name : ''}" is not a picture. ${PICTURE_HINT}`);
+    return;
+  }
+  if (!mirror.net) {
+    say(mirror.models.length ? 'Wait for the style to load, then try again.' : NO_MODELS);
+    return;
+  }
+  mirror.mode = 'image';
+  document.body.dataset.state = 'image';
+  $('camera-button').hidden = !mirror.stream;
+  say(`Stylizing ${file.name}…`);
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, { imageOrientation: 'from-image' });
+  } catch (e) {
+    say(`"${file.name}" could not be read as a picture.`);
+    return;
+  }
+  await tf.nextFrame(); // let the message show before the heavy work
+  const pixels = tf.browser.fromPixels(bitmap);
+  const out = stylize(pixels);
+  pixels.dispose();
+  [canvas.width, canvas.height] = [bitmap.width, bitmap.height];
+  bitmap.close();
+  await tf.browser.toPixels(out, canvas);
+  out.dispose();
+  say('');
+  document.body.dataset.state = 'image-done';
+}
+
+// --- camera ---------------------------------------------------------------------------
+
+function stopCamera() {
+  if (mirror.stream) mirror.stream.getTracks().forEach((t) => t.stop());
+  mirror.stream = null;
+}
+
+async function startCamera(deviceId) {
+  stopCamera();
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    say(`This browser gives this page no camera access (it needs http://127.0.0.1 or https). ${PICTURE_HINT}`);
+    return false;
+  }
+  try {
+    mirror.stream = await navigator.mediaDevices.getUserMedia({
+      video: deviceId ? { deviceId: { exact: deviceId } } : { width: { ideal: 640 }, height: { ideal: 480 } },
+      audio: false,
+    });
+  } catch (e) {
+    if (e.name === 'NotAllowedError' || e.name === 'SecurityError') {
+      say(`Camera permission was denied. Allow the camera for this page (the camera icon in the address bar), then reload. ${PICTURE_HINT}`);
+    } else if (e.name === 'NotFoundError' || e.name === 'OverconstrainedError') {
+      say(`No camera found. Connect one and reload. ${PICTURE_HINT}`);
+    } else if (e.name === 'NotReadableError') {
+      say(`The camera is busy: another program is using it. Close that program and reload. ${PICTURE_HINT}`);
+    } else {
+      say(`The camera could not start (${e.name}: ${e.message}). ${PICTURE_HINT}`);
+    }
+    document.body.dataset.state = 'no-camera';
+    return false;
+  }
+  video.srcObject = mirror.stream;
+  await video.play();
+  await listCameras(mirror.stream.getVideoTracks()[0].getSettings().deviceId);
+  mirror.mode = 'camera';
+  cameraLoop();
+  return true;
+}
+
+async function listCameras(current) {
+  const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === 'videoinput');
+  const select = $('camera-select');
+  select.replaceChildren(...cameras.map((c, i) => new Option(c.label || `camera ${i + 1}`, c.deviceId)));
+  select.value = current;
+  $('camera-label').hidden = cameras.length < 2;
+}
+
+// --- controls -------------------------------------------------------------------------
+
+function snapshot() {
+  canvas.toBlob((blob) => {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = `stylemirror-${mirror.model || 'frame'}-${new Date().toISOString().replace(/[:.]/g, '-')}.png`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+  }, 'image/png');
+}
+
+function toggleView() {
+  const stage = $('stage');
+  const full = stage.classList.toggle('fullscreen');
+  stage.classList.toggle('side-by-side', !full);
+  $('view-toggle').textContent = full ? 'fullscreen' : 'side by side';
+  if (full && stage.requestFullscreen) stage.requestFullscreen().catch(() => {});
+  else if (!full && document.fullscreenElement) document.exitFullscreen();
+}
+
+function wireControls() {
+  $('model-select').addEventListener('change', (e) => useModel(e.target.value));
+  $('camera-select').addEventListener('change', (e) => startCamera(e.target.value));
+  $('view-toggle').addEventListener('click', toggleView);
+  $('snapshot').addEventListener('click', snapshot);
+  $('image-input').addEventListener('change', (e) => stylizePicture(e.target.files[0]));
+  $('camera-button').addEventListener('click', () => {
+    $('camera-button').hidden = true;
+    mirror.mode = 'camera';
+    document.body.dataset.state = 'ready';
+    cameraLoop();
+  });
+  const stage = $('stage');
+  stage.addEventListener('dragover', (e) => { e.preventDefault(); stage.classList.add('dragging'); });
+  stage.addEventListener('dragleave', () => stage.classList.remove('dragging'));
+  stage.addEventListener('drop', (e) => {
+    e.preventDefault();
+    stage.classList.remove('dragging');
+    stylizePicture(e.dataTransfer.files[0]);
+  });
+}
+
+async function main() {
+  wireControls();
+  const size = params.get('size');
+  if (size && [...$('resolution-select').options].some((o) => o.value === size)) $('resolution-select').value = size;
+  try {
+    mirror.backend = await pickBackend();
+  } catch (e) {
+    say(e.message);
+    document.body.dataset.state = 'error';
+    return;
+  }
+  $('backend').textContent = mirror.backend;
+  try {
+    mirror.models = await loadIndex();
+  } catch (e) {
+    say(`The model list could not be loaded (${e.message}). Is \`stylemirror mirror\` still running?`);
+    document.body.dataset.state = 'error';
+    return;
+  }
+  $('model-select').replaceChildren(...mirror.models.map((m) => new Option(m.name, m.name)));
+  if (!mirror.models.length) {
+    say(NO_MODELS);
+    document.body.dataset.state = 'no-models';
+    return;
+  }
+  const wanted = params.get('model');
+  const known = mirror.models.some((m) => m.name === wanted);
+  const loaded = await useModel(known ? wanted : mirror.models[0].name);
+  if (wanted && !known) {
+    say(`There is no style named "${wanted}"; showing "${mirror.models[0].name}" instead. ` +
+        `Available: ${mirror.models.map((m) => m.name).join(', ')}.`);
+  }
+  if (loaded && params.get('camera') !== 'off') await startCamera();
+}
+
+main();
