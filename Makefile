@@ -40,9 +40,11 @@ test: setup browser
 mirror: setup
 	$(BIN)/stylemirror mirror
 
-bench: setup
+bench: setup browser
 	$(BIN)/stylemirror bench stylize
 	$(BIN)/stylemirror bench train --steps 3
+	$(BIN)/stylemirror bench data
+	$(BIN)/stylemirror bench mirror
 
 clean:
 	rm -rf $(VENV) web/node_modules web/vendor

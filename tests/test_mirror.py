@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import ROOT, launch, ml5_model, photo, random_net
 from stylemirror import formats, mirror, registry, server
+from stylemirror.bench import write_y4m
 from stylemirror.stylize import Stylizer
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -32,23 +33,10 @@ def mirror_url(models):
     srv.shutdown()
 
 
-def write_y4m(path, frames=30, size=(320, 240)):
-    """A fake camera for Chromium: 4:2:0 ('C420jpeg') YUV frames of a moving photo."""
-    w, h = size
-    base = photo(size)
-    with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
-        for i in range(frames):
-            ycc = np.asarray(base.rotate(i * 3).convert("YCbCr"))
-            f.write(b"FRAME\n" + ycc[..., 0].tobytes())
-            for c in (1, 2):
-                f.write(np.asarray(Image.fromarray(ycc[..., c]).resize((w // 2, h // 2))).tobytes())
-
-
 @pytest.fixture(scope="module")
 def camera_browser(playwright, tmp_path_factory):
     y4m = tmp_path_factory.mktemp("camera") / "camera.y4m"
-    write_y4m(y4m)
+    write_y4m(y4m, photo((320, 240)))
     context = launch(playwright, tmp_path_factory.mktemp("profile"), [
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={y4m.resolve()}"])

@@ -19,6 +19,9 @@ def stylizer(**options):
     return Stylizer(NET, "cpu", Options(**options))
 
 
+DEFAULT = stylizer()
+
+
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "stylemirror", *map(str, args)], capture_output=True, text=True)
 
@@ -206,5 +209,5 @@ def test_impossible_flag_values_exit_2(tmp_path, flag):
 @given(w=st.integers(1, 40), h=st.integers(1, 40), mode=st.sampled_from(["RGB", "L", "RGBA", "P"]))
 def test_any_size_and_mode_gives_the_same_size(w, h, mode):
     image = Image.fromarray(np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode)
-    out = stylizer().picture(image)
+    out = DEFAULT.picture(image)
     assert out.size == (w, h)

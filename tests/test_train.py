@@ -13,6 +13,8 @@ from PIL import Image
 
 from conftest import make_vgg_mat, photo
 from stylemirror import formats
+from stylemirror.stylize import Stylizer
+from test_ml5_browser import run_ml5
 
 SKIMAGE_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry"]
 
@@ -51,7 +53,7 @@ def rows(ckpt):
     return [json.loads(line) for line in (ckpt / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_training_writes_everything_and_the_loss_falls(workdir, tmp_path):
+def test_training_writes_everything_and_the_loss_falls(workdir, tmp_path, browser, static_server):
     ckpt = tmp_path / "ckpt"
     result = stylemirror(*train_args(workdir, ckpt, "--epochs", "8", "--checkpoint-iterations", "10",
                                      "--log-interval", "2", "--learning-rate", "1e-2", "--style-weight", "1000",
@@ -76,6 +78,12 @@ def test_training_writes_everything_and_the_loss_falls(workdir, tmp_path):
     a, b = formats.load_model(models / "ml5"), formats.load_model(models / "model.safetensors")
     assert all((x == y).all() for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert (models / "model.onnx").stat().st_size > 1e6
+    assert log[-1]["unreadable"] == 1
+    # The ml5 export of the trained model runs in real ml5.js and matches `stylemirror stylize`.
+    picture = photo((48, 36))
+    ml5_pixels = run_ml5(browser, static_server, tmp_path, models / "ml5", picture)[:36, :48]
+    ours = np.asarray(Stylizer(formats.load_model(models / "ml5")).picture(picture))
+    assert np.abs(ml5_pixels.astype(int) - ours.astype(int)).max() <= 2
 
 
 def test_a_run_script_for_the_original_runs_unchanged(workdir, tmp_path):

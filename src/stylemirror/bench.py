@@ -86,3 +86,261 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
               "first_loss": log[0]["total"], "last_loss": log[-1]["total"]}
     (out_dir / "quality.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+# --- speed -------------------------------------------------------------------------------
+
+def machine() -> str:
+    import platform
+    import os
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}"
+
+
+def pick_device(name):
+    from .cli import pick_device as pick
+    return torch.device(pick(name))
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats, warmup=1):
+    """Median seconds of fn() after warm-up runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def random_vgg_weights(upto="conv5_1", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    weights, cin = {}, 3
+    for name in loss_network.VGG19_LAYERS[: loss_network.VGG19_LAYERS.index(upto) + 1]:
+        if name.startswith("conv"):
+            cout = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}[name[4]]
+            weights[name] = (torch.randn(cout, cin, 3, 3, generator=g) * (2 / (9 * cin)) ** 0.5, torch.zeros(cout))
+            cin = cout
+    return weights
+
+
+class ReferenceVGG19(torch.nn.Module):
+    """The plain way: all of VGG19's features, every step, fp32, eager."""
+
+    def __init__(self, weights):
+        super().__init__()
+        layers = []
+        for name in loss_network.VGG19_LAYERS:
+            if name.startswith("conv"):
+                kernel, bias = weights.get(name, (None, None))
+                conv = torch.nn.Conv2d(kernel.shape[1] if kernel is not None else 512, 512 if kernel is None else kernel.shape[0], 3, padding=1)
+                if kernel is not None:
+                    conv.weight.data.copy_(kernel)
+                    conv.bias.data.copy_(bias)
+                layers.append(conv)
+            elif name.startswith("relu"):
+                layers.append(torch.nn.ReLU())
+            else:
+                layers.append(torch.nn.MaxPool2d(2, 2))
+        self.features = torch.nn.Sequential(*layers)
+        self.register_buffer("mean", torch.tensor(loss_network.CAFFE_MEAN).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        out, x = {}, x - self.mean
+        for name, layer in zip(loss_network.VGG19_LAYERS, self.features):
+            x = layer(x)
+            out[name] = x
+        return out
+
+
+def reference_step(net, vgg, style_grams, optimizer, x, weights=(7.5, 100.0, 200.0)):
+    y = net(x)
+    fy, fx = vgg(y), vgg(x)
+    content = weights[0] * ((fy["relu4_2"] - fx["relu4_2"]) ** 2).mean()
+    style = weights[1] * sum(((loss_network.gram(fy[k]) - g) ** 2).mean() for k, g in style_grams.items())
+    tv = weights[2] * (((y[..., 1:] - y[..., :-1]) ** 2).mean() + ((y[..., 1:, :] - y[..., :-1, :]) ** 2).mean())
+    optimizer.zero_grad()
+    (content + style + tv).backward()
+    optimizer.step()
+
+
+def bench_train(image_size=256, batch_size=4, steps=3, device="auto"):
+    """images/s of `stylemirror train`'s step (VGG19 recipe, random weights, synthetic data)
+    and of the plain eager fp32 reference, measured side by side."""
+    from .network import TransformNet
+    from .train import forward_backward, prepare
+
+    device = pick_device(device)
+    weights = random_vgg_weights()
+    style = torch.rand(1, 3, image_size, image_size) * 255
+    batch = (torch.rand(batch_size, 3, image_size, image_size) * 255).to(torch.uint8)
+
+    torch.manual_seed(0)
+    net = TransformNet().to(device)
+    vgg = loss_network.VGG19(weights, (*loss_network.STYLE_LAYERS, loss_network.CONTENT_LAYER), loss_network.CAFFE_MEAN)
+    criterion = loss_network.PerceptualLoss(vgg, style).to(device)
+    model = prepare(net, criterion, device)
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+
+    def ours():
+        forward_backward(model, criterion, optimizer, batch, device)
+        optimizer.step()
+
+    torch.manual_seed(0)
+    ref_net = TransformNet().to(device)
+    ref_vgg = ReferenceVGG19(weights).to(device).requires_grad_(False)
+    with torch.no_grad():
+        fs = ref_vgg(style.to(device))
+    grams = {k: loss_network.gram(fs[k]) for k in loss_network.STYLE_LAYERS}
+    ref_optimizer = torch.optim.Adam(ref_net.parameters(), 1e-3)
+    x = batch.to(device).float()
+    reference = lambda: reference_step(ref_net, ref_vgg, grams, ref_optimizer, x)  # noqa: E731
+
+    ours_s = timed(ours, device, steps, warmup=2 if device.type == "cuda" else 1)
+    ref_s = timed(reference, device, steps)
+    return {"images_per_s": batch_size / ours_s, "reference_images_per_s": batch_size / ref_s,
+            "speedup": ref_s / ours_s, "image_size": image_size, "batch_size": batch_size,
+            "device": str(device), "machine": machine()}
+
+
+
+
+def bench_stylize(width=640, height=480, device="auto", repeats=5):
+    """ms per frame of `stylemirror stylize`'s path (uint8 frame in, uint8 frame out) and of
+    the plain eager fp32 reference `net(x)`, side by side, and how far apart they are."""
+    from .network import TransformNet
+    from .stylize import Stylizer
+
+    device = pick_device(device)
+    torch.manual_seed(0)
+    net = TransformNet().eval()
+    frame = np.asarray(Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 64).convert("RGB"))
+    stylizer = Stylizer(net, device)
+    ours_s = timed(lambda: stylizer.frames([frame]), device, repeats)
+    ref_net = TransformNet().to(device).eval()
+    ref_net.load_state_dict(net.state_dict())
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float().to(device)
+
+    def reference():
+        with torch.no_grad():
+            return ref_net(x)
+    ref_s = timed(reference, device, repeats)
+    want = reference()[0].permute(1, 2, 0).round().clamp(0, 255).cpu().numpy()
+    levels = int(np.abs(stylizer.frames([frame])[0].astype(int) - want.astype(int)).max())
+    return {"ms_per_frame": 1000 * ours_s, "reference_ms_per_frame": 1000 * ref_s, "speedup": ref_s / ours_s,
+            "max_level_difference": levels, "size": f"{width}x{height}", "device": str(device),
+            "engine": "onnxruntime" if stylizer.session else "torch", "machine": machine()}
+
+
+def coco_like_jpegs(folder: Path, count=48, size=(640, 480)):
+    """Photo-like 640x480 JPEGs (COCO's typical size) made from scikit-image's photos, or
+    from a fractal where scikit-image is absent."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import skimage.data
+        sources = [Image.fromarray(getattr(skimage.data, n)()).convert("RGB") for n in SKIMAGE_PHOTOS[:6]]
+    except ImportError:
+        sources = [Image.effect_mandelbrot(size, (-2, -1.2, 1, 1.2), 32 + i).convert("RGB") for i in range(6)]
+    for i in range(count):
+        sources[i % len(sources)].resize(size).rotate(i * 7).save(folder / f"{i:04d}.jpg", quality=90)
+    return folder
+
+
+def bench_data(train_path=None, image_size=256, batch_size=4, batches=12, workers=None):
+    """images/s of the training data pipeline and of the naive way (decode the whole JPEG,
+    resize, one process)."""
+    from . import data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = data.find_images(train_path or coco_like_jpegs(Path(tmp) / "jpegs"))
+        count = min(len(files), batches * batch_size)
+        order = data.TrainingOrder(len(files), batch_size, 1, seed=0)
+        start = time.perf_counter()
+        seen = 0
+        for batch, _ in data.loader(files, image_size, batch_size, order, workers):
+            seen += len(batch)
+            if seen >= count:
+                break
+        ours = seen / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for path in files[:count]:
+            with Image.open(path) as image:
+                np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
+        naive = count / (time.perf_counter() - start)
+    return {"images_per_s": ours, "reference_images_per_s": naive, "speedup": ours / naive,
+            "image_size": image_size, "pictures": count, "machine": machine()}
+
+
+def write_y4m(path, picture: Image.Image, frames=30):
+    """A fake camera for Chromium (--use-file-for-fake-video-capture): 4:2:0 ('C420jpeg')
+    YUV frames of a slowly turning picture."""
+    w, h = picture.size
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(frames):
+            ycc = np.asarray(picture.rotate(i * 3).convert("YCbCr"))
+            f.write(b"FRAME\n" + ycc[..., 0].tobytes())
+            for c in (1, 2):
+                f.write(np.asarray(Image.fromarray(ycc[..., c]).resize((w // 2, h // 2))).tobytes())
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
+]
+
+
+def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chromium="/usr/bin/chromium"):
+    """Frames per second of the mirror page and of ml5.js 0.12.2 (the classic sketch, on its
+    only correct backend, WebGL) on the same model, in the same headless Chromium, with a
+    fake camera."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise UserError("bench mirror needs Playwright (pip install playwright) and Debian's chromium") from None
+    from . import mirror
+
+    model_dir = Path(model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        camera = Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 64).convert("RGB")
+        write_y4m(tmp / "camera.y4m", camera)
+        srv = mirror.Mirror([model_dir.parent]).serve(port=0)
+        base = f"http://127.0.0.1:{srv.server_address[1]}/"
+        name = next(n for n, p in mirror.find_models([model_dir.parent]).items() if p.resolve() == model_dir.resolve())
+        args = CHROMIUM_ARGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                                f"--use-file-for-fake-video-capture={(tmp / 'camera.y4m').resolve()}"]
+        try:
+            with sync_playwright() as p:
+                context = p.chromium.launch_persistent_context(tmp / "profile", executable_path=chromium,
+                                                               headless=True, args=args)
+                page = context.new_page()
+                page.goto(f"{base}?model={name}&size={width}x{height}")
+                page.wait_for_function("window.mirror.frames >= 2", timeout=600000, polling=500)
+                start = page.evaluate("[window.mirror.frames, performance.now()]")
+                page.wait_for_function(f"window.mirror.frames >= {start[0] + frames}", timeout=600000, polling=500)
+                end = page.evaluate("[window.mirror.frames, performance.now(), window.mirror.backend]")
+                ours = 1000 * (end[0] - start[0]) / (end[1] - start[1])
+                page.close()
+                page = context.new_page()
+                page.goto(f"{base}examples/ml5/?model={name}&size={width}x{height}&frames={ml5_frames + 1}")
+                # The first ml5 frame compiles its shaders: time the ones after it.
+                first = page.wait_for_function("window.ml5Frames >= 1 && performance.now()", timeout=900000,
+                                               polling=1000).json_value()
+                last = page.wait_for_function(f"window.ml5Frames >= {ml5_frames + 1} && performance.now()",
+                                              timeout=900000, polling=1000).json_value()
+                theirs = 1000 * ml5_frames / (last - first)
+                context.close()
+        finally:
+            srv.shutdown()
+    return {"fps": ours, "ml5_fps": theirs, "speedup": ours / theirs, "backend": end[2],
+            "ml5_backend": "webgl", "size": f"{width}x{height}", "model": name, "machine": machine()}

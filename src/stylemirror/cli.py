@@ -2,8 +2,12 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import UserError
+
+# The shared folder beside a checkout holds real VGG19 weights and pictures for `bench quality`.
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 
 
 def pick_device(name: str) -> str:
@@ -34,6 +38,16 @@ def unit_float(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 640x480, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return w, h
 
 
 def cmd_stylize(args):
@@ -92,6 +106,42 @@ def cmd_mirror(args):
     from . import mirror
 
     mirror.run(args.models, args.host, args.port, open_browser=not args.no_browser)
+
+
+def cmd_bench(args):
+    import json
+
+    from . import bench
+
+    if args.what == "quality":
+        result = bench.quality(args.style, args.photo, args.vgg_path, args.out, steps=args.steps or 1200,
+                               image_size=args.image_size or 128, batch_size=args.batch_size or 4)
+        print(f"style score {result['style_score']:.3f} (Gram distance to the style, stylized / photo; < 1 is better), "
+              f"content drift {result['content_drift']:.3f}, {result['steps']} steps in {result['train_seconds']:.0f} s; "
+              f"side by side: {args.out}/quality.png")
+    elif args.what == "train":
+        result = bench.bench_train(args.image_size or 256, args.batch_size or 4, args.steps or 3, args.device)
+        print(f"train step: {result['images_per_s']:.3f} images/s; plain eager fp32 reference "
+              f"{result['reference_images_per_s']:.3f} images/s: {result['speedup']:.2f}x "
+              f"({result['image_size']}px, batch {result['batch_size']}, {result['device']}, {result['machine']})")
+    elif args.what == "stylize":
+        w, h = args.size or (640, 480)
+        result = bench.bench_stylize(w, h, args.device)
+        print(f"stylize {result['size']}: {result['ms_per_frame']:.1f} ms/frame ({result['engine']}); plain eager fp32 "
+              f"reference {result['reference_ms_per_frame']:.1f} ms: {result['speedup']:.2f}x, "
+              f"max difference {result['max_level_difference']} level(s) ({result['device']}, {result['machine']})")
+    elif args.what == "mirror":
+        w, h = args.size or (320, 240)
+        model = args.model or str(SHARED / "ml5-models" / "wave")
+        result = bench.bench_mirror(model, w, h, frames=args.steps or 10)
+        print(f"mirror page {result['size']}: {result['fps']:.3f} fps ({result['backend']}); ml5.js 0.12.2: "
+              f"{result['ml5_fps']:.4f} fps ({result['ml5_backend']}): {result['speedup']:.1f}x ({result['machine']}, headless Chromium)")
+    else:
+        result = bench.bench_data(args.train_path, args.image_size or 256, args.batch_size or 4)
+        print(f"data: {result['images_per_s']:.1f} images/s; naive decode+resize {result['reference_images_per_s']:.1f} "
+              f"images/s: {result['speedup']:.2f}x ({result['pictures']} pictures, {result['machine']})")
+    if args.json:
+        print(json.dumps(result))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +204,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.set_defaults(func=cmd_mirror)
 
+    p = sub.add_parser("bench", help="measure speed (beside a plain reference) or training quality")
+    p.add_argument("what", choices=["train", "stylize", "data", "quality", "mirror"])
+    p.add_argument("--model", help="mirror: an ml5 model folder (default ../shared/ml5-models/wave)")
+    p.add_argument("--image-size", type=positive_int, help="train/data: crop size (256); quality: 128")
+    p.add_argument("--batch-size", type=positive_int, help="default 4")
+    p.add_argument("--steps", type=positive_int, help="train: timed steps (3); quality: training steps (1200)")
+    p.add_argument("--size", type=frame_size, help="stylize: frame size WxH (640x480); mirror: 320x240")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--train-path", help="data: a folder of pictures (default: generated 640x480 JPEGs)")
+    p.add_argument("--style", default=str(SHARED / "images" / "udnie.jpg"), help="quality: style picture")
+    p.add_argument("--photo", default=str(SHARED / "images" / "amber.jpg"), help="quality: held-out photo")
+    p.add_argument("--vgg-path", default=str(SHARED / "vgg19" / "imagenet-vgg19-conv1_1-conv3_4.mat"),
+                   help="quality: VGG19 weights with conv1_1..conv3_1")
+    p.add_argument("--out", default="bench/quality", help="quality: where the figures and picture go")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("models", help="list or pull ml5's published styles")
     p.add_argument("action", nargs="?", choices=["list", "pull"], default="list")
     p.add_argument("names", nargs="*", metavar="NAME")
@@ -168,6 +235,10 @@ def main(argv=None):
         args.func(args)
     except UserError as e:
         print(f"stylemirror: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # the disk or the system said no: permissions, a full disk ...
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"stylemirror: error: {where}{e.strerror or e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("stylemirror: interrupted", file=sys.stderr)

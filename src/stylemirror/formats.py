@@ -118,41 +118,49 @@ def _load_state(net: TransformNet, state: dict, path) -> TransformNet:
     return net
 
 
-def read_safetensors(path) -> TransformNet:
+def read_tensors(path) -> dict:
+    """{name: tensor} from a safetensors file or a PyTorch state dict (.pt/.pth). Never runs
+    code: torch files load with weights_only=True, so a pickle that would is refused."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            state = {k: f.get_tensor(k).float() for k in f.keys()}
-    except Exception as e:  # safetensors raises several types for damaged files
-        raise UserError(f"{path}: not a readable safetensors file ({e})") from None
-    return _load_state(TransformNet(), state, path)
-
-
-def read_torch(path) -> TransformNet:
-    """A PyTorch state dict (.pt/.pth). Loaded with weights_only=True: a pickle that would
-    run code is refused, never executed."""
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
+        if str(path).endswith(".safetensors"):
+            with safe_open(str(path), framework="pt") as f:
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # both libraries raise several types for damaged or hostile files
         raise UserError(f"{path}: refused: not a plain tensor file ({str(e).splitlines()[0]})") from None
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+def read_weights(path) -> TransformNet:
+    """A stylemirror .safetensors file or a PyTorch state dict of a TransformNet."""
+    state = {k: v.float() for k, v in read_tensors(path).items()}
     return _load_state(TransformNet(), state, path)
 
 
-def export_onnx(net: TransformNet, path, opset: int = 18):
+def onnx_bytes(net: TransformNet, opset: int = 18) -> bytes:
     """ONNX with dynamic batch, height and width; input and output NCHW float32 in 0..255."""
+    import io
     import warnings
 
     net = net.eval().cpu()
     example = torch.rand(1, 3, 64, 48) * 255
-    with atomic.atomic_path(path) as tmp, warnings.catch_warnings():
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            net, (example,), str(tmp), dynamo=False, opset_version=opset,
+            net, (example,), buffer, dynamo=False, opset_version=opset,
             input_names=["image"], output_names=["stylized"],
             dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                           "stylized": {0: "batch", 2: "height", 3: "width"}},
         )
+    return buffer.getvalue()
+
+
+def export_onnx(net: TransformNet, path):
+    atomic.write_bytes(path, onnx_bytes(net))
 
 
 def load_model(spec) -> TransformNet:
@@ -162,10 +170,8 @@ def load_model(spec) -> TransformNet:
     if path.is_dir():
         net = read_ml5(path)
     elif path.is_file():
-        if path.suffix == ".safetensors":
-            net = read_safetensors(path)
-        elif path.suffix in (".pt", ".pth"):
-            net = read_torch(path)
+        if path.suffix in (".safetensors", ".pt", ".pth"):
+            net = read_weights(path)
         elif path.name == "manifest.json":
             net = read_ml5(path.parent)
         else:

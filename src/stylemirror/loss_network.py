@@ -107,16 +107,9 @@ def load_matconvnet(path):
 
 
 def load_torchvision(path):
-    try:
-        if str(path).endswith(".safetensors"):
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path}: refused: not a plain VGG19 state dict ({str(e).splitlines()[0]})") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{path}: expected a VGG19 state dict")
+    from .formats import read_tensors
+
+    state = read_tensors(path)
     weights = {}
     for i, name in enumerate(VGG19_LAYERS):
         if f"features.{i}.weight" in state and name.startswith("conv"):

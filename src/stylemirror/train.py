@@ -175,7 +175,7 @@ class Run:
         from .stylize import Stylizer, open_picture, save_picture
 
         was_training = self.net.training
-        stylizer = Stylizer(self.net, next(self.net.parameters()).device)
+        stylizer = Stylizer(self.net, next(self.net.parameters()).device, engine="torch")
         save_picture(stylizer.picture(open_picture(self.cfg.test)), Path(self.cfg.test_dir) / f"step_{step:08d}.png")
         self.net.train(was_training)
 
@@ -199,6 +199,32 @@ class Run:
         formats.export_onnx(net, out / "model.onnx")
         atomic.write_bytes(out / "model.json", json.dumps(info, indent=2).encode())
         return out
+
+
+def prepare(net, criterion, device, world=1, compile_=None):
+    """The network as the loop runs it: channels_last and torch.compile on CUDA (where they
+    pay), wrapped in DDP under torchrun."""
+    cuda = device.type == "cuda"
+    if cuda:
+        net.to(memory_format=torch.channels_last)
+        criterion.to(memory_format=torch.channels_last)
+    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    if compile_ if compile_ is not None else cuda:
+        model = torch.compile(model)
+    return model
+
+
+def forward_backward(model, criterion, optimizer, batch, device):
+    """One step's losses and gradients for a uint8 batch; bf16 autocast on CUDA. The caller
+    decides whether to apply them (not when the loss is non-finite)."""
+    x = batch.to(device, non_blocking=True).float()
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        losses = criterion(model(x), x)
+    optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()  # on every rank, finite or not: DDP's all-reduce needs all
+    return losses
 
 
 def check_config(cfg):
@@ -248,11 +274,7 @@ def train(cfg: TrainConfig) -> bool:
                   f"{f' x {world} processes' if world > 1 else ''}", flush=True)
 
     cuda = device.type == "cuda"
-    if cuda:
-        net = net.to(memory_format=torch.channels_last)
-    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    if cfg.compile if cfg.compile is not None else cuda:
-        model = torch.compile(model)
+    model = prepare(net, criterion, device, world, cfg.compile)
     stop = Stop()
     window = {"steps": 0, "images": 0, "start": time.perf_counter()}  # what the next log row averages
     unreadable, bad_steps, last_batch = set(), 0, None
@@ -270,13 +292,7 @@ def train(cfg: TrainConfig) -> bool:
                     continue
                 batch = last_batch
             last_batch = batch
-            x = batch.to(device, non_blocking=True).float()
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                losses = criterion(model(x), x)
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()  # on every rank, finite or not: DDP's all-reduce needs all
+            losses = forward_backward(model, criterion, optimizer, batch, device)
             flags = torch.tensor([float(stop.requested), float(not torch.isfinite(losses["total"]))], device=device)
             if world > 1:  # every rank must agree to skip or stop at the same step
                 dist.all_reduce(flags)
@@ -294,7 +310,7 @@ def train(cfg: TrainConfig) -> bool:
                 for key, value in losses.items():
                     window[key] = window.get(key, 0.0) + float(value.detach())
                 window["steps"] += 1
-                window["images"] += len(x) * world
+                window["images"] += len(batch) * world
             step += 1
             batch_in_epoch += 1
             if batch_in_epoch == steps_per_epoch:
@@ -308,6 +324,7 @@ def train(cfg: TrainConfig) -> bool:
                 row = {"step": step, "epoch": round(epoch + batch_in_epoch / steps_per_epoch, 4)}
                 row.update({k: window[k] / window["steps"] for k in ("content", "style", "tv", "total")})
                 row["images_per_s"] = window["images"] / elapsed
+                row["unreadable"] = len(unreadable)
                 run.log(row)
                 progress.set_postfix(loss=f"{row['total']:.4g}", img_s=f"{row['images_per_s']:.1f}")
                 window = {"steps": 0, "images": 0, "start": time.perf_counter()}

@@ -1,0 +1,51 @@
+"""The benchmarks run and report what they say; training quality is real."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import IMAGES, SHARED
+from stylemirror import bench
+
+
+def bench_json(*args):
+    result = subprocess.run([sys.executable, "-m", "stylemirror", "bench", *args, "--json"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_bench_train_reports_images_per_s_beside_the_reference():
+    text, figures = bench_json("train", "--image-size", "32", "--batch-size", "2", "--steps", "1")
+    assert figures["images_per_s"] > 0 and figures["reference_images_per_s"] > 0
+    assert figures["speedup"] == pytest.approx(figures["images_per_s"] / figures["reference_images_per_s"])
+    assert "plain eager fp32 reference" in text
+
+
+def test_bench_stylize_reports_ms_per_frame_and_exactness():
+    _, figures = bench_json("stylize", "--size", "64x48")
+    assert figures["ms_per_frame"] > 0 and figures["reference_ms_per_frame"] > 0
+    assert figures["max_level_difference"] <= 1  # the fast path gives the reference's picture
+
+
+def test_bench_data_reports_images_per_s(tmp_path):
+    bench.coco_like_jpegs(tmp_path / "jpegs", count=12)
+    _, figures = bench_json("data", "--train-path", str(tmp_path / "jpegs"), "--image-size", "64")
+    assert figures["images_per_s"] > 0 and figures["pictures"] == 12
+
+
+def test_short_training_moves_the_style(tmp_path):
+    """Real VGG19 weights, real photos, a photo never trained on: after ~2 minutes of training
+    the stylized photo is much closer to the style, in Gram distance, than the photo was."""
+    vgg = SHARED / "vgg19" / "imagenet-vgg19-conv1_1-conv3_4.mat"
+    if not vgg.exists() or not (IMAGES / "udnie.jpg").exists():
+        pytest.skip("the real VGG19 weights and pictures live in the shared folder beside the repo, absent here")
+    result = bench.quality(IMAGES / "udnie.jpg", IMAGES / "amber.jpg", vgg, tmp_path, steps=300,
+                           image_size=128, batch_size=4, workers=0)
+    assert result["style_score"] < 0.75, result
+    assert result["last_loss"] < result["first_loss"] / 5
+    side = Image.open(tmp_path / "quality.png")
+    assert side.size[0] > side.size[1]  # the photo and its stylized version, side by side
