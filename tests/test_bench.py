@@ -34,7 +34,7 @@ def test_bench_stylize_reports_ms_per_frame_and_exactness():
 def test_bench_data_reports_images_per_s(tmp_path):
     bench.coco_like_jpegs(tmp_path / "jpegs", count=12)
     _, figures = bench_json("data", "--train-path", str(tmp_path / "jpegs"), "--image-size", "64")
-    assert figures["images_per_s"] > 0 and figures["pictures"] == 12
+    assert figures["images_per_s"] > 0 and figures["pictures"] == 8  # the first batch is warm-up
 
 
 def test_short_training_moves_the_style(tmp_path):

@@ -241,7 +241,7 @@ def bench_stylize(width=640, height=480, device="auto", repeats=5):
             "engine": "onnxruntime" if stylizer.session else "torch", "machine": machine()}
 
 
-def coco_like_jpegs(folder: Path, count=48, size=(640, 480)):
+def coco_like_jpegs(folder: Path, count=240, size=(640, 480)):
     """Photo-like 640x480 JPEGs (COCO's typical size) made from scikit-image's photos, or
     from a fractal where scikit-image is absent."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -255,29 +255,28 @@ def coco_like_jpegs(folder: Path, count=48, size=(640, 480)):
     return folder
 
 
-def bench_data(train_path=None, image_size=256, batch_size=4, batches=12, workers=None):
-    """images/s of the training data pipeline and of the naive way (decode the whole JPEG,
-    resize, one process)."""
+def bench_data(train_path=None, image_size=256, batch_size=4, pictures=240, workers=None):
+    """images/s of the training data pipeline (after its first batch: worker start-up is paid
+    once a run) and of the naive way: decode the whole JPEG and resize, in one process."""
     from . import data
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = data.find_images(train_path or coco_like_jpegs(Path(tmp) / "jpegs"))
-        count = min(len(files), batches * batch_size)
+        files = data.find_images(train_path or coco_like_jpegs(Path(tmp) / "jpegs", count=pictures))[:pictures]
         order = data.TrainingOrder(len(files), batch_size, 1, seed=0)
-        start = time.perf_counter()
-        seen = 0
+        seen, start = 0, None
         for batch, _ in data.loader(files, image_size, batch_size, order, workers):
-            seen += len(batch)
-            if seen >= count:
-                break
+            if start is None:
+                start = time.perf_counter()
+            else:
+                seen += len(batch)
         ours = seen / (time.perf_counter() - start)
         start = time.perf_counter()
-        for path in files[:count]:
+        for path in files[:seen]:
             with Image.open(path) as image:
                 np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
-        naive = count / (time.perf_counter() - start)
+        naive = seen / (time.perf_counter() - start)
     return {"images_per_s": ours, "reference_images_per_s": naive, "speedup": ours / naive,
-            "image_size": image_size, "pictures": count, "machine": machine()}
+            "image_size": image_size, "pictures": seen, "machine": machine()}
 
 
 def write_y4m(path, picture: Image.Image, frames=30):

@@ -144,8 +144,14 @@ def cmd_bench(args):
         print(json.dumps(result))
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line, not argparse's usage block: the same as every other error."""
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stylemirror", description="Train, export and run fast neural style transfer.")
+    parser = Parser(prog="stylemirror", description="Train, export and run fast neural style transfer.")
     sub = parser.add_subparsers(dest="command", required=True)
     model_help = "an ml5 model folder, a .safetensors file, or a published style name (see `stylemirror models`)"
 

@@ -28,19 +28,27 @@ def find_images(root) -> list[Path]:
     return files
 
 
+# JPEG draft decoding may return up to this much less than the crop (then resized up): it
+# lets a 640x480 COCO picture decode at 1/2 scale for a 256 crop, about 3x less work.
+DRAFT_SLACK = 7 / 8
+
+
 def load_crop(path, size: int) -> np.ndarray:
     """uint8 (size, size, 3): shorter side resized to `size`, then the centre square."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. Pillow's EXIF and palette warnings
         with Image.open(path) as image:
-            image.draft("RGB", (size, size))  # JPEG only: decode at the smallest scale >= size
+            # JPEG only: decode straight from the DCT at 1/2, 1/4 or 1/8 scale when that is
+            # still (nearly) as large as the crop.
+            image.draft("RGB", (int(size * DRAFT_SLACK),) * 2)
             image = image.convert("RGB")
+    # Resize only the centre square (Pillow's `box`): no work spent on pixels cropped away.
     w, h = image.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    image = image.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)))
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    image = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side),
+                         reducing_gap=2.0)
+    return np.asarray(image)
 
 
 class Pictures(Dataset):

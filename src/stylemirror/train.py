@@ -243,15 +243,15 @@ def train(cfg: TrainConfig) -> bool:
     check_config(cfg)
     device, rank, world = setup_device(cfg)
     torch.manual_seed(cfg.seed)
+    style = load_style(cfg.style, cfg.style_size)  # the cheap checks first: fail fast
+    if cfg.test:
+        from .stylize import open_picture
+        open_picture(cfg.test)
     files = data.find_images(cfg.train_path)
     steps_per_epoch = data.TrainingOrder.batches_per_epoch(len(files), cfg.batch_size, world)
     if steps_per_epoch == 0:
         raise UserError(f"{cfg.train_path}: {len(files)} pictures, fewer than one batch "
                         f"({cfg.batch_size} x {world} processes)")
-    if cfg.test:
-        from .stylize import open_picture
-        open_picture(cfg.test)  # fail now, not at the first checkpoint
-    style = load_style(cfg.style, cfg.style_size)
     vgg = loss_network.load_vgg(cfg.vgg_path or loss_network.default_vgg_path(),
                                 (*cfg.style_layers, cfg.content_layer))
     criterion = loss_network.PerceptualLoss(
