@@ -34,18 +34,25 @@ def broken(tmp_path):
 
 
 CASES = [
-    (["export", "{d}/bad_json", "--format", "onnx", "-o", "{d}/x.onnx"], "bad_json/manifest.json: not valid JSON"),
+    (["export", "{d}/bad_json", "--format", "onnx", "-o", "{d}/x.onnx"],
+     "bad_json/manifest.json: not valid JSON"),
     (["export", "{d}/short_variable", "--format", "ml5", "-o", "{d}/x"], "Variable_12: 100 bytes, expected 589824"),
-    (["stylize", "--model", "{d}/wrong_shape", "{d}/photo.png", "-o", "{d}/o.png"], "Variable_45 has shape [9, 9, 3, 32]"),
-    (["stylize", "--model", "{d}/missing", "{d}/photo.png", "-o", "{d}/o.png"], "missing: no such model file or folder"),
+    (["stylize", "--model", "{d}/wrong_shape", "{d}/photo.png", "-o", "{d}/o.png"],
+     "Variable_45 has shape [9, 9, 3, 32]"),
+    (["stylize", "--model", "{d}/missing", "{d}/photo.png", "-o", "{d}/o.png"],
+     "missing: no such model file or folder"),
     (["stylize", "--model", "{d}/good", "{d}/notes.txt", "-o", "{d}/o.png"], "notes.txt: not a readable picture"),
-    (["stylize", "--model", "{d}/good", "{d}/nothing.png", "-o", "{d}/o.png"], "nothing.png: no such file or folder"),
+    (["stylize", "--model", "{d}/good", "{d}/nothing.png", "-o", "{d}/o.png"],
+     "nothing.png: no such file or folder"),
     (["stylize", "--model", "{d}/good", "{d}/photo.png", "-o", "{d}/photo.png"], "refusing to overwrite the input"),
     (["export", "{d}/notes.txt", "--format", "onnx", "-o", "{d}/x.onnx"], "notes.txt: unknown model file"),
     (["models", "pull", "mona_lisa"], "unknown style 'mona_lisa'"),
-    (["train", "--style", "{d}/notes.txt", "--train-path", "{d}", "--checkpoint-dir", "{d}/c"], "notes.txt: not a readable picture"),
-    (["train", "--style", "{d}/photo.png", "--train-path", "{d}/nowhere", "--checkpoint-dir", "{d}/c"], "--train-path must be a folder"),
-    (["train", "--style", "{d}/photo.png", "--train-path", "{d}", "--checkpoint-dir", "{d}/c", "--epochs", "0"], "must be positive"),
+    (["train", "--style", "{d}/notes.txt", "--train-path", "{d}", "--checkpoint-dir", "{d}/c"],
+     "notes.txt: not a readable picture"),
+    (["train", "--style", "{d}/photo.png", "--train-path", "{d}/nowhere", "--checkpoint-dir", "{d}/c"],
+     "--train-path must be a folder"),
+    (["train", "--style", "{d}/photo.png", "--train-path", "{d}", "--checkpoint-dir", "{d}/c", "--epochs", "0"],
+     "must be positive"),
     (["bench", "stylize", "--size", "64by48"], "expected WIDTHxHEIGHT"),
 ]
 

@@ -7,7 +7,6 @@ import threading
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import ML5_MODELS, ROOT, launch, ml5_model, photo, random_net
 from stylemirror import formats, mirror, registry, server

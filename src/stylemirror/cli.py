@@ -135,7 +135,8 @@ def cmd_bench(args):
         model = args.model or str(SHARED / "ml5-models" / "wave")
         result = bench.bench_mirror(model, w, h, frames=args.steps or 10)
         print(f"mirror page {result['size']}: {result['fps']:.3f} fps ({result['backend']}); ml5.js 0.12.2: "
-              f"{result['ml5_fps']:.4f} fps ({result['ml5_backend']}): {result['speedup']:.1f}x ({result['machine']}, headless Chromium)")
+              f"{result['ml5_fps']:.4f} fps ({result['ml5_backend']}): {result['speedup']:.1f}x "
+              f"({result['machine']}, headless Chromium)")
     else:
         result = bench.bench_data(args.train_path, args.image_size or 256, args.batch_size or 4)
         print(f"data: {result['images_per_s']:.1f} images/s; naive decode+resize {result['reference_images_per_s']:.1f} "

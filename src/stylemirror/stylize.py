@@ -33,10 +33,10 @@ class Stylizer:
     (see `stylemirror bench stylize`) and agrees with it to a hundredth of a level;
     elsewhere, and for a network that is still training, in PyTorch."""
 
-    def __init__(self, net, device="cpu", options: Options = Options(), engine="auto"):
+    def __init__(self, net, device="cpu", options: Options | None = None, engine="auto"):
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
-        self.options = options
+        self.options = options = options or Options()
         if not 0.0 <= options.strength <= 1.0:
             raise UserError(f"--strength must be between 0 and 1, got {options.strength}")
         if engine == "auto":
