@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from stylemirror import server
+from stylemirror.bench import CHROMIUM_ARGS
 from stylemirror.network import TransformNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,10 +17,6 @@ ML5_MODEL_NAMES = ["wave", "udnie", "la_muse"]
 IMAGES = SHARED / "images"
 WEB = ROOT / "web"
 CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
-]
 
 
 @pytest.fixture(autouse=True)
