@@ -22,7 +22,7 @@ def test_gram_by_hand():
 class Identity(torch.nn.Module):
     """A stand-in loss network whose 'layers' are the picture itself and its first channel."""
 
-    def forward(self, x):
+    def forward(self, x, upto=None):
         return {"a": x, "b": x[:, :1]}
 
 
@@ -82,6 +82,7 @@ def test_matconvnet_file_loads_with_its_layout_and_mean(tmp_path):
     for layer in ("relu1_1", "relu2_1"):
         torch.testing.assert_close(got[layer].double(), want[layer], rtol=1e-4, atol=1e-3)
     assert len(vgg.body) == loss_network.VGG19_LAYERS.index("relu2_1") + 1  # stops at the deepest layer
+    assert list(vgg(image, upto="relu1_1")) == ["relu1_1"]
 
 
 def test_torchvision_state_dict_loads_with_its_normalisation(tmp_path):

@@ -108,18 +108,21 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timed(fn, device, repeats, warmup=1):
-    """Median seconds of fn() after warm-up runs."""
+def timed_pair(ours, reference, device, repeats, warmup=1):
+    """Median seconds of ours() and of reference(), run in turns so that a machine that
+    slows down or speeds up meanwhile weighs on both alike."""
     for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
+        ours()
+        reference()
+    times = {ours: [], reference: []}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for fn in (ours, reference):
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[fn].append(time.perf_counter() - start)
+    return float(np.median(times[ours])), float(np.median(times[reference]))
 
 
 def random_vgg_weights(upto="conv5_4", seed=0):
@@ -204,8 +207,7 @@ def bench_train(image_size=256, batch_size=4, steps=3, device="auto"):
     x = batch.to(device).float()
     reference = lambda: reference_step(ref_net, ref_vgg, grams, ref_optimizer, x)  # noqa: E731
 
-    ours_s = timed(ours, device, steps, warmup=2 if device.type == "cuda" else 1)
-    ref_s = timed(reference, device, steps)
+    ours_s, ref_s = timed_pair(ours, reference, device, steps, warmup=2 if device.type == "cuda" else 1)
     return {"images_per_s": batch_size / ours_s, "reference_images_per_s": batch_size / ref_s,
             "speedup": ref_s / ours_s, "image_size": image_size, "batch_size": batch_size,
             "device": str(device), "machine": machine()}
@@ -224,7 +226,6 @@ def bench_stylize(width=640, height=480, device="auto", repeats=5):
     net = TransformNet().eval()
     frame = np.asarray(Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 64).convert("RGB"))
     stylizer = Stylizer(net, device)
-    ours_s = timed(lambda: stylizer.frames([frame]), device, repeats)
     ref_net = TransformNet().to(device).eval()
     ref_net.load_state_dict(net.state_dict())
     x = torch.from_numpy(frame).permute(2, 0, 1)[None].float().to(device)
@@ -232,7 +233,7 @@ def bench_stylize(width=640, height=480, device="auto", repeats=5):
     def reference():
         with torch.no_grad():
             return ref_net(x)
-    ref_s = timed(reference, device, repeats)
+    ours_s, ref_s = timed_pair(lambda: stylizer.frames([frame]), reference, device, repeats)
     want = reference()[0].permute(1, 2, 0).round().clamp(0, 255).cpu().numpy()
     levels = int(np.abs(stylizer.frames([frame])[0].astype(int) - want.astype(int)).max())
     return {"ms_per_frame": 1000 * ours_s, "reference_ms_per_frame": 1000 * ref_s, "speedup": ref_s / ours_s,

@@ -74,7 +74,8 @@ class VGG19(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, image):
+    def forward(self, image, upto=None):
+        """{layer: features} for the requested layers; with `upto`, stop at that layer."""
         x = (image / 255.0 if self.feature_scale != 1.0 else image) - self.mean
         x = x * self.inv_std
         out = {}
@@ -82,6 +83,8 @@ class VGG19(nn.Module):
             x = module(x)
             if name in self.layers:
                 out[name] = x * self.feature_scale if self.feature_scale != 1.0 else x
+            if name == upto:
+                break
         return out
 
 
@@ -186,8 +189,8 @@ class PerceptualLoss(nn.Module):
                 self.register_buffer(f"style_gram_{i}", gram(features[layer].float()))
 
     def forward(self, stylized, content):
-        with torch.no_grad():
-            target = self.vgg(content)[self.content_layer]
+        with torch.no_grad():  # the content target: no gradients, and no deeper than needed
+            target = self.vgg(content, upto=self.content_layer)[self.content_layer]
         features = self.vgg(stylized)
         content_loss = F.mse_loss(features[self.content_layer].float(), target.float())
         style_loss = 0.0
