@@ -117,7 +117,8 @@ def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(workdir, tmp_path):
     assert fresh.stdout.startswith("starting a fresh run")
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(workdir, tmp_path):
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
+def test_signal_saves_a_checkpoint_and_exits_cleanly(workdir, tmp_path, signum, status):
     ckpt = tmp_path / "ckpt"
     proc = subprocess.Popen([sys.executable, "-m", "stylemirror", *map(str, train_args(
         workdir, ckpt, "--epochs", "100", "--checkpoint-iterations", "1000", "--log-interval", "1"))],
@@ -125,12 +126,12 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(workdir, tmp_path):
     deadline = time.time() + 120
     while not ((ckpt / "train_log.jsonl").exists() and len(rows(ckpt)) >= 3) and time.time() < deadline:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
+    assert proc.returncode == status, err
     assert "Traceback" not in err
     [saved] = ckpt.glob("ckpt_*.pt")
-    assert f"stopped by SIGTERM at step {int(saved.stem.split('_')[1])}" in out
+    assert f"stopped by {signum.name} at step {int(saved.stem.split('_')[1])}" in out
 
 
 def test_non_finite_loss_stops_with_last_good_checkpoint(workdir, tmp_path):

@@ -89,8 +89,9 @@ def cmd_train(args):
 
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    if not train(config):
-        sys.exit(143)  # stopped by SIGTERM: not finished, so a scheduler knows to run it again
+    status = train(config)
+    if status:
+        sys.exit(status)  # stopped by a signal: not finished, so a scheduler knows to run it again
 
 
 def loss_layers():

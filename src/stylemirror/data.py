@@ -5,6 +5,7 @@ larger than the crop are decoded at 1/2, 1/4 or 1/8 scale straight from the DCT 
 draft mode). A file that cannot be read is skipped and counted, never fatal."""
 
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -100,8 +101,14 @@ class TrainingOrder(torch.utils.data.Sampler):
         return max(0, per_rank * (self.epochs - self.start_epoch) - self.skip)
 
 
+def _ignore_ctrl_c(worker_id):
+    # Ctrl-C in a terminal reaches every process of the group: the training loop saves a
+    # checkpoint and stops on it, so the workers must not die under it meanwhile.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def loader(files, size, batch_size, order: TrainingOrder, workers=None, pin_memory=False):
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
     return DataLoader(Pictures(files, size), batch_size=batch_size, sampler=order, collate_fn=collate,
                       num_workers=workers, pin_memory=pin_memory, drop_last=True,
-                      persistent_workers=False, prefetch_factor=4 if workers else None)
+                      worker_init_fn=_ignore_ctrl_c, prefetch_factor=4 if workers else None)

@@ -55,14 +55,22 @@ class TrainConfig:
 
 
 class Stop:
-    """Set by SIGTERM (what cloud schedulers send before preemption) or Ctrl-C."""
+    """SIGTERM (what cloud schedulers send before preemption) or Ctrl-C: finish the step, save
+    a checkpoint, stop. A second Ctrl-C stops at once."""
 
     def __init__(self):
-        self.requested = False
+        self.signal = None
         signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    @property
+    def requested(self):
+        return self.signal is not None
 
     def _handle(self, signum, frame):
-        self.requested = True
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt
+        self.signal = signum
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
@@ -238,8 +246,9 @@ def check_config(cfg):
             raise UserError(f"unknown VGG19 layer {layer!r} (use relu1_1 ... relu5_4)")
 
 
-def train(cfg: TrainConfig) -> bool:
-    """Train; True when finished (models exported), False when stopped by SIGTERM."""
+def train(cfg: TrainConfig) -> int:
+    """Train. Returns the exit status: 0 when finished (models exported), 128 + the signal's
+    number when a signal stopped it (after saving a checkpoint), as shells report it."""
     check_config(cfg)
     device, rank, world = setup_device(cfg)
     torch.manual_seed(cfg.seed)
@@ -316,7 +325,8 @@ def train(cfg: TrainConfig) -> bool:
             if batch_in_epoch == steps_per_epoch:
                 epoch, batch_in_epoch = epoch + 1, 0
             progress.update(1)
-            stop.requested = flags[0].item() > 0  # a signal to any rank stops them all
+            if flags[0].item() > 0 and not stop.requested:  # a signal to any rank stops them all
+                stop.signal = signal.SIGTERM
             stopping = stop.requested or step >= total_steps
             checkpoint_due = step % cfg.checkpoint_iterations == 0 or stopping
             if (step % cfg.log_interval == 0 or checkpoint_due) and window["steps"]:
@@ -338,12 +348,13 @@ def train(cfg: TrainConfig) -> bool:
         print(f"skipped {len(unreadable)} unreadable files of {len(files)}", flush=True)
     if stop.requested:
         if rank == 0:
-            print(f"stopped by SIGTERM at step {step}: checkpoint saved, rerun the same command to resume", flush=True)
-        return False
+            print(f"stopped by {signal.Signals(stop.signal).name} at step {step}: checkpoint saved, "
+                  "rerun the same command to resume", flush=True)
+        return 128 + stop.signal
     out = run.export(step)
     if rank == 0:
         print(f"done: {step} steps; models in {out}", flush=True)
     if world > 1:
         dist.barrier()
-    return True
+    return 0
 
