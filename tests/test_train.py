@@ -95,6 +95,18 @@ def test_a_run_script_for_the_original_runs_unchanged(workdir, tmp_path):
     assert (tmp_path / "c" / "model" / "ml5" / "manifest.json").exists()
 
 
+def test_compiled_training_runs_and_saves_plain_weights(workdir, tmp_path):
+    """torch.compile (what long runs use) trains, checkpoints and exports like the eager loop."""
+    ckpt = tmp_path / "ckpt"
+    result = stylemirror(*train_args(workdir, ckpt, "--compile", "--max-steps", "3", "--log-interval", "1"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert all(np.isfinite(r["total"]) for r in rows(ckpt)) and len(rows(ckpt)) == 3
+    import torch
+    state = torch.load(ckpt / "ckpt_00000003.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod") for k in state["model"])  # loadable without torch.compile
+    formats.load_model(ckpt / "model" / "model.safetensors")
+
+
 def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(workdir, tmp_path):
     ckpt = tmp_path / "ckpt"
     args = [sys.executable, "-m", "stylemirror", *map(str, train_args(

@@ -175,9 +175,10 @@ def reference_step(net, vgg, style_grams, optimizer, x, weights=(7.5, 100.0, 200
     optimizer.step()
 
 
-def bench_train(image_size=256, batch_size=4, steps=3, device="auto"):
-    """images/s of `stylemirror train`'s step (VGG19 recipe, random weights, synthetic data)
-    and of the plain eager fp32 reference, measured side by side."""
+def bench_train(image_size=256, batch_size=4, steps=3, device="auto", compile_=True):
+    """images/s of `stylemirror train`'s step (VGG19 recipe, random weights, synthetic data),
+    as a run long enough to compile it runs it, and of the plain eager fp32 reference,
+    measured side by side (compiling happens in the untimed warm-up)."""
     from .network import TransformNet
     from .train import forward_backward, prepare
 
@@ -190,7 +191,7 @@ def bench_train(image_size=256, batch_size=4, steps=3, device="auto"):
     net = TransformNet().to(device)
     vgg = loss_network.VGG19(weights, (*loss_network.STYLE_LAYERS, loss_network.CONTENT_LAYER), loss_network.CAFFE_MEAN)
     criterion = loss_network.PerceptualLoss(vgg, style).to(device)
-    model = prepare(net, criterion, device)
+    model, criterion = prepare(net, criterion, device, compile_=compile_)
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
 
     def ours():
@@ -210,7 +211,7 @@ def bench_train(image_size=256, batch_size=4, steps=3, device="auto"):
     ours_s, ref_s = timed_pair(ours, reference, device, steps, warmup=2 if device.type == "cuda" else 1)
     return {"images_per_s": batch_size / ours_s, "reference_images_per_s": batch_size / ref_s,
             "speedup": ref_s / ours_s, "image_size": image_size, "batch_size": batch_size,
-            "device": str(device), "machine": machine()}
+            "compiled": compile_, "device": str(device), "machine": machine()}
 
 
 

@@ -121,8 +121,10 @@ def cmd_bench(args):
               f"content drift {result['content_drift']:.3f}, {result['steps']} steps in {result['train_seconds']:.0f} s; "
               f"side by side: {args.out}/quality.png")
     elif args.what == "train":
-        result = bench.bench_train(args.image_size or 256, args.batch_size or 4, args.steps or 3, args.device)
-        print(f"train step: {result['images_per_s']:.3f} images/s; plain eager fp32 reference "
+        result = bench.bench_train(args.image_size or 256, args.batch_size or 4, args.steps or 3, args.device,
+                                   compile_=args.compile)
+        print(f"train step{' (compiled)' if result['compiled'] else ''}: {result['images_per_s']:.3f} images/s; "
+              f"plain eager fp32 reference "
               f"{result['reference_images_per_s']:.3f} images/s: {result['speedup']:.2f}x "
               f"({result['image_size']}px, batch {result['batch_size']}, {result['device']}, {result['machine']})")
     elif args.what == "stylize":
@@ -199,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the step (default: on CUDA only)")
+                   help="torch.compile the step (default: on CUDA, and for runs of 500 steps or more)")
     p.add_argument("--workers", type=int, help="data loading processes (default: up to 8)")
     p.add_argument("--max-steps", type=positive_int, help="stop after N steps")
     p.add_argument("--log-interval", type=positive_int, default=100, help="steps between log rows")
@@ -226,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vgg-path", default=str(SHARED / "vgg19" / "imagenet-vgg19-conv1_1-conv3_4.mat"),
                    help="quality: VGG19 weights with conv1_1..conv3_1")
     p.add_argument("--out", default="bench/quality", help="quality: where the figures and picture go")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="train: torch.compile the step, as long runs do (default on)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     p.set_defaults(func=cmd_bench)
 
