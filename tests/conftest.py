@@ -91,16 +91,13 @@ def static_server(tmp_path):
     srv.shutdown()
 
 
-VGG_CHANNELS = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}
-
-
-def vgg_convs(upto: str, width_divisor=1):
+def vgg_convs(upto: str):
     """(name, in, out) of VGG19's convs up to `upto`, e.g. 'conv3_1'."""
-    from stylemirror.loss_network import VGG19_LAYERS
+    from stylemirror.loss_network import VGG19_LAYERS, VGG19_WIDTHS
     convs, cin = [], 3
     for name in VGG19_LAYERS[: VGG19_LAYERS.index(upto) + 1]:
         if name.startswith("conv"):
-            cout = VGG_CHANNELS[name[4]] // width_divisor
+            cout = VGG19_WIDTHS[name[4]]
             convs.append((name, cin, cout))
             cin = cout
     return convs

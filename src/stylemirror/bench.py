@@ -11,6 +11,7 @@ from PIL import Image
 
 from . import formats, loss_network
 from .errors import UserError
+from .stylize import picture_tensor
 
 # Real photos that scikit-image ships (no download): a small real training set.
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry",
@@ -31,15 +32,11 @@ def write_skimage_photos(folder: Path, names=SKIMAGE_PHOTOS) -> Path:
     return folder
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)[None].float()
-
-
 def style_score(net, vgg, photo: Image.Image, style: Image.Image):
     """(Gram distance(stylized, style) / Gram distance(photo, style) over the style layers,
     content drift: relative squared change of the relu3_1 features). Score < 1: the
     stylized photo is closer to the style than the photo was."""
-    x, s = to_tensor(photo), to_tensor(style)
+    x, s = picture_tensor(photo), picture_tensor(style)
     with torch.no_grad():
         y = net(x)
         fx, fy, fs = vgg(x), vgg(y), vgg(s)
@@ -51,7 +48,7 @@ def style_score(net, vgg, photo: Image.Image, style: Image.Image):
 
 
 def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128, batch_size=4,
-            style_weight=4000.0, learning_rate=1e-3, style_size=256, workers=None, quiet=False):
+            style_weight=4000.0, learning_rate=1e-3, style_size=256, workers=None):
     """Train on scikit-image's photos with real VGG19 weights, then score a photo the run
     never saw. Returns the figures; writes a side-by-side picture into out_dir."""
     from .train import TrainConfig, train
@@ -130,7 +127,7 @@ def random_vgg_weights(upto="conv5_4", seed=0):
     weights, cin = {}, 3
     for name in loss_network.VGG19_LAYERS[: loss_network.VGG19_LAYERS.index(upto) + 1]:
         if name.startswith("conv"):
-            cout = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}[name[4]]
+            cout = loss_network.VGG19_WIDTHS[name[4]]
             weights[name] = (torch.randn(cout, cin, 3, 3, generator=g) * (2 / (9 * cin)) ** 0.5, torch.zeros(cout))
             cin = cout
     return weights
@@ -212,8 +209,6 @@ def bench_train(image_size=256, batch_size=4, steps=3, device="auto", compile_=T
     return {"images_per_s": batch_size / ours_s, "reference_images_per_s": batch_size / ref_s,
             "speedup": ref_s / ours_s, "image_size": image_size, "batch_size": batch_size,
             "compiled": compile_, "device": str(device), "machine": machine()}
-
-
 
 
 def bench_stylize(width=640, height=480, device="auto", repeats=5):

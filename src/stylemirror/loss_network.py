@@ -35,6 +35,7 @@ VGG19_LAYERS = (
     "conv4_1", "relu4_1", "conv4_2", "relu4_2", "conv4_3", "relu4_3", "conv4_4", "relu4_4", "pool4",
     "conv5_1", "relu5_1", "conv5_2", "relu5_2", "conv5_3", "relu5_3", "conv5_4", "relu5_4",
 )
+VGG19_WIDTHS = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}  # channels of block N's convs
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
 

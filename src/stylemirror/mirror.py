@@ -22,6 +22,7 @@ NEEDED = ("index.html", "vendor/ml5.min.js", "node_modules/@tensorflow/tfjs/dist
 def find_models(folders) -> dict[str, Path]:
     """{name: ml5 model folder}, names made URL-safe and unique, first folder wins."""
     found: dict[str, Path] = {}
+    seen: set[Path] = set()  # resolved folders, so a folder reached twice is listed once
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
@@ -29,7 +30,8 @@ def find_models(folders) -> dict[str, Path]:
         candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
         for candidate in candidates:
             for ml5_dir, name in ((candidate, candidate.name), (candidate / "ml5", candidate.name)):
-                if (ml5_dir / "manifest.json").is_file() and ml5_dir.resolve() not in {p.resolve() for p in found.values()}:
+                if (ml5_dir / "manifest.json").is_file() and ml5_dir.resolve() not in seen:
+                    seen.add(ml5_dir.resolve())
                     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".-") or "model"
                     unique, n = base, 2
                     while unique in found:

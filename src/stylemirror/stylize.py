@@ -112,6 +112,11 @@ class Stylizer:
         return self.pictures([image])[0]
 
 
+def picture_tensor(image: Image.Image) -> torch.Tensor:
+    """A picture as the networks take it: float (1, 3, H, W) RGB in 0..255."""
+    return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)[None].float()
+
+
 def open_picture(path) -> Image.Image:
     try:
         image = Image.open(path)

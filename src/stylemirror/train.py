@@ -83,13 +83,12 @@ def newest_checkpoint(folder: Path) -> Path | None:
 
 
 def load_style(path, size):
-    from .stylize import open_picture
+    from .stylize import open_picture, picture_tensor
 
     image = open_picture(path).convert("RGB")
     if size:
         image.thumbnail((size, size))
-    import numpy as np
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float()
+    return picture_tensor(image)
 
 
 def setup_device(cfg):
@@ -142,7 +141,8 @@ class Run:
         self.rows = []
 
     def resume(self, device):
-        """Restore the newest checkpoint (unless --fresh); return (step, epoch, batch)."""
+        """Restore the newest checkpoint (unless --fresh); return (step, epoch, batch in
+        epoch, its path), or zeros and None for a fresh run."""
         newest = None if self.cfg.fresh else newest_checkpoint(self.folder)
         if newest is None:
             return 0, 0, 0, None
