@@ -161,3 +161,23 @@ def test_cli_export_chain_ml5_safetensors_ml5_onnx(tmp_path):
         want = formats.read_ml5(src)(x).numpy()
     got = ort.InferenceSession(str(tmp_path / "u.onnx")).run(None, {"image": x.numpy()})[0]
     np.testing.assert_allclose(got, want, atol=0.05)
+
+
+def test_lite_network_round_trips_through_safetensors_and_onnx(tmp_path):
+    net = random_net(seed=3, arch="lite")
+    formats.save_safetensors(net, tmp_path / "lite.safetensors")
+    loaded = formats.load_model(tmp_path / "lite.safetensors")
+    assert loaded.arch == "lite" and (loaded.widths, loaded.blocks) == ((16, 32, 64), 3)
+    x = torch.rand(1, 3, 37, 29) * 255
+    with torch.no_grad():
+        want = net(x)
+        assert torch.equal(loaded(x), want)
+    formats.export_onnx(loaded, tmp_path / "lite.onnx")
+    got = ort.InferenceSession(str(tmp_path / "lite.onnx")).run(None, {"image": x.numpy()})[0]
+    np.testing.assert_allclose(got, want.numpy(), atol=0.05)
+
+
+def test_ml5_export_of_a_lite_network_is_refused_in_one_line(tmp_path):
+    with pytest.raises(UserError, match="ml5.js runs only the standard network, and this one is lite"):
+        formats.write_ml5(random_net(arch="lite"), tmp_path / "ml5")
+    assert not (tmp_path / "ml5").exists()

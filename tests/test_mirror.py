@@ -18,11 +18,15 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 @pytest.fixture
 def models(tmp_path):
-    """A models folder: two exported by our own code, and ml5's published udnie where the
-    shared folder has it."""
+    """A models folder: two ml5 folders exported by our own code, ml5's published udnie where
+    the shared folder has it, and two in the mirror's own format: a training run's
+    --model-dir (standard network) and a lite network's file."""
     folder = tmp_path / "models"
     formats.write_ml5(random_net(seed=4), folder / "ours")
     formats.write_ml5(random_net(seed=5), folder / "other")
+    formats.write_ml5(random_net(seed=6), folder / "run" / "ml5")
+    formats.save_safetensors(random_net(seed=6), folder / "run" / "model.safetensors")
+    formats.save_safetensors(random_net(seed=7, arch="lite"), folder / "lite.safetensors")
     if (ML5_MODELS / "udnie" / "manifest.json").exists():
         shutil.copytree(ML5_MODELS / "udnie", folder / "udnie")
     return folder
@@ -60,9 +64,14 @@ def message(page):
     return page.locator("#message").inner_text() if page.locator("#message").is_visible() else ""
 
 
-@pytest.mark.parametrize("model", ["udnie", "ours"])
+MODEL_PATHS = {"udnie": "udnie", "ours": "ours", "run": "run/model.safetensors", "lite": "lite.safetensors"}
+
+
+@pytest.mark.parametrize("model", list(MODEL_PATHS))
 def test_picture_mode_matches_stylize(browser, mirror_url, models, tmp_path, model):
-    if not (models / model).exists():
+    """ml5 folders and the mirror's own format (standard and lite networks) give the page
+    the picture `stylize` gives."""
+    if not (models / MODEL_PATHS[model]).exists():
         ml5_model(model)  # skips, saying why
     picture = photo((61, 45))
     picture.save(tmp_path / "picture.png")
@@ -74,7 +83,7 @@ def test_picture_mode_matches_stylize(browser, mirror_url, models, tmp_path, mod
         "Array.from(document.getElementById('output').getContext('2d').getImageData(0, 0, 61, 45).data)"),
         dtype=np.uint8).reshape(45, 61, 4)[..., :3]
     assert page.evaluate("[document.getElementById('output').width, document.getElementById('output').height]") == [61, 45]
-    ours = np.asarray(Stylizer(formats.load_model(models / model)).picture(picture))
+    ours = np.asarray(Stylizer(formats.load_model(models / MODEL_PATHS[model])).picture(picture))
     diff = np.abs(pixels.astype(int) - ours.astype(int))
     assert diff.max() <= 3, f"max difference {diff.max()} levels"
     assert ours.std() > 5 and not page.errors
@@ -102,6 +111,17 @@ def test_camera_frames_flow_fps_shows_and_memory_stays_flat(camera_browser, mirr
     page.close()
 
 
+def test_wasm_runs_on_every_core(browser, mirror_url):
+    """The server isolates the page (COOP/COEP), so TF.js's wasm backend may use threads,
+    and the page gives it every logical core (TF.js alone would take half)."""
+    page = open_page(browser, f"{mirror_url}?model=ours&camera=off&backend=wasm")
+    isolated, threads, cores = page.evaluate("[crossOriginIsolated, window.mirror.threads, navigator.hardwareConcurrency]")
+    assert isolated and threads == cores  # and the browser's own core count is back
+    if cores > 1:
+        assert f"wasm ({cores} threads)" in page.locator("#backend").inner_text()
+    page.close()
+
+
 def test_no_camera_says_so(browser, mirror_url):
     """No fake camera in this browser: a specific message, and picture mode still offered."""
     page = open_page(browser, f"{mirror_url}?model=ours&backend=wasm", until="no-camera")
@@ -125,6 +145,27 @@ def test_unreachable_model_file_says_so(browser, models, mirror_url):
     page.close()
 
 
+def test_damaged_model_file_says_so(browser, models, mirror_url):
+    path = models / "lite.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    page = open_page(browser, f"{mirror_url}?model=lite&camera=off&backend=wasm", until="error")
+    assert 'Could not load the style "lite": lite.safetensors: ' in message(page)
+    assert "has the wrong size" in message(page)
+    assert page.evaluate("tf.memory().numTensors") == 0
+    page.close()
+
+
+def test_only_stylemirror_safetensors_files_are_models(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+    folder = tmp_path / "models"
+    folder.mkdir()
+    save_file({"conv1_1": torch.zeros(3)}, str(folder / "vgg.safetensors"))  # someone else's file
+    (folder / "broken.safetensors").write_bytes(b"\xff" * 20)
+    formats.save_safetensors(random_net(arch="lite"), folder / "mine.safetensors")
+    assert list(mirror.find_models([folder])) == ["mine"]
+
+
 def test_no_models_says_how_to_get_one(browser, tmp_path):
     srv = mirror.Mirror([tmp_path / "empty"]).serve(port=0)
     page = open_page(browser, f"http://127.0.0.1:{srv.server_address[1]}/?backend=wasm", until="no-models")
@@ -144,13 +185,20 @@ def test_ml5_example_page_runs_the_same_model(camera_browser, mirror_url):
     page.close()
 
 
-def test_index_lists_models(mirror_url):
+def test_index_lists_models(mirror_url, models):
     conn = http.client.HTTPConnection(mirror_url.split("//")[1].rstrip("/"))
     conn.request("GET", "/models/index.json")
     index = json.loads(conn.getresponse().read())
     names = [m["name"] for m in index["models"]]
-    assert names[:2] == ["other", "ours"] and set(names) <= {"other", "ours", "udnie"}
-    assert all(m["format"] == "ml5" and m["size"] > 6e6 and m["url"] == f"models/{m['name']}/" for m in index["models"])
+    assert names == ["other", "ours", "run"] + ["udnie"] * ("udnie" in names) + ["lite"]
+    ml5_folders = [m for m in index["models"] if m["name"] in ("other", "ours", "udnie")]
+    assert all(m["format"] == "ml5" and m["size"] > 6e6 and m["url"] == f"models/{m['name']}/" for m in ml5_folders)
+    # A training run's folder is listed once, by its single file (ml5/ is the same model).
+    by_name = {m["name"]: m for m in index["models"]}
+    assert by_name["run"]["format"] == "safetensors" and by_name["run"]["url"] == "models/run.safetensors"
+    assert by_name["lite"]["size"] == (models / "lite.safetensors").stat().st_size < 2e6
+    conn.request("GET", "/models/lite.safetensors")
+    assert conn.getresponse().read() == (models / "lite.safetensors").read_bytes()
 
 
 TRAVERSALS = ["/../../../../etc/passwd", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/models/ours/..%2f..%2f..%2f..%2fetc%2fpasswd",

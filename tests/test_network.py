@@ -101,3 +101,32 @@ def test_layer_shapes_are_ml5s():
     assert shapes[0] == [9, 9, 3, 32] and shapes[3] == [3, 3, 32, 64] and shapes[6] == [3, 3, 64, 128]
     assert shapes[39] == [3, 3, 64, 128] and shapes[42] == [3, 3, 32, 64] and shapes[45] == [9, 9, 32, 3]
     assert all(shapes[i] == [3, 3, 128, 128] for i in range(9, 39, 3))
+
+
+def multiply_adds(net, h=64, w=64) -> int:
+    """Multiply-adds of every convolution (transposed ones included) at h x w."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        # A conv computes each output pixel from k*k taps; a transposed conv scatters each
+        # input pixel through k*k taps.
+        spatial = output if isinstance(module, torch.nn.Conv2d) else inputs[0]
+        k = module.kernel_size[0] * module.kernel_size[1]
+        total += spatial.shape[-2] * spatial.shape[-1] * k * module.in_channels * module.out_channels
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    with torch.no_grad():
+        net(torch.rand(1, 3, h, w))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def test_lite_network_is_much_lighter_and_keeps_sizes():
+    lite, standard = TransformNet.named("lite"), TransformNet.named("standard")
+    assert (lite.arch, standard.arch, TransformNet((8, 8, 8), 1).arch) == ("lite", "standard", "custom")
+    ratio = multiply_adds(standard) / multiply_adds(lite)
+    assert 4.0 < ratio < 5.5, ratio
+    for h, w in [(37, 29), (1, 1), (64, 48)]:
+        assert lite(torch.rand(1, 3, h, w) * 255).shape == (1, 3, h, w)

@@ -189,3 +189,28 @@ def test_torchrun_two_processes_train_one_set_of_checkpoints(workdir, tmp_path):
     assert [r["step"] for r in rows(ckpt)] == [1, 2, 3, 4]
     assert result.stdout.count("starting a fresh run") == 1
     assert (ckpt / "model" / "model.safetensors").exists()
+
+
+def test_lite_network_trains_and_exports_what_can_run_it(workdir, tmp_path):
+    """--arch lite: the mirror's format and ONNX (ml5.js cannot run it, so no ml5 folder)."""
+    ckpt = tmp_path / "ckpt"
+    result = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "2", "--checkpoint-iterations", "1"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = ckpt / "model"
+    assert sorted(p.name for p in model.iterdir()) == ["model.json", "model.onnx", "model.safetensors"]
+    assert json.loads((model / "model.json").read_text())["arch"] == "lite"
+    assert formats.load_model(model / "model.safetensors").arch == "lite"
+
+
+@pytest.mark.parametrize("change,named", [(["--arch", "lite", "--style-weight", "5"], "--style-weight 100.0 (now 5.0)"),
+                                          (["--arch", "standard"], "--arch lite (now standard)")])
+def test_resuming_with_another_recipe_is_refused(workdir, tmp_path, change, named):
+    ckpt = tmp_path / "ckpt"
+    first = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "1"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = stylemirror(*train_args(workdir, ckpt, "--max-steps", "2", *change))
+    assert again.returncode == 2 and named in again.stderr and "--fresh" in again.stderr, again.stderr
+    assert "Traceback" not in again.stderr
+    # What may change between runs (here --epochs and --max-steps) does not stop a resume.
+    more = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "2", "--epochs", "3"))
+    assert more.returncode == 0 and more.stdout.startswith("resuming from"), more.stderr[-2000:]

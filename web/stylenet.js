@@ -1,11 +1,13 @@
-// The style network in TensorFlow.js: reads ml5's model format (a folder with manifest.json
-// and one raw float32 file per variable) and runs ml5's forward pass, with TensorFlow's
-// 'same' padding. Output has the input's size (ml5 rounds odd sizes up; we crop).
+// The style network in TensorFlow.js. Reads two formats:
+//   - ml5's folder (manifest.json and one raw float32 file per variable: 49 requests), and
+//   - the mirror's own format: one .safetensors file as `stylemirror train` and `export` write
+//     it (one request; any width and number of residual blocks, e.g. `--arch lite`).
+// Runs ml5's forward pass with TensorFlow's 'same' padding; the output has the input's size
+// (ml5 rounds odd sizes up; we crop).
 'use strict';
 
 const StyleNet = (() => {
-  const VARIABLES = 48;
-  const variableName = (i) => (i === 0 ? 'Variable' : `Variable_${i}`);
+  const SAFETENSORS_FORMAT = 'stylemirror-transformnet-v1';
 
   async function fetchOk(url, what) {
     let response;
@@ -18,17 +20,31 @@ const StyleNet = (() => {
     return response;
   }
 
+  // A network is {conv1, conv2, conv3, res: [[a, b], ...], up1, up2, conv4}, each layer
+  // {weight, shift, scale}; conv weights HWIO [k, k, in, out], transposed convs [k, k, out, in].
+  function assemble(layers, blocks) {
+    const res = [];
+    for (let i = 0; i < blocks; i++) res.push([layers[`res.${i}.conv1`], layers[`res.${i}.conv2`]]);
+    return new Net({ ...layers, res });
+  }
+
+  // --- ml5's folder: 16 conv layers x (weight, shift, scale) = Variable ... Variable_47 -----
+  const ML5_LAYERS = ['conv1', 'conv2', 'conv3',
+    ...[0, 1, 2, 3, 4].flatMap((i) => [`res.${i}.conv1`, `res.${i}.conv2`]), 'up1', 'up2', 'conv4'];
+  const ml5Name = (i) => (i === 0 ? 'Variable' : `Variable_${i}`);
+
   // baseUrl ends with '/'. onProgress(fraction) is called as variables arrive.
-  async function load(baseUrl, onProgress = () => {}) {
+  async function loadMl5(baseUrl, onProgress) {
     const manifest = await (await fetchOk(`${baseUrl}manifest.json`, 'manifest.json')).json();
-    const variables = new Array(VARIABLES).fill(null);
+    const count = 3 * ML5_LAYERS.length;
+    const variables = new Array(count).fill(null);
     let arrived = 0;
     // allSettled, not all: every fetch has finished before we report, so a failure is
     // neither overwritten by late progress nor leaks the tensors that arrive after it.
     const results = await Promise.allSettled(variables.map(async (_, i) => {
-      const entry = manifest[variableName(i)];
+      const entry = manifest[ml5Name(i)];
       if (!entry || !entry.filename || !Array.isArray(entry.shape)) {
-        throw new Error(`manifest.json has no valid ${variableName(i)}`);
+        throw new Error(`manifest.json has no valid ${ml5Name(i)}`);
       }
       const buffer = await (await fetchOk(baseUrl + entry.filename, entry.filename)).arrayBuffer();
       const expected = 4 * entry.shape.reduce((a, b) => a * b, 1);
@@ -36,52 +52,212 @@ const StyleNet = (() => {
         throw new Error(`${entry.filename}: ${buffer.byteLength} bytes, expected ${expected}`);
       }
       variables[i] = tf.tensor(new Float32Array(buffer), entry.shape, 'float32');
-      onProgress(++arrived / VARIABLES);
+      onProgress(++arrived / count);
     }));
     const failure = results.find((r) => r.status === 'rejected');
     if (failure) {
       variables.forEach((t) => t && t.dispose());
       throw failure.reason;
     }
-    return new Net(variables);
+    const layers = {};
+    ML5_LAYERS.forEach((name, j) => {
+      layers[name] = { weight: variables[3 * j], shift: variables[3 * j + 1], scale: variables[3 * j + 2] };
+    });
+    return assemble(layers, 5);
+  }
+
+  // --- the mirror's format: a safetensors file of the PyTorch TransformNet -----------------
+  async function readAll(response, onProgress) {
+    const total = Number(response.headers.get('Content-Length')) || 0;
+    if (!total || !response.body) return response.arrayBuffer();
+    const bytes = new Uint8Array(total);
+    const reader = response.body.getReader();
+    let offset = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (offset + value.length > total) throw new Error('more bytes arrived than announced');
+      bytes.set(value, offset);
+      offset += value.length;
+      onProgress(offset / total);
+    }
+    if (offset !== total) throw new Error(`the download stopped at ${offset} of ${total} bytes`);
+    return bytes.buffer;
+  }
+
+  // Layout: 8-byte little-endian header length, a JSON header {name: {dtype, shape,
+  // data_offsets}, __metadata__}, then the tensors' bytes.
+  function parseSafetensors(buffer, file) {
+    const fail = (why) => { throw new Error(`${file}: ${why}`); };
+    if (buffer.byteLength < 8) fail('too short to be a safetensors file');
+    const headerLength = Number(new DataView(buffer).getBigUint64(0, true));
+    if (headerLength > buffer.byteLength - 8) fail('not a safetensors file (its header runs past the end)');
+    let header;
+    try {
+      header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 8, headerLength)));
+    } catch (e) {
+      fail('not a safetensors file (its header is not JSON)');
+    }
+    const meta = header.__metadata__ || {};
+    if (meta.format !== SAFETENSORS_FORMAT) fail(`not a stylemirror model (format "${meta.format}")`);
+    const start = 8 + headerLength;
+    const tensors = {};
+    for (const [name, info] of Object.entries(header)) {
+      if (name === '__metadata__') continue;
+      if (info.dtype !== 'F32') fail(`${name} is ${info.dtype}; the mirror reads float32 only`);
+      const [begin, end] = info.data_offsets;
+      const size = 4 * info.shape.reduce((a, b) => a * b, 1);
+      if (end - begin !== size || start + end > buffer.byteLength) fail(`${name} has the wrong size`);
+      // slice() copies, so the data need not be 4-byte aligned in the file.
+      tensors[name] = { shape: info.shape, data: new Float32Array(buffer.slice(start + begin, start + end)) };
+    }
+    return tensors;
+  }
+
+  async function loadSafetensors(url, onProgress) {
+    const file = decodeURIComponent(url.split('/').pop());
+    const tensors = parseSafetensors(await readAll(await fetchOk(url, file), onProgress), file);
+    const names = ['conv1', 'conv2', 'conv3', 'up1', 'up2', 'conv4'];
+    let blocks = 0;
+    while (`res.${blocks}.conv1.conv.weight` in tensors) names.push(`res.${blocks}.conv1`, `res.${blocks++}.conv2`);
+    for (const name of names) {
+      for (const key of ['conv.weight', 'norm.shift', 'norm.scale']) {
+        const t = tensors[`${name}.${key}`];
+        if (!t) throw new Error(`${file}: ${name}.${key} is missing`);
+        if (t.shape.length !== (key === 'conv.weight' ? 4 : 1)) throw new Error(`${file}: ${name}.${key} has shape [${t.shape}]`);
+      }
+    }
+    const tensor = (key) => tf.tensor(tensors[key].data, tensors[key].shape, 'float32');
+    const layers = {};
+    for (const name of names) {
+      layers[name] = {
+        // PyTorch's Conv2d [out, in, k, k] and ConvTranspose2d [in, out, k, k] both take
+        // this permutation to TF.js's layouts.
+        weight: tf.tidy(() => tensor(`${name}.conv.weight`).transpose([2, 3, 1, 0])),
+        shift: tensor(`${name}.norm.shift`),
+        scale: tensor(`${name}.norm.scale`),
+      };
+    }
+    return assemble(layers, blocks);
+  }
+
+  // url: an ml5 folder (ends with '/') or a .safetensors file.
+  async function load(url, onProgress = () => {}) {
+    return url.endsWith('.safetensors') ? loadSafetensors(url, onProgress) : loadMl5(url, onProgress);
+  }
+
+  // The decoder works on images held as their 2x2 phases: an HxW image of c channels as an
+  // (H/2)x(W/2) grid of 4c channels ordered (row phase, column phase, channel), as
+  // tf.spaceToDepth orders them. Two convolutions become faster there on TF.js's wasm backend:
+  //
+  // - The 3x3 stride-2 transposed conv ('same': output 2H x 2W) is one 2x2 conv over its
+  //   input padded by one row/column at the top/left, which gives the output's phases.
+  //   Output row 2m takes kernel row 0 from input row m and kernel row 2 from row m - 1;
+  //   row 2m + 1 takes kernel row 1 from input row m (columns alike). The wasm backend runs
+  //   conv2dTranspose in a plain loop, 5x slower than this conv, which goes to XNNPACK.
+  // - The last 9x9 conv to 3 channels is a 5x5 conv from the phases of its input to the
+  //   phases of its output (12 channels, which XNNPACK runs 1.6x faster than 3).
+  //
+  // TAPS[phase][offset]: the kernel row that output phase `phase` takes from input row
+  // m - 1 + offset (-1: none).
+  const TAPS = [[2, 0], [-1, 1]];
+
+  // Transposed-conv weights [3, 3, out, in] -> the 2x2 phase conv's [2, 2, in, 4 * out].
+  function upsamplingKernel(w) {
+    const [, , cout, cin] = w.shape;
+    const src = w.dataSync();
+    const dst = new Float32Array(2 * 2 * cin * 4 * cout);
+    for (let a = 0; a < 2; a++) for (let b = 0; b < 2; b++) for (let ry = 0; ry < 2; ry++) for (let rx = 0; rx < 2; rx++) {
+      const [ky, kx] = [TAPS[ry][a], TAPS[rx][b]];
+      if (ky < 0 || kx < 0) continue;
+      for (let i = 0; i < cin; i++) for (let o = 0; o < cout; o++) {
+        dst[((a * 2 + b) * cin + i) * 4 * cout + (ry * 2 + rx) * cout + o] = src[((ky * 3 + kx) * cout + o) * cin + i];
+      }
+    }
+    return tf.tensor(dst, [2, 2, cin, 4 * cout]);
+  }
+
+  // Stride-1 conv weights [k, k, in, out] (k odd, 'same') -> the phase conv's
+  // [K, K, 4 * in, 4 * out]: output phase s takes input phase p at phase-grid offset d
+  // through kernel tap 2d + p - s, where that lies within the kernel.
+  function phaseKernel(w) {
+    const [k, , cin, cout] = w.shape;
+    const r = (k - 1) / 2;
+    const R = Math.floor((r + 1) / 2);
+    const K = 2 * R + 1;
+    const src = w.dataSync();
+    const dst = new Float32Array(K * K * 4 * cin * 4 * cout);
+    for (let dy = -R; dy <= R; dy++) for (let dx = -R; dx <= R; dx++) for (let p = 0; p < 4; p++) for (let s = 0; s < 4; s++) {
+      const ty = 2 * dy + (p >> 1) - (s >> 1);
+      const tx = 2 * dx + (p & 1) - (s & 1);
+      if (Math.abs(ty) > r || Math.abs(tx) > r) continue;
+      for (let i = 0; i < cin; i++) for (let o = 0; o < cout; o++) {
+        dst[(((dy + R) * K + dx + R) * 4 * cin + p * cin + i) * 4 * cout + s * cout + o] =
+          src[(((ty + r) * k + tx + r) * cin + i) * cout + o];
+      }
+    }
+    return tf.tensor(dst, [K, K, 4 * cin, 4 * cout]);
+  }
+
+  // Phases [h, w, 4c] -> the image [2h, 2w, c].
+  function interleave(y) {
+    const [h, w, c4] = y.shape;
+    return y.reshape([h, w, 2, 2, c4 / 4]).transpose([0, 2, 1, 3, 4]).reshape([2 * h, 2 * w, c4 / 4]);
   }
 
   class Net {
-    constructor(variables) {
-      this.v = variables;
+    constructor(layers) {
+      const replace = (layer, weight) => {
+        layer.weight.dispose();
+        return { ...layer, weight };
+      };
+      layers.up1 = replace(layers.up1, upsamplingKernel(layers.up1.weight));
+      layers.up2 = replace(layers.up2, upsamplingKernel(layers.up2.weight));
+      layers.conv4 = replace(layers.conv4, phaseKernel(layers.conv4.weight));
+      this.layers = layers;
+      this.tensors = [layers.conv1, layers.conv2, layers.conv3, ...layers.res.flat(), layers.up1, layers.up2,
+        layers.conv4].flatMap((l) => [l.weight, l.shift, l.scale]);
     }
 
-    // Instance norm: per-channel mean and population variance over H, W; eps 1e-3.
-    // Variables: conv weight at id, shift at id + 1, scale at id + 2.
-    norm(x, id) {
+    // Instance norm: per-channel mean and population variance over H, W; eps 1e-3. Folded
+    // into one multiply-add per pixel: a = scale / sqrt(var + eps), b = shift - mean * a.
+    norm(x, layer) {
       const { mean, variance } = tf.moments(x, [0, 1], true);
-      return x.sub(mean).mul(tf.rsqrt(variance.add(1e-3))).mul(this.v[id + 2]).add(this.v[id + 1]);
+      const a = tf.rsqrt(variance.add(1e-3)).mul(layer.scale);
+      return x.mul(a).add(layer.shift.sub(mean.mul(a)));
     }
 
-    conv(x, id, stride, relu = true) {
-      const y = this.norm(tf.conv2d(x, this.v[id], stride, 'same'), id);
+    // The same on phases: the statistics cover all four (viewed as 4w columns of c channels).
+    phaseNorm(y, layer) {
+      const [h, w, c4] = y.shape;
+      return this.norm(y.reshape([h, 4 * w, c4 / 4]), layer).reshape(y.shape);
+    }
+
+    conv(x, layer, stride, relu = true) {
+      const y = this.norm(tf.conv2d(x, layer.weight, stride, 'same'), layer);
       return relu ? tf.relu(y) : y;
     }
 
-    up(x, id) {
-      const [h, w] = x.shape;
-      const channels = this.v[id].shape[2];
-      return tf.relu(this.norm(tf.conv2dTranspose(x, this.v[id], [2 * h, 2 * w, channels], 2, 'same'), id));
+    // Transposed conv + norm + ReLU: [h, w, in] -> the phases of [2h, 2w, out].
+    up(x, layer) {
+      return tf.relu(this.phaseNorm(tf.conv2d(x.pad([[1, 0], [1, 0], [0, 0]]), layer.weight, 1, 'valid'), layer));
     }
 
     // image: HxWx3 tensor in 0..255 -> HxWx3 float32 in 0..255. Call inside tf.tidy.
     apply(image) {
       const [h, w] = image.shape;
-      let y = this.conv(this.conv(this.conv(image.toFloat(), 0, 1), 3, 2), 6, 2);
-      for (let id = 9; id < 39; id += 6) y = y.add(this.conv(this.conv(y, id, 1), id + 3, 1, false));
-      y = this.conv(this.up(this.up(y, 39), 42), 45, 1, false);
-      return y.tanh().mul(150).add(127.5).clipByValue(0, 255).slice([0, 0, 0], [h, w, 3]);
+      const L = this.layers;
+      let y = this.conv(this.conv(this.conv(image.toFloat(), L.conv1, 1), L.conv2, 2), L.conv3, 2);
+      for (const [a, b] of L.res) y = y.add(this.conv(this.conv(y, a, 1), b, 1, false));
+      y = this.up(interleave(this.up(y, L.up1)), L.up2);
+      y = this.phaseNorm(tf.conv2d(y, L.conv4.weight, 1, 'same'), L.conv4);
+      return interleave(y.tanh().mul(150).add(127.5).clipByValue(0, 255)).slice([0, 0, 0], [h, w, 3]);
     }
 
     dispose() {
-      this.v.forEach((t) => t.dispose());
+      this.tensors.forEach((t) => t.dispose());
     }
   }
 
-  return { load };
+  return { load, parseSafetensors };
 })();

@@ -48,7 +48,7 @@ def style_score(net, vgg, photo: Image.Image, style: Image.Image):
 
 
 def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128, batch_size=4,
-            style_weight=4000.0, learning_rate=1e-3, style_size=256, workers=None):
+            style_weight=4000.0, learning_rate=1e-3, style_size=256, workers=None, arch="standard"):
     """Train on scikit-image's photos with real VGG19 weights, then score a photo the run
     never saw. Returns the figures; writes a side-by-side picture into out_dir."""
     from .train import TrainConfig, train
@@ -62,7 +62,8 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
                           vgg_path=str(vgg_path), model_dir=str(tmp / "model"), epochs=10**6, batch_size=batch_size,
                           checkpoint_iterations=10**9, style_weight=style_weight, learning_rate=learning_rate,
                           image_size=image_size, style_size=style_size, style_layers=QUALITY_LAYERS,
-                          content_layer="relu3_1", max_steps=steps, workers=workers, log_interval=max(1, steps // 10))
+                          content_layer="relu3_1", max_steps=steps, workers=workers, log_interval=max(1, steps // 10),
+                          arch=arch)
         start = time.perf_counter()
         train(cfg)
         seconds = time.perf_counter() - start
@@ -77,11 +78,12 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
     side = Image.new("RGB", (photo.width * 2, photo.height))
     side.paste(photo, (0, 0))
     side.paste(stylized, (photo.width, 0))
-    side.save(out_dir / "quality.png")
-    result = {"style_score": score, "content_drift": drift, "steps": steps, "image_size": image_size,
+    name = "quality" if arch == "standard" else f"quality-{arch}"
+    side.save(out_dir / f"{name}.png")
+    result = {"style_score": score, "content_drift": drift, "arch": arch, "steps": steps, "image_size": image_size,
               "batch_size": batch_size, "style_weight": style_weight, "train_seconds": seconds,
               "first_loss": log[0]["total"], "last_loss": log[-1]["total"]}
-    (out_dir / "quality.json").write_text(json.dumps(result, indent=2))
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -172,7 +174,7 @@ def reference_step(net, vgg, style_grams, optimizer, x, weights=(7.5, 100.0, 200
     optimizer.step()
 
 
-def bench_train(image_size=256, batch_size=4, steps=3, device="auto", compile_=True):
+def bench_train(image_size=256, batch_size=4, steps=3, device="auto", compile_=True, arch="standard"):
     """images/s of `stylemirror train`'s step (VGG19 recipe, random weights, synthetic data),
     as a run long enough to compile it runs it, and of the plain eager fp32 reference,
     measured side by side (compiling happens in the untimed warm-up)."""
@@ -185,7 +187,7 @@ def bench_train(image_size=256, batch_size=4, steps=3, device="auto", compile_=T
     batch = (torch.rand(batch_size, 3, image_size, image_size) * 255).to(torch.uint8)
 
     torch.manual_seed(0)
-    net = TransformNet().to(device)
+    net = TransformNet.named(arch).to(device)
     vgg = loss_network.VGG19(weights, (*loss_network.STYLE_LAYERS, loss_network.CONTENT_LAYER), loss_network.CAFFE_MEAN)
     criterion = loss_network.PerceptualLoss(vgg, style).to(device)
     model, criterion = prepare(net, criterion, device, compile_=compile_)
@@ -196,7 +198,7 @@ def bench_train(image_size=256, batch_size=4, steps=3, device="auto", compile_=T
         optimizer.step()
 
     torch.manual_seed(0)
-    ref_net = TransformNet().to(device)
+    ref_net = TransformNet.named(arch).to(device)
     ref_vgg = ReferenceVGG19(weights).to(device).requires_grad_(False)
     with torch.no_grad():
         fs = ref_vgg(style.to(device))
@@ -208,10 +210,10 @@ def bench_train(image_size=256, batch_size=4, steps=3, device="auto", compile_=T
     ours_s, ref_s = timed_pair(ours, reference, device, steps, warmup=2 if device.type == "cuda" else 1)
     return {"images_per_s": batch_size / ours_s, "reference_images_per_s": batch_size / ref_s,
             "speedup": ref_s / ours_s, "image_size": image_size, "batch_size": batch_size,
-            "compiled": compile_, "device": str(device), "machine": machine()}
+            "compiled": compile_, "arch": arch, "device": str(device), "machine": machine()}
 
 
-def bench_stylize(width=640, height=480, device="auto", repeats=5):
+def bench_stylize(width=640, height=480, device="auto", repeats=5, arch="standard"):
     """ms per frame of `stylemirror stylize`'s path (uint8 frame in, uint8 frame out) and of
     the plain eager fp32 reference `net(x)`, side by side, and how far apart they are."""
     from .network import TransformNet
@@ -219,10 +221,10 @@ def bench_stylize(width=640, height=480, device="auto", repeats=5):
 
     device = pick_device(device)
     torch.manual_seed(0)
-    net = TransformNet().eval()
+    net = TransformNet.named(arch).eval()
     frame = np.asarray(Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 64).convert("RGB"))
     stylizer = Stylizer(net, device)
-    ref_net = TransformNet().to(device).eval()
+    ref_net = TransformNet.named(arch).to(device).eval()
     ref_net.load_state_dict(net.state_dict())
     x = torch.from_numpy(frame).permute(2, 0, 1)[None].float().to(device)
 
@@ -233,7 +235,7 @@ def bench_stylize(width=640, height=480, device="auto", repeats=5):
     want = reference()[0].permute(1, 2, 0).round().clamp(0, 255).cpu().numpy()
     levels = int(np.abs(stylizer.frames([frame])[0].astype(int) - want.astype(int)).max())
     return {"ms_per_frame": 1000 * ours_s, "reference_ms_per_frame": 1000 * ref_s, "speedup": ref_s / ours_s,
-            "max_level_difference": levels, "size": f"{width}x{height}", "device": str(device),
+            "max_level_difference": levels, "size": f"{width}x{height}", "arch": arch, "device": str(device),
             "engine": "onnxruntime" if stylizer.session else "torch", "machine": machine()}
 
 
@@ -294,38 +296,53 @@ CHROMIUM_ARGS = [
 ]
 
 
+def page_fps(context, url, frames):
+    """(frames per second, backend) of the mirror page at url, after its first two frames."""
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function("window.mirror.frames >= 2", timeout=600000, polling=500)
+    start = page.evaluate("[window.mirror.frames, performance.now()]")
+    page.wait_for_function(f"window.mirror.frames >= {start[0] + frames}", timeout=600000, polling=500)
+    end = page.evaluate("[window.mirror.frames, performance.now(), window.mirror.backend]")
+    page.close()
+    return 1000 * (end[0] - start[0]) / (end[1] - start[1]), end[2]
+
+
 def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chromium="/usr/bin/chromium"):
     """Frames per second of the mirror page and of ml5.js 0.12.2 (the classic sketch, on its
-    only correct backend, WebGL) on the same model, in the same headless Chromium, with a
-    fake camera."""
+    only correct backend, WebGL) on the same ml5 model, in the same headless Chromium, with a
+    fake camera; and of the page on the lite network (random weights: speed does not depend
+    on them), which ml5.js cannot run."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         raise UserError("bench mirror needs Playwright (pip install playwright) and Debian's chromium") from None
     from . import mirror
+    from .network import TransformNet
 
     model_dir = Path(model_dir)
+    if not (model_dir / "manifest.json").is_file():
+        raise UserError(f"{model_dir}: not an ml5 model folder (the benchmark runs it in ml5.js too)")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         camera = Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 64).convert("RGB")
         write_y4m(tmp / "camera.y4m", camera)
-        srv = mirror.Mirror([model_dir.parent]).serve(port=0)
+        (tmp / "lite").mkdir()
+        formats.save_safetensors(TransformNet.named("lite"), tmp / "lite" / "lite-random.safetensors")
+        folders = [model_dir.parent, tmp / "lite"]
+        srv = mirror.Mirror(folders).serve(port=0)
         base = f"http://127.0.0.1:{srv.server_address[1]}/"
-        name = next(n for n, p in mirror.find_models([model_dir.parent]).items() if p.resolve() == model_dir.resolve())
+        found = mirror.find_models(folders)
+        name = next(n for n, p in found.items() if p.resolve() == model_dir.resolve())
+        lite = next(n for n, p in found.items() if p.name == "lite-random.safetensors")
         args = CHROMIUM_ARGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                                 f"--use-file-for-fake-video-capture={(tmp / 'camera.y4m').resolve()}"]
         try:
             with sync_playwright() as p:
                 context = p.chromium.launch_persistent_context(tmp / "profile", executable_path=chromium,
                                                                headless=True, args=args)
-                page = context.new_page()
-                page.goto(f"{base}?model={name}&size={width}x{height}")
-                page.wait_for_function("window.mirror.frames >= 2", timeout=600000, polling=500)
-                start = page.evaluate("[window.mirror.frames, performance.now()]")
-                page.wait_for_function(f"window.mirror.frames >= {start[0] + frames}", timeout=600000, polling=500)
-                end = page.evaluate("[window.mirror.frames, performance.now(), window.mirror.backend]")
-                ours = 1000 * (end[0] - start[0]) / (end[1] - start[1])
-                page.close()
+                ours, backend = page_fps(context, f"{base}?model={name}&size={width}x{height}", frames)
+                lite_fps, _ = page_fps(context, f"{base}?model={lite}&size={width}x{height}", frames)
                 page = context.new_page()
                 page.goto(f"{base}examples/ml5/?model={name}&size={width}x{height}&frames={ml5_frames + 1}")
                 # The first ml5 frame compiles its shaders: time the ones after it.
@@ -337,5 +354,6 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
                 context.close()
         finally:
             srv.shutdown()
-    return {"fps": ours, "ml5_fps": theirs, "speedup": ours / theirs, "backend": end[2],
-            "ml5_backend": "webgl", "size": f"{width}x{height}", "model": name, "machine": machine()}
+    return {"fps": ours, "ml5_fps": theirs, "speedup": ours / theirs, "backend": backend,
+            "ml5_backend": "webgl", "lite_fps": lite_fps, "lite_vs_standard": lite_fps / ours,
+            "size": f"{width}x{height}", "model": name, "machine": machine()}

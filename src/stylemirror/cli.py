@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .network import ARCHITECTURES
 
 # The shared folder beside a checkout holds real VGG19 weights and pictures for `bench quality`.
 SHARED = Path(__file__).resolve().parents[3] / "shared"
@@ -116,30 +117,31 @@ def cmd_bench(args):
 
     if args.what == "quality":
         result = bench.quality(args.style, args.photo, args.vgg_path, args.out, steps=args.steps or 1200,
-                               image_size=args.image_size or 128, batch_size=args.batch_size or 4)
+                               image_size=args.image_size or 128, batch_size=args.batch_size or 4, arch=args.arch)
         print(f"style score {result['style_score']:.3f} (Gram distance to the style, stylized / photo; < 1 is better), "
               f"content drift {result['content_drift']:.3f}, {result['steps']} steps in {result['train_seconds']:.0f} s; "
-              f"side by side: {args.out}/quality.png")
+              f"side by side: {args.out}/quality{'' if args.arch == 'standard' else '-' + args.arch}.png")
     elif args.what == "train":
         result = bench.bench_train(args.image_size or 256, args.batch_size or 4, args.steps or 3, args.device,
-                                   compile_=args.compile)
-        print(f"train step{' (compiled)' if result['compiled'] else ''}: {result['images_per_s']:.3f} images/s; "
+                                   compile_=args.compile, arch=args.arch)
+        print(f"train step ({args.arch}{', compiled' if result['compiled'] else ''}): {result['images_per_s']:.3f} images/s; "
               f"plain eager fp32 reference "
               f"{result['reference_images_per_s']:.3f} images/s: {result['speedup']:.2f}x "
               f"({result['image_size']}px, batch {result['batch_size']}, {result['device']}, {result['machine']})")
     elif args.what == "stylize":
         w, h = args.size or (640, 480)
-        result = bench.bench_stylize(w, h, args.device)
-        print(f"stylize {result['size']}: {result['ms_per_frame']:.1f} ms/frame ({result['engine']}); plain eager fp32 "
-              f"reference {result['reference_ms_per_frame']:.1f} ms: {result['speedup']:.2f}x, "
+        result = bench.bench_stylize(w, h, args.device, arch=args.arch)
+        print(f"stylize {result['size']} ({args.arch}): {result['ms_per_frame']:.1f} ms/frame ({result['engine']}); "
+              f"plain eager fp32 reference {result['reference_ms_per_frame']:.1f} ms: {result['speedup']:.2f}x, "
               f"max difference {result['max_level_difference']} level(s) ({result['device']}, {result['machine']})")
     elif args.what == "mirror":
         w, h = args.size or (320, 240)
         model = args.model or str(SHARED / "ml5-models" / "wave")
         result = bench.bench_mirror(model, w, h, frames=args.steps or 10)
         print(f"mirror page {result['size']}: {result['fps']:.3f} fps ({result['backend']}); ml5.js 0.12.2: "
-              f"{result['ml5_fps']:.4f} fps ({result['ml5_backend']}): {result['speedup']:.1f}x "
-              f"({result['machine']}, headless Chromium)")
+              f"{result['ml5_fps']:.4f} fps ({result['ml5_backend']}): {result['speedup']:.1f}x; "
+              f"lite network {result['lite_fps']:.2f} fps ({result['lite_vs_standard']:.1f}x the standard one; "
+              f"ml5.js cannot run it) ({result['machine']}, headless Chromium)")
     else:
         result = bench.bench_data(args.train_path, args.image_size or 256, args.batch_size or 4)
         print(f"data: {result['images_per_s']:.1f} images/s; naive decode+resize {result['reference_images_per_s']:.1f} "
@@ -197,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style-layers", type=layer_list, default=loss_layers()[0],
                    help="comma-separated VGG19 layers for the style loss (default relu1_1,...,relu5_1)")
     p.add_argument("--content-layer", default=loss_layers()[1], help="VGG19 layer for the content loss (default relu4_2)")
+    p.add_argument("--arch", choices=list(ARCHITECTURES), default="standard",
+                   help="standard (Johnson's; runs in ml5.js too) or lite (~4.8x fewer FLOPs, for weak devices)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto")
     p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
@@ -217,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure speed (beside a plain reference) or training quality")
     p.add_argument("what", choices=["train", "stylize", "data", "quality", "mirror"])
     p.add_argument("--model", help="mirror: an ml5 model folder (default ../shared/ml5-models/wave)")
+    p.add_argument("--arch", choices=list(ARCHITECTURES), default="standard", help="train/stylize/quality: the network")
     p.add_argument("--image-size", type=positive_int, help="train/data: crop size (256); quality: 128")
     p.add_argument("--batch-size", type=positive_int, help="default 4")
     p.add_argument("--steps", type=positive_int, help="train: timed steps (3); quality: training steps (1200)")

@@ -1,5 +1,6 @@
-"""Model files: ml5.js's folder format, safetensors (our native format), ONNX, and `load_model`,
-which turns whatever a user names as MODEL into a ready TransformNet.
+"""Model files: ml5.js's folder format, safetensors (our native format, which the mirror page
+also reads: one file, any architecture), ONNX, and `load_model`, which turns whatever a user
+names as MODEL into a ready TransformNet.
 
 ml5's format is a folder with `manifest.json` mapping `Variable`, `Variable_1` ... `Variable_47`
 to `{"filename": ..., "shape": [...]}`, each file raw little-endian float32. Each of the 16 conv
@@ -91,6 +92,9 @@ def read_ml5(folder) -> TransformNet:
 
 
 def write_ml5(net: TransformNet, folder):
+    if net.arch != "standard":
+        raise UserError(f"{folder}: ml5.js runs only the standard network, and this one is {net.arch} "
+                        "(its decoder widths are fixed in ml5's code); export safetensors for the mirror, or ONNX")
     state = net.state_dict()
     with atomic.atomic_dir(folder) as tmp:
         manifest = {}
@@ -104,7 +108,8 @@ def write_ml5(net: TransformNet, folder):
 
 def save_safetensors(net: TransformNet, path, metadata: dict | None = None):
     state = {k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}
-    meta = {"format": SAFETENSORS_FORMAT, **{k: str(v) for k, v in (metadata or {}).items()}}
+    meta = {"format": SAFETENSORS_FORMAT, "arch": net.arch, "widths": ",".join(map(str, net.widths)),
+            "blocks": str(net.blocks), **{k: str(v) for k, v in (metadata or {}).items()}}
     with atomic.atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
 
@@ -134,10 +139,24 @@ def read_tensors(path) -> dict:
     return state
 
 
+def net_for(state: dict) -> TransformNet:
+    """An untrained TransformNet of the architecture a state dict's shapes describe (the
+    standard one where they describe none: loading then names what is wrong)."""
+    try:
+        widths = tuple(state[f"conv{i}.conv.weight"].shape[0] for i in (1, 2, 3))
+    except (KeyError, IndexError):
+        return TransformNet()
+    blocks = 0
+    while f"res.{blocks}.conv1.conv.weight" in state:
+        blocks += 1
+    return TransformNet(widths, blocks)
+
+
 def read_weights(path) -> TransformNet:
-    """A stylemirror .safetensors file or a PyTorch state dict of a TransformNet."""
+    """A stylemirror .safetensors file or a PyTorch state dict of a TransformNet, of any
+    architecture."""
     state = {k: v.float() for k, v in read_tensors(path).items()}
-    return _load_state(TransformNet(), state, path)
+    return _load_state(net_for(state), state, path)
 
 
 def onnx_bytes(net: TransformNet, opset: int = 18) -> bytes:

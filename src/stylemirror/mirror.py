@@ -1,42 +1,76 @@
 """`stylemirror mirror`: serve the style mirror page, its JavaScript and the models, locally.
 
 Models are found in the folders given with --models, in the user cache (pulled styles) and
-in ./models: an ml5 folder (a `manifest.json` beside its variables) or a training run's
---model-dir (its `ml5/` folder). Each is served under /models/NAME/; /models/index.json
-lists them and is rebuilt on every request, so a model trained while the mirror runs shows
-up on the next page load."""
+in ./models: a training run's --model-dir (its `model.safetensors`, the mirror's own format:
+one file, any architecture), a stylemirror `.safetensors` file, or an ml5 folder (a
+`manifest.json` beside its variables). Each is served under /models/; /models/index.json lists
+them and is rebuilt on every request, so a model trained while the mirror runs shows up on
+the next page load."""
 
 import json
 import re
+import struct
 import threading
 import webbrowser
 from pathlib import Path
 
-from . import registry, server
+from . import formats, registry, server
 from .errors import UserError
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 NEEDED = ("index.html", "vendor/ml5.min.js", "node_modules/@tensorflow/tfjs/dist/tf.min.js")
 
 
+def is_stylemirror_file(path: Path) -> bool:
+    """A .safetensors file that `stylemirror` wrote (not, say, VGG weights): its header says so."""
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > 10_000_000:
+                return False
+            header = json.loads(f.read(length))
+        return header.get("__metadata__", {}).get("format") == formats.SAFETENSORS_FORMAT
+    except (OSError, ValueError, struct.error, AttributeError):
+        return False
+
+
+def model_candidates(folder: Path):
+    """(name, model) pairs in one folder: its own model, loose .safetensors files, and the
+    models of its sub-folders. A training --model-dir's safetensors file is preferred to its
+    ml5/ copy (one request instead of 49)."""
+    def in_dir(d: Path):
+        if is_stylemirror_file(d / "model.safetensors"):
+            return d / "model.safetensors"
+        for manifest in (d / "manifest.json", d / "ml5" / "manifest.json"):
+            if manifest.is_file():
+                return manifest.parent
+        return None
+
+    for d in [folder] + sorted(p for p in folder.iterdir() if p.is_dir()):
+        if (model := in_dir(d)) is not None:
+            yield d.name, model
+    for f in sorted(folder.glob("*.safetensors")):
+        if f.name != "model.safetensors" and is_stylemirror_file(f):
+            yield f.stem, f
+
+
 def find_models(folders) -> dict[str, Path]:
-    """{name: ml5 model folder}, names made URL-safe and unique, first folder wins."""
+    """{name: ml5 folder or .safetensors file}, names made URL-safe and unique, first folder wins."""
     found: dict[str, Path] = {}
-    seen: set[Path] = set()  # resolved folders, so a folder reached twice is listed once
+    seen: set[Path] = set()  # resolved paths, so a model reached twice is listed once
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             continue
-        candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
-        for candidate in candidates:
-            for ml5_dir, name in ((candidate, candidate.name), (candidate / "ml5", candidate.name)):
-                if (ml5_dir / "manifest.json").is_file() and ml5_dir.resolve() not in seen:
-                    seen.add(ml5_dir.resolve())
-                    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".-") or "model"
-                    unique, n = base, 2
-                    while unique in found:
-                        unique, n = f"{base}-{n}", n + 1
-                    found[unique] = ml5_dir
+        for name, model in model_candidates(folder):
+            if model.resolve() in seen:
+                continue
+            seen.add(model.resolve())
+            base = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".-") or "model"
+            unique, n = base, 2
+            while unique in found:
+                unique, n = f"{base}-{n}", n + 1
+            found[unique] = model
     return found
 
 
@@ -44,8 +78,8 @@ def model_folders(extra) -> list[Path]:
     return [Path(p) for p in extra or []] + [registry.cache_dir() / "models", Path.cwd() / "models"]
 
 
-def folder_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+def model_size(model: Path) -> int:
+    return model.stat().st_size if model.is_file() else sum(p.stat().st_size for p in model.iterdir() if p.is_file())
 
 
 class Mirror:
@@ -59,9 +93,13 @@ class Mirror:
         for prefix in [p for p in self.mounts if p.startswith("/models/")]:
             del self.mounts[prefix]
         entries = []
-        for name, folder in models.items():
-            self.mounts[f"/models/{name}"] = folder
-            entries.append({"name": name, "format": "ml5", "size": folder_size(folder), "url": f"models/{name}/"})
+        for name, model in models.items():
+            if model.is_file():
+                url, fmt = f"models/{name}.safetensors", "safetensors"
+            else:
+                url, fmt = f"models/{name}/", "ml5"
+            self.mounts["/" + url.rstrip("/")] = model
+            entries.append({"name": name, "format": fmt, "size": model_size(model), "url": url})
         return "application/json", json.dumps({"models": entries}).encode()
 
     def serve(self, host="127.0.0.1", port=8000):

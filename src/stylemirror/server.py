@@ -73,6 +73,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-cache")
+            # Cross-origin isolation: lets the page share memory with workers, which TF.js's
+            # wasm backend needs to run on several threads. Everything is same-origin here.
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
             self.end_headers()
             if not head_only:
                 self.wfile.write(body)

@@ -20,9 +20,13 @@ from tqdm import tqdm
 
 from . import atomic, data, formats, loss_network
 from .errors import UserError
-from .network import TransformNet
+from .network import ARCHITECTURES, TransformNet
 
 MAX_BAD_STEPS = 5  # consecutive non-finite losses before giving up
+# What a resumed run must share with the run that wrote the checkpoint (the rest, such as
+# --epochs, --checkpoint-iterations or the paths, may change between runs).
+RECIPE = ("arch", "batch_size", "image_size", "style_size", "content_weight", "style_weight", "tv_weight",
+          "learning_rate", "style_layers", "content_layer", "seed")
 
 
 @dataclass
@@ -45,6 +49,7 @@ class TrainConfig:
     style_size: int | None = None
     style_layers: tuple = loss_network.STYLE_LAYERS
     content_layer: str = loss_network.CONTENT_LAYER
+    arch: str = "standard"  # a name in network.ARCHITECTURES
     seed: int = 42
     device: str = "auto"
     fresh: bool = False
@@ -148,8 +153,11 @@ class Run:
             return 0, 0, 0, None
         try:
             state = torch.load(newest, map_location=device, weights_only=True)
+            self.check_recipe(json.loads(state.get("config", "{}")), newest)
             self.net.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+        except UserError:
+            raise
         except Exception as e:
             raise UserError(f"{newest}: cannot resume from this checkpoint ({str(e).splitlines()[0]}); "
                             "use --fresh to start over") from None
@@ -159,6 +167,17 @@ class Run:
             if self.rank == 0:
                 atomic.write_bytes(self.log_path, "".join(json.dumps(r) + "\n" for r in self.rows).encode())
         return state["step"], state["epoch"], state["batch"], newest
+
+    def check_recipe(self, stored: dict, path):
+        """Refuse to go on with other weights, sizes or architecture than the checkpoint's
+        run: the result would silently be neither recipe."""
+        mine = json.loads(json.dumps(dataclasses.asdict(self.cfg)))  # tuples as JSON has them
+        stored = {"arch": "standard", **stored}  # checkpoints from before --arch
+        changed = [k for k in RECIPE if k in stored and stored[k] != mine[k]]
+        if changed:
+            what = ", ".join(f"--{k.replace('_', '-')} {stored[k]} (now {mine[k]})" for k in changed)
+            raise UserError(f"{path} was trained with {what}: rerun with those to resume, "
+                            "or start over with --fresh or another --checkpoint-dir")
 
     def log(self, row):
         self.rows.append(row)
@@ -192,17 +211,18 @@ class Run:
             return None
         cfg = self.cfg
         out = Path(cfg.model_dir or self.folder / "model")
-        net = TransformNet()
+        net = TransformNet.named(cfg.arch)
         net.load_state_dict({k: v.float().cpu() for k, v in self.net.state_dict().items()})
         net.eval()
-        info = {"style": str(Path(cfg.style).resolve()), "steps": step, "epochs": cfg.epochs,
+        info = {"style": str(Path(cfg.style).resolve()), "arch": cfg.arch, "steps": step, "epochs": cfg.epochs,
                 "batch_size": cfg.batch_size, "image_size": cfg.image_size,
                 "content_weight": cfg.content_weight, "style_weight": cfg.style_weight,
                 "tv_weight": cfg.tv_weight, "learning_rate": cfg.learning_rate,
                 "style_layers": list(cfg.style_layers), "content_layer": cfg.content_layer,
                 "vgg": str(cfg.vgg_path or "torchvision vgg19"),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        formats.write_ml5(net, out / "ml5")
+        if net.arch == "standard":  # the only network ml5.js can run
+            formats.write_ml5(net, out / "ml5")
         formats.save_safetensors(net, out / "model.safetensors", info)
         formats.export_onnx(net, out / "model.onnx")
         atomic.write_bytes(out / "model.json", json.dumps(info, indent=2).encode())
@@ -243,6 +263,8 @@ def check_config(cfg):
     for name in ("epochs", "batch_size", "checkpoint_iterations", "image_size"):
         if getattr(cfg, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if cfg.arch not in ARCHITECTURES:
+        raise UserError(f"--arch {cfg.arch}: unknown (use {' or '.join(ARCHITECTURES)})")
     if cfg.test and not cfg.test_dir:
         raise UserError("--test needs --test-dir (where the preview pictures go)")
     for layer in (*cfg.style_layers, cfg.content_layer):
@@ -271,7 +293,7 @@ def train(cfg: TrainConfig) -> int:
         vgg, style, cfg.content_layer, cfg.style_layers,
         cfg.content_weight, cfg.style_weight, cfg.tv_weight).to(device)
 
-    net = TransformNet().to(device)
+    net = TransformNet.named(cfg.arch).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     run = Run(cfg, net, optimizer, rank)
