@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import random_net
-from stylemirror.network import TransformNet
+from stylemirror.network import InferenceNet, TransformNet
 
 
 def tf_same_pads(n, k, s):
@@ -130,3 +130,16 @@ def test_lite_network_is_much_lighter_and_keeps_sizes():
     assert 4.0 < ratio < 5.5, ratio
     for h, w in [(37, 29), (1, 1), (64, 48)]:
         assert lite(torch.rand(1, 3, h, w) * 255).shape == (1, 3, h, w)
+
+
+@pytest.mark.parametrize("arch", ["standard", "lite"])
+def test_inference_form_computes_the_same_function(arch):
+    """The decoder on phases (what ONNX exports and the page run) equals the plain network."""
+    net = random_net(seed=1, arch=arch)
+    with torch.no_grad():
+        fast = InferenceNet(net)
+        for shape in [(1, 3, 37, 29), (2, 3, 64, 48), (1, 3, 1, 1), (1, 3, 2, 3)]:
+            x = torch.rand(*shape) * 255
+            want, got = net(x), fast(x)
+            assert got.shape == want.shape
+            assert (got - want).abs().max() < 0.01, shape  # float rounding only: a hundredth of a level
