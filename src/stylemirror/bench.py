@@ -253,13 +253,13 @@ def coco_like_jpegs(folder: Path, count=240, size=(640, 480)):
     return folder
 
 
-def bench_data(train_path=None, image_size=256, batch_size=4, pictures=240, workers=None):
-    """images/s of the training data pipeline (after its first batch: worker start-up is paid
-    once a run) and of the naive way: decode the whole JPEG and resize, in one process."""
+def bench_data(train_path=None, image_size=256, batch_size=4, pictures=240, workers=None, repeats=3):
+    """images/s of the training data pipeline (after its first batch: start-up is paid once
+    a run) and of the naive way: decode the whole JPEG and resize, in one thread. Timed in
+    turns, medians compared."""
     from . import data
 
-    with tempfile.TemporaryDirectory() as tmp:
-        files = data.find_images(train_path or coco_like_jpegs(Path(tmp) / "jpegs", count=pictures))[:pictures]
+    def ours():
         order = data.TrainingOrder(len(files), batch_size, 1, seed=0)
         seen, start = 0, None
         for batch, _ in data.loader(files, image_size, batch_size, order, workers):
@@ -267,13 +267,23 @@ def bench_data(train_path=None, image_size=256, batch_size=4, pictures=240, work
                 start = time.perf_counter()
             else:
                 seen += len(batch)
-        ours = seen / (time.perf_counter() - start)
+        return seen, seen / (time.perf_counter() - start)
+
+    def naive(count):
         start = time.perf_counter()
-        for path in files[:seen]:
+        for path in files[:count]:
             with Image.open(path) as image:
                 np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
-        naive = seen / (time.perf_counter() - start)
-    return {"images_per_s": ours, "reference_images_per_s": naive, "speedup": ours / naive,
+        return count / (time.perf_counter() - start)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = data.find_images(train_path or coco_like_jpegs(Path(tmp) / "jpegs", count=pictures))[:pictures]
+        rates = []
+        for _ in range(repeats):
+            seen, rate = ours()
+            rates.append((rate, naive(seen)))
+    fast, slow = (float(np.median(r)) for r in zip(*rates))
+    return {"images_per_s": fast, "reference_images_per_s": slow, "speedup": fast / slow,
             "image_size": image_size, "pictures": seen, "machine": machine()}
 
 

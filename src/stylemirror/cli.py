@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the step (default: on CUDA, and for runs of 500 steps or more)")
-    p.add_argument("--workers", type=int, help="data loading processes (default: up to 8)")
+    p.add_argument("--workers", type=int, help="threads decoding training pictures (default: up to 8; 0: none)")
     p.add_argument("--max-steps", type=positive_int, help="stop after N steps")
     p.add_argument("--log-interval", type=positive_int, default=100, help="steps between log rows")
     p.set_defaults(func=cmd_train)
