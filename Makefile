@@ -42,6 +42,7 @@ mirror: setup
 
 bench: setup browser
 	$(BIN)/stylemirror bench stylize
+	$(BIN)/stylemirror bench stylize --arch lite
 	$(BIN)/stylemirror bench train --steps 3
 	$(BIN)/stylemirror bench data
 	$(BIN)/stylemirror bench mirror

@@ -27,6 +27,7 @@ def broken(tmp_path):
     manifest["Variable_45"]["shape"] = [9, 9, 3, 32]
     (tmp_path / "wrong_shape" / "manifest.json").write_text(json.dumps(manifest))
     formats.write_ml5(random_net(), tmp_path / "good")
+    formats.save_safetensors(random_net(arch="lite"), tmp_path / "lite.safetensors")
     from conftest import photo
     photo((20, 16)).save(tmp_path / "photo.png")
     (tmp_path / "notes.txt").write_text("hello")
@@ -54,6 +55,11 @@ CASES = [
     (["train", "--style", "{d}/photo.png", "--train-path", "{d}", "--checkpoint-dir", "{d}/c", "--epochs", "0"],
      "must be positive"),
     (["bench", "stylize", "--size", "64by48"], "expected WIDTHxHEIGHT"),
+    (["stylize", "--model", "{d}/good", "{d}/photo.png", "-o", "{d}/o.png", "--device", "gpu2"],
+     "--device gpu2: not a device name"),
+    (["train", "--style", "{d}/photo.png", "--train-path", "{d}", "--checkpoint-dir", "{d}/c", "--arch", "huge"],
+     "invalid choice: 'huge'"),
+    (["export", "{d}/lite.safetensors", "--format", "ml5", "-o", "{d}/lite-ml5"], "ml5.js runs only the standard network"),
 ]
 
 

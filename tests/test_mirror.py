@@ -87,6 +87,7 @@ def test_picture_mode_matches_stylize(browser, mirror_url, models, tmp_path, mod
     diff = np.abs(pixels.astype(int) - ours.astype(int))
     assert diff.max() <= 3, f"max difference {diff.max()} levels"
     assert ours.std() > 5 and not page.errors
+    assert ("(lite, " in page.locator("#model-info").inner_text()) == (model == "lite")
     page.close()
 
 
@@ -197,6 +198,7 @@ def test_index_lists_models(mirror_url, models):
     by_name = {m["name"]: m for m in index["models"]}
     assert by_name["run"]["format"] == "safetensors" and by_name["run"]["url"] == "models/run.safetensors"
     assert by_name["lite"]["size"] == (models / "lite.safetensors").stat().st_size < 2e6
+    assert by_name["lite"]["arch"] == "lite" and by_name["run"]["arch"] == by_name["ours"]["arch"] == "standard"
     conn.request("GET", "/models/lite.safetensors")
     assert conn.getresponse().read() == (models / "lite.safetensors").read_bytes()
 

@@ -108,7 +108,8 @@ async function useModel(name) {
   mirror.net = net;
   mirror.model = name;
   $('model-select').value = name;
-  $('model-info').textContent = `${name} (${(entry.size / 1e6).toFixed(1)} MB)`;
+  const details = [entry.arch !== 'standard' && entry.arch, `${(entry.size / 1e6).toFixed(1)} MB`];
+  $('model-info').textContent = `${name} (${details.filter(Boolean).join(', ')})`;
   const url = new URL(location.href);
   url.searchParams.set('model', name);
   history.replaceState(null, '', url);

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from . import formats, loss_network
+from .devices import pick_device
 from .errors import UserError
 from .stylize import picture_tensor
 
@@ -95,11 +96,6 @@ def machine() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}"
-
-
-def pick_device(name):
-    from .cli import pick_device as pick
-    return torch.device(pick(name))
 
 
 def sync(device):

@@ -11,16 +11,6 @@ from .network import ARCHITECTURES
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 
 
-def pick_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available here")
-    return name
-
-
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -53,6 +43,7 @@ def frame_size(text: str) -> tuple[int, int]:
 
 def cmd_stylize(args):
     from . import formats, stylize
+    from .devices import pick_device
 
     net = formats.load_model(args.model)
     options = stylize.Options(max_size=args.max_size, preserve_colors=args.preserve_colors,

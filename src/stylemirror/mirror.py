@@ -21,17 +21,18 @@ WEB = Path(__file__).resolve().parents[2] / "web"
 NEEDED = ("index.html", "vendor/ml5.min.js", "node_modules/@tensorflow/tfjs/dist/tf.min.js")
 
 
-def is_stylemirror_file(path: Path) -> bool:
-    """A .safetensors file that `stylemirror` wrote (not, say, VGG weights): its header says so."""
+def stylemirror_metadata(path: Path) -> dict | None:
+    """The metadata of a .safetensors file that `stylemirror` wrote, else None (not, say,
+    someone's VGG weights)."""
     try:
         with open(path, "rb") as f:
             (length,) = struct.unpack("<Q", f.read(8))
             if length > 10_000_000:
-                return False
-            header = json.loads(f.read(length))
-        return header.get("__metadata__", {}).get("format") == formats.SAFETENSORS_FORMAT
+                return None
+            meta = json.loads(f.read(length)).get("__metadata__", {})
+        return meta if meta.get("format") == formats.SAFETENSORS_FORMAT else None
     except (OSError, ValueError, struct.error, AttributeError):
-        return False
+        return None
 
 
 def model_candidates(folder: Path):
@@ -39,7 +40,7 @@ def model_candidates(folder: Path):
     models of its sub-folders. A training --model-dir's safetensors file is preferred to its
     ml5/ copy (one request instead of 49)."""
     def in_dir(d: Path):
-        if is_stylemirror_file(d / "model.safetensors"):
+        if stylemirror_metadata(d / "model.safetensors"):
             return d / "model.safetensors"
         for manifest in (d / "manifest.json", d / "ml5" / "manifest.json"):
             if manifest.is_file():
@@ -50,7 +51,7 @@ def model_candidates(folder: Path):
         if (model := in_dir(d)) is not None:
             yield d.name, model
     for f in sorted(folder.glob("*.safetensors")):
-        if f.name != "model.safetensors" and is_stylemirror_file(f):
+        if f.name != "model.safetensors" and stylemirror_metadata(f):
             yield f.stem, f
 
 
@@ -95,11 +96,11 @@ class Mirror:
         entries = []
         for name, model in models.items():
             if model.is_file():
-                url, fmt = f"models/{name}.safetensors", "safetensors"
+                url, fmt, arch = f"models/{name}.safetensors", "safetensors", (stylemirror_metadata(model) or {}).get("arch")
             else:
-                url, fmt = f"models/{name}/", "ml5"
+                url, fmt, arch = f"models/{name}/", "ml5", "standard"
             self.mounts["/" + url.rstrip("/")] = model
-            entries.append({"name": name, "format": fmt, "size": model_size(model), "url": url})
+            entries.append({"name": name, "format": fmt, "arch": arch or "standard", "size": model_size(model), "url": url})
         return "application/json", json.dumps({"models": entries}).encode()
 
     def serve(self, host="127.0.0.1", port=8000):

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import atomic, data, formats, loss_network
+from .devices import pick_device
 from .errors import UserError
 from .network import ARCHITECTURES, TransformNet
 
@@ -100,13 +101,7 @@ def setup_device(cfg):
     """(device, rank, world): torchrun's environment makes this a DDP worker."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if cfg.device == "auto":
-        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"--device {cfg.device}: no CUDA device is available here")
+    device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
