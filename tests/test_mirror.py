@@ -64,6 +64,12 @@ def message(page):
     return page.locator("#message").inner_text() if page.locator("#message").is_visible() else ""
 
 
+def canvas_pixels(page, canvas_id):
+    w, h = page.evaluate(f"[document.getElementById('{canvas_id}').width, document.getElementById('{canvas_id}').height]")
+    data = page.evaluate(f"Array.from(document.getElementById('{canvas_id}').getContext('2d').getImageData(0, 0, {w}, {h}).data)")
+    return np.array(data, dtype=np.uint8).reshape(h, w, 4)[..., :3]
+
+
 MODEL_PATHS = {"udnie": "udnie", "ours": "ours", "run": "run/model.safetensors", "lite": "lite.safetensors"}
 
 
@@ -79,9 +85,7 @@ def test_picture_mode_matches_stylize(browser, mirror_url, models, tmp_path, mod
     assert page.evaluate("window.mirror.backend") == "wasm" and page.evaluate("window.mirror.model") == model
     page.set_input_files("#image-input", str(tmp_path / "picture.png"))
     page.wait_for_function("document.body.dataset.state === 'image-done'", timeout=90000)
-    pixels = np.array(page.evaluate(
-        "Array.from(document.getElementById('output').getContext('2d').getImageData(0, 0, 61, 45).data)"),
-        dtype=np.uint8).reshape(45, 61, 4)[..., :3]
+    pixels = canvas_pixels(page, "output")
     assert page.evaluate("[document.getElementById('output').width, document.getElementById('output').height]") == [61, 45]
     ours = np.asarray(Stylizer(formats.load_model(models / MODEL_PATHS[model])).picture(picture))
     diff = np.abs(pixels.astype(int) - ours.astype(int))
@@ -101,14 +105,26 @@ def test_camera_frames_flow_fps_shows_and_memory_stays_flat(camera_browser, mirr
     assert page.evaluate("tf.memory().numTensors") == tensors
     fps = float(page.locator("#fps").inner_text().split()[0])
     assert fps > 0
-    assert page.evaluate("[document.getElementById('output').width, document.getElementById('output').height]") == [160, 120]
-    # The frame on the canvas is stylized, not blank.
-    pixels = np.array(page.evaluate(
-        "Array.from(document.getElementById('output').getContext('2d').getImageData(0, 0, 160, 120).data)"))
-    assert pixels.reshape(-1, 4)[:, :3].std() > 10
+    # Frames come from ImageCapture: no <video> plays.
+    assert page.evaluate("[!!window.mirror.capture, document.getElementById('camera').srcObject]") == [True, None]
+    # The stylized frame beside the camera frame it came from, neither blank.
+    output, camera = canvas_pixels(page, "output"), canvas_pixels(page, "camera-view")
+    assert output.shape == camera.shape == (120, 160, 3)
+    assert output.std() > 10 and camera.std() > 10
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "mirror.png"))  # for a person to look at
     assert not page.errors
+    page.close()
+
+
+def test_camera_without_image_capture_plays_the_video(camera_browser, mirror_url):
+    """Browsers without ImageCapture (Firefox, Safari) read frames from a playing <video>."""
+    page = camera_browser.new_page()
+    page.add_init_script("delete window.ImageCapture")
+    page.goto(f"{mirror_url}?model=ours&backend=wasm&size=160x120")
+    page.wait_for_function("window.mirror.frames >= 3", timeout=120000)
+    assert page.evaluate("[window.mirror.capture, document.getElementById('camera').paused]") == [None, False]
+    assert canvas_pixels(page, "output").std() > 10 and canvas_pixels(page, "camera-view").std() > 10
     page.close()
 
 

@@ -3,7 +3,8 @@
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const video = $('camera');
+const video = $('camera'); // plays only where the browser has no ImageCapture
+const view = $('camera-view'); // the camera frame being stylized, beside its result
 const canvas = $('output');
 
 // Everything the page knows, in one place (tests read it too).
@@ -14,6 +15,7 @@ const mirror = {
   model: null,
   models: [],
   stream: null,
+  capture: null, // ImageCapture of the camera's track, where the browser has it
   mode: 'camera', // or 'image'
   frames: 0,
   frameTimes: [],
@@ -137,7 +139,8 @@ function stylize(pixels) {
 
 function resolution() {
   const [w, h] = $('resolution-select').value.split('x').map(Number);
-  const aspect = video.videoWidth && video.videoHeight ? video.videoWidth / video.videoHeight : w / h;
+  const { width, height } = mirror.stream.getVideoTracks()[0].getSettings();
+  const aspect = width && height ? width / height : w / h;
   return [Math.round(h * aspect), h];
 }
 
@@ -154,37 +157,49 @@ function countFrame() {
   }
 }
 
-// The camera frame, scaled to w x h and mirrored, drawn on a small canvas: 3x cheaper than
-// reading the whole frame into a tensor and resizing it there.
-const grabber = document.createElement('canvas').getContext('2d', { willReadFrequently: true });
+// Camera frames come from ImageCapture.grabFrame() where the browser has it (Chromium): no
+// <video> has to play, which on a 2-core machine takes a quarter of the CPU the network needs
+// (bench/README.md), and the next frame is on its way while the network runs on this one.
+// Elsewhere they are read from a playing, hidden <video>.
+const grabNext = () => mirror.capture.grabFrame().catch(() => null); // null: the camera went away
 
-function grab(w, h) {
-  const c = grabber.canvas;
-  if (c.width !== w || c.height !== h) [c.width, c.height] = [w, h];
-  grabber.setTransform(-1, 0, 0, 1, w, 0);
-  grabber.drawImage(video, 0, 0, w, h);
-  return tf.browser.fromPixels(c);
+// The camera frame scaled to w x h and mirrored, drawn on the camera view, then read from
+// there: 3x cheaper than reading the whole frame into a tensor and resizing it there.
+const viewContext = view.getContext('2d', { willReadFrequently: true });
+
+function grab(source, w, h) {
+  if (view.width !== w || view.height !== h) [view.width, view.height] = [w, h];
+  viewContext.setTransform(-1, 0, 0, 1, w, 0);
+  viewContext.drawImage(source, 0, 0, w, h);
+  return tf.browser.fromPixels(view);
 }
 
 async function cameraLoop() {
   if (mirror.loopRunning) return;
   mirror.loopRunning = true;
+  let next = mirror.capture && grabNext();
   try {
     while (mirror.mode === 'camera' && mirror.stream) {
-      if (mirror.net && video.readyState >= 2) {
+      const source = mirror.capture ? await next : video;
+      if (mirror.capture) next = grabNext();
+      if (mirror.net && source && (mirror.capture || video.readyState >= 2)) {
         const [w, h] = resolution();
-        const frame = grab(w, h);
+        const frame = grab(source, w, h);
+        if (mirror.capture) source.close();
         const out = stylize(frame);
         frame.dispose();
         if (canvas.width !== w || canvas.height !== h) [canvas.width, canvas.height] = [w, h];
         await tf.browser.toPixels(out, canvas);
         out.dispose();
         countFrame();
+      } else if (mirror.capture && source) {
+        source.close();
       }
       await tf.nextFrame();
     }
   } finally {
     mirror.loopRunning = false;
+    if (next) next.then((bitmap) => bitmap && bitmap.close());
   }
 }
 
@@ -251,8 +266,10 @@ async function startCamera(deviceId) {
     document.body.dataset.state = 'no-camera';
     return false;
   }
-  video.srcObject = mirror.stream;
-  await video.play();
+  const track = mirror.stream.getVideoTracks()[0];
+  mirror.capture = 'ImageCapture' in window ? new ImageCapture(track) : null;
+  video.srcObject = mirror.capture ? null : mirror.stream;
+  if (!mirror.capture) await video.play();
   await listCameras(mirror.stream.getVideoTracks()[0].getSettings().deviceId);
   mirror.mode = 'camera';
   cameraLoop();
