@@ -43,7 +43,7 @@ mirror: setup
 bench: setup browser
 	$(BIN)/stylemirror bench stylize
 	$(BIN)/stylemirror bench stylize --arch lite
-	$(BIN)/stylemirror bench train --steps 3
+	$(BIN)/stylemirror bench train --steps 3 --variants
 	$(BIN)/stylemirror bench data
 	$(BIN)/stylemirror bench mirror
 

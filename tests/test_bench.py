@@ -25,6 +25,21 @@ def test_bench_train_reports_images_per_s_beside_the_reference():
     assert "plain eager fp32 reference" in text
 
 
+def test_bench_train_variants_report_each_step_and_its_flops():
+    text, figures = bench_json("train", "--image-size", "32", "--batch-size", "2", "--steps", "1", "--no-compile",
+                               "--variants")
+    variants = figures["variants"]
+    # CUDA graphs need CUDA; every other variant runs on a CPU too.
+    assert list(variants) == ["fp32 eager", "+ channels_last", "+ bf16", "+ compile"]
+    # Counted from the ops that ran; by hand, per 32 px picture: the style network 0.26 GFLOP
+    # forward, VGG19 to relu5_1 ~0.4; backward ~2x forward on the stylized path, plus the
+    # content pass: ~2.8 GFLOP a picture, two pictures a step.
+    assert 4e-3 < figures["tflops_per_step"] < 8e-3
+    for v in variants.values():
+        assert v["images_per_s"] > 0 and v["tflops"] > 0 and v["share_of_peak"] is None  # no GPU peak on a CPU
+    assert "TFLOP/s" in text
+
+
 def test_bench_stylize_reports_ms_per_frame_and_exactness():
     _, figures = bench_json("stylize", "--size", "64x48")
     assert figures["ms_per_frame"] > 0 and figures["reference_ms_per_frame"] > 0

@@ -103,21 +103,21 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timed_pair(ours, reference, device, repeats, warmup=1):
-    """Median seconds of ours() and of reference(), run in turns so that a machine that
-    slows down or speeds up meanwhile weighs on both alike."""
+def timed_in_turns(fns: dict, device, repeats, warmup=1) -> dict:
+    """{name: median seconds of fns[name]()}, the functions run in turns so that a machine
+    that slows down or speeds up meanwhile weighs on all alike."""
     for _ in range(warmup):
-        ours()
-        reference()
-    times = {ours: [], reference: []}
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        for fn in (ours, reference):
+        for name, fn in fns.items():
             sync(device)
             start = time.perf_counter()
             fn()
             sync(device)
-            times[fn].append(time.perf_counter() - start)
-    return float(np.median(times[ours])), float(np.median(times[reference]))
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def random_vgg_weights(upto="conv5_4", seed=0):
@@ -170,28 +170,54 @@ def reference_step(net, vgg, style_grams, optimizer, x, weights=(7.5, 100.0, 200
     optimizer.step()
 
 
-def bench_train(image_size=256, batch_size=4, steps=3, device="auto", compile_=True, arch="standard"):
+# Dense bf16 tensor-core peaks (TFLOP/s) of the GPUs a run is likely to meet, for "share of
+# peak"; matched against torch.cuda.get_device_name().
+PEAK_BF16_TFLOPS = {"H200": 989, "H100 SXM": 989, "H100 80GB HBM3": 989, "H100 NVL": 835, "H100 PCIe": 756,
+                    "A100": 312, "L40S": 362, "L4": 121, "RTX 4090": 165, "A10G": 70}
+
+
+def peak_tflops(device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in name), None)
+
+
+STEP_VARIANTS = {  # cumulative, as `bench train --variants` lists them
+    "fp32 eager": {},
+    "+ channels_last": {"channels_last": True},
+    "+ bf16": {"channels_last": True, "bf16": True},
+    "+ compile": {"channels_last": True, "bf16": True, "compile": True},
+    "+ CUDA graphs": {"channels_last": True, "bf16": True, "cuda_graphs": True},
+}
+
+
+def bench_train(image_size=256, batch_size=4, steps=3, device="auto", compile_=True, arch="standard", variants=False):
     """images/s of `stylemirror train`'s step (VGG19 recipe, random weights, synthetic data),
     as a run long enough to compile it runs it, and of the plain eager fp32 reference,
-    measured side by side (compiling happens in the untimed warm-up)."""
+    measured in turns (compiling happens in the untimed warm-up). With `variants`, each of
+    STEP_VARIANTS too, with the FLOP/s it reaches and, on a known GPU, its share of peak."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     from .network import TransformNet
-    from .train import forward_backward, prepare
+    from .train import StepOptions, forward_backward, prepare
 
     device = pick_device(device)
     weights = random_vgg_weights()
     style = torch.rand(1, 3, image_size, image_size) * 255
     batch = (torch.rand(batch_size, 3, image_size, image_size) * 255).to(torch.uint8)
 
-    torch.manual_seed(0)
-    net = TransformNet.named(arch).to(device)
-    vgg = loss_network.VGG19(weights, (*loss_network.STYLE_LAYERS, loss_network.CONTENT_LAYER), loss_network.CAFFE_MEAN)
-    criterion = loss_network.PerceptualLoss(vgg, style).to(device)
-    model, criterion = prepare(net, criterion, device, compile_=compile_)
-    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    def our_step(options):
+        torch.manual_seed(0)
+        net = TransformNet.named(arch).to(device)
+        vgg = loss_network.VGG19(weights, (*loss_network.STYLE_LAYERS, loss_network.CONTENT_LAYER), loss_network.CAFFE_MEAN)
+        model, criterion = prepare(net, loss_network.PerceptualLoss(vgg, style).to(device), device, options=options)
+        optimizer = torch.optim.Adam(net.parameters(), 1e-3)
 
-    def ours():
-        forward_backward(model, criterion, optimizer, batch, device)
-        optimizer.step()
+        def step():
+            forward_backward(model, criterion, optimizer, batch, device, options)
+            optimizer.step()
+        return step
 
     torch.manual_seed(0)
     ref_net = TransformNet.named(arch).to(device)
@@ -201,12 +227,28 @@ def bench_train(image_size=256, batch_size=4, steps=3, device="auto", compile_=T
     grams = {k: loss_network.gram(fs[k]) for k in loss_network.STYLE_LAYERS}
     ref_optimizer = torch.optim.Adam(ref_net.parameters(), 1e-3)
     x = batch.to(device).float()
-    reference = lambda: reference_step(ref_net, ref_vgg, grams, ref_optimizer, x)  # noqa: E731
-
-    ours_s, ref_s = timed_pair(ours, reference, device, steps, warmup=2 if device.type == "cuda" else 1)
-    return {"images_per_s": batch_size / ours_s, "reference_images_per_s": batch_size / ref_s,
-            "speedup": ref_s / ours_s, "image_size": image_size, "batch_size": batch_size,
-            "compiled": compile_, "arch": arch, "device": str(device), "machine": machine()}
+    steps_to_time = {"reference": lambda: reference_step(ref_net, ref_vgg, grams, ref_optimizer, x),
+                     "ours": our_step(StepOptions.for_device(device, compile_))}
+    if variants:
+        for name, options in STEP_VARIANTS.items():
+            if not options.get("cuda_graphs") or device.type == "cuda":
+                steps_to_time[name] = our_step(StepOptions(**options))
+    seconds = timed_in_turns(steps_to_time, device, steps, warmup=2 if device.type == "cuda" else 1)
+    result = {"images_per_s": batch_size / seconds["ours"], "reference_images_per_s": batch_size / seconds["reference"],
+              "speedup": seconds["reference"] / seconds["ours"], "image_size": image_size, "batch_size": batch_size,
+              "compiled": compile_, "arch": arch, "device": str(device), "machine": machine()}
+    if variants:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            steps_to_time["fp32 eager"]()
+        flops, peak = counter.get_total_flops(), peak_tflops(device)
+        result["tflops_per_step"] = flops / 1e12
+        result["variants"] = {
+            name: {"images_per_s": batch_size / seconds[name], "speedup": seconds["reference"] / seconds[name],
+                   "tflops": flops / seconds[name] / 1e12,
+                   "share_of_peak": flops / seconds[name] / 1e12 / peak if peak else None}
+            for name in STEP_VARIANTS if name in seconds}
+    return result
 
 
 def bench_stylize(width=640, height=480, device="auto", repeats=5, arch="standard"):
@@ -227,7 +269,8 @@ def bench_stylize(width=640, height=480, device="auto", repeats=5, arch="standar
     def reference():
         with torch.no_grad():
             return ref_net(x)
-    ours_s, ref_s = timed_pair(lambda: stylizer.frames([frame]), reference, device, repeats)
+    seconds = timed_in_turns({"ours": lambda: stylizer.frames([frame]), "reference": reference}, device, repeats)
+    ours_s, ref_s = seconds["ours"], seconds["reference"]
     want = reference()[0].permute(1, 2, 0).round().clamp(0, 255).cpu().numpy()
     levels = int(np.abs(stylizer.frames([frame])[0].astype(int) - want.astype(int)).max())
     return {"ms_per_frame": 1000 * ours_s, "reference_ms_per_frame": 1000 * ref_s, "speedup": ref_s / ours_s,

@@ -114,11 +114,16 @@ def cmd_bench(args):
               f"side by side: {args.out}/quality{'' if args.arch == 'standard' else '-' + args.arch}.png")
     elif args.what == "train":
         result = bench.bench_train(args.image_size or 256, args.batch_size or 4, args.steps or 3, args.device,
-                                   compile_=args.compile, arch=args.arch)
+                                   compile_=args.compile, arch=args.arch, variants=args.variants)
         print(f"train step ({args.arch}{', compiled' if result['compiled'] else ''}): {result['images_per_s']:.3f} images/s; "
               f"plain eager fp32 reference "
               f"{result['reference_images_per_s']:.3f} images/s: {result['speedup']:.2f}x "
               f"({result['image_size']}px, batch {result['batch_size']}, {result['device']}, {result['machine']})")
+        if "variants" in result:
+            print(f"variants ({result['tflops_per_step']:.3f} TFLOP a step; x: against the reference):")
+            for name, v in result.get("variants", {}).items():
+                peak = f", {100 * v['share_of_peak']:.1f}% of the bf16 peak" if v["share_of_peak"] else ""
+                print(f"  {name:16s} {v['images_per_s']:8.2f} images/s  {v['speedup']:5.2f}x  {v['tflops']:7.2f} TFLOP/s{peak}")
     elif args.what == "stylize":
         w, h = args.size or (640, 480)
         result = bench.bench_stylize(w, h, args.device, arch=args.arch)
@@ -226,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="bench/quality", help="quality: where the figures and picture go")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="train: torch.compile the step, as long runs do (default on)")
+    p.add_argument("--variants", action="store_true",
+                   help="train: also fp32 eager, + channels_last, + bf16, + compile, + CUDA graphs, with FLOP/s")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     p.set_defaults(func=cmd_bench)
 

@@ -162,10 +162,13 @@ def default_vgg_path() -> Path:
 
 
 def gram(features):
-    """(N, C, H, W) -> (N, C, C): F F^T / (C H W), as the original normalises it."""
+    """(N, C, H, W) -> (N, C, C): F F^T / (C H W), as the original normalises it. Always in
+    fp32, also under bf16 autocast: the style loss compares Grams entry by entry, and bf16
+    would keep three digits of each."""
     n, c, h, w = features.shape
-    f = features.reshape(n, c, h * w)
-    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+    f = features.float().reshape(n, c, h * w)
+    with torch.autocast(features.device.type, enabled=False):
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
 
 class PerceptualLoss(nn.Module):
@@ -187,7 +190,7 @@ class PerceptualLoss(nn.Module):
         with torch.no_grad():
             features = vgg(style_image)
             for i, layer in enumerate(self.style_layers):
-                self.register_buffer(f"style_gram_{i}", gram(features[layer].float()))
+                self.register_buffer(f"style_gram_{i}", gram(features[layer]))
 
     def forward(self, stylized, content):
         with torch.no_grad():  # the content target: no gradients, and no deeper than needed
@@ -196,7 +199,7 @@ class PerceptualLoss(nn.Module):
         content_loss = F.mse_loss(features[self.content_layer].float(), target.float())
         style_loss = 0.0
         for i, layer in enumerate(self.style_layers):
-            g = gram(features[layer].float())
+            g = gram(features[layer])
             style_loss = style_loss + ((g - getattr(self, f"style_gram_{i}")) ** 2).mean()
         y = stylized.float()
         tv_loss = ((y[..., :, 1:] - y[..., :, :-1]) ** 2).mean() + ((y[..., 1:, :] - y[..., :-1, :]) ** 2).mean()

@@ -229,26 +229,52 @@ class Run:
 COMPILE_MIN_STEPS = 500
 
 
-def prepare(net, criterion, device, world=1, compile_=False):
-    """(network, loss) as the loop runs them: channels_last on CUDA, DDP under torchrun,
-    torch.compile when asked."""
-    if device.type == "cuda":
+@dataclass(frozen=True)
+class StepOptions:
+    """How the step runs. `stylemirror train` takes channels_last and bf16 autocast on CUDA,
+    bf16 autocast on CPUs that have it natively, and compiles as COMPILE_MIN_STEPS says;
+    `bench train --variants` tries each in turn."""
+    channels_last: bool = False
+    bf16: bool = False
+    compile: bool = False
+    cuda_graphs: bool = False  # torch.compile's "reduce-overhead" mode (CUDA only)
+
+    @classmethod
+    def for_device(cls, device, compile_: bool) -> "StepOptions":
+        cuda = device.type == "cuda"
+        return cls(channels_last=cuda, bf16=cuda or (device.type == "cpu" and cpu_has_bf16()), compile=compile_)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16, AMX): then bf16 autocast makes
+    a training step about 2x faster on it (`bench train --variants`); elsewhere slower."""
+    try:
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def prepare(net, criterion, device, world=1, options: StepOptions = StepOptions()):
+    """(network, loss) as the loop runs them: DDP under torchrun, and the options."""
+    if options.channels_last:
         net.to(memory_format=torch.channels_last)
         criterion.to(memory_format=torch.channels_last)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    if compile_:
-        model, criterion = torch.compile(model), torch.compile(criterion)
+    if options.compile or options.cuda_graphs:
+        mode = "reduce-overhead" if options.cuda_graphs else None
+        model, criterion = torch.compile(model, mode=mode), torch.compile(criterion, mode=mode)
     return model, criterion
 
 
-def forward_backward(model, criterion, optimizer, batch, device):
-    """One step's losses and gradients for a uint8 batch; bf16 autocast on CUDA. The caller
-    decides whether to apply them (not when the loss is non-finite)."""
+def forward_backward(model, criterion, optimizer, batch, device, options: StepOptions = StepOptions()):
+    """One step's losses and gradients for a uint8 batch. The caller decides whether to
+    apply them (not when the loss is non-finite)."""
     x = batch.to(device, non_blocking=True).float()
-    if device.type == "cuda":
+    if options.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        losses = criterion(model(x), x)
+    y = model(x)  # fp32: the stylized picture must keep its fine levels for the TV and content losses
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.bf16):
+        losses = criterion(y, x)  # VGG19, ~90% of the step's FLOPs, in bf16; Grams in fp32
     optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()  # on every rank, finite or not: DDP's all-reduce needs all
     return losses
@@ -305,7 +331,8 @@ def train(cfg: TrainConfig) -> int:
 
     cuda = device.type == "cuda"
     compile_ = cfg.compile if cfg.compile is not None else (cuda or total_steps - step >= COMPILE_MIN_STEPS)
-    model, criterion = prepare(net, criterion, device, world, compile_)
+    options = StepOptions.for_device(device, compile_)
+    model, criterion = prepare(net, criterion, device, world, options)
     stop = Stop()
     window = {"steps": 0, "images": 0, "start": time.perf_counter()}  # what the next log row averages
     unreadable, bad_steps, last_batch = set(), 0, None
@@ -323,7 +350,7 @@ def train(cfg: TrainConfig) -> int:
                     continue
                 batch = last_batch
             last_batch = batch
-            losses = forward_backward(model, criterion, optimizer, batch, device)
+            losses = forward_backward(model, criterion, optimizer, batch, device, options)
             flags = torch.tensor([float(stop.requested), float(not torch.isfinite(losses["total"]))], device=device)
             if world > 1:  # every rank must agree to skip or stop at the same step
                 dist.all_reduce(flags)
