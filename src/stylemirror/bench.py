@@ -260,7 +260,7 @@ def bench_stylize(width=640, height=480, device="auto", repeats=5, arch="standar
     device = pick_device(device)
     torch.manual_seed(0)
     net = TransformNet.named(arch).eval()
-    frame = np.asarray(Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 64).convert("RGB"))
+    frame = np.array(Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 64).convert("RGB"))
     stylizer = Stylizer(net, device)
     ref_net = TransformNet.named(arch).to(device).eval()
     ref_net.load_state_dict(net.state_dict())
