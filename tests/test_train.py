@@ -214,3 +214,19 @@ def test_resuming_with_another_recipe_is_refused(workdir, tmp_path, change, name
     # What may change between runs (here --epochs and --max-steps) does not stop a resume.
     more = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "2", "--epochs", "3"))
     assert more.returncode == 0 and more.stdout.startswith("resuming from"), more.stderr[-2000:]
+
+
+def test_bf16_where_it_is_native_unless_told(monkeypatch):
+    import torch
+
+    from stylemirror import train
+    from stylemirror.cli import build_parser
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    assert train.StepOptions.for_device(cpu, False).bf16
+    assert not train.StepOptions.for_device(cpu, False, bf16=False).bf16
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
+    assert not train.StepOptions.for_device(cpu, False).bf16
+    assert train.StepOptions.for_device(cuda, True) == train.StepOptions(channels_last=True, bf16=True, compile=True)
+    args = build_parser().parse_args(["train", "--style", "s.jpg", "--checkpoint-dir", "c", "--no-bf16"])
+    assert args.bf16 is False and "bf16" in train.TrainConfig.__dataclass_fields__

@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the step (default: on CUDA, and for runs of 500 steps or more)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="the loss network in bf16 (default: on CUDA and on CPUs with native bf16; "
+                        "about 1.6x faster there, style score a little lower: bench/README.md)")
     p.add_argument("--workers", type=int, help="threads decoding training pictures (default: up to 8; 0: none)")
     p.add_argument("--max-steps", type=positive_int, help="stop after N steps")
     p.add_argument("--log-interval", type=positive_int, default=100, help="steps between log rows")

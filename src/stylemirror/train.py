@@ -55,6 +55,7 @@ class TrainConfig:
     device: str = "auto"
     fresh: bool = False
     compile: bool | None = None  # None: on CUDA, and on CPUs for runs of COMPILE_MIN_STEPS or more
+    bf16: bool | None = None  # the loss network under bf16 autocast; None: on CUDA and on CPUs with native bf16
     workers: int | None = None
     max_steps: int | None = None  # stop early (tests, benchmarks)
     log_interval: int = 100
@@ -240,9 +241,11 @@ class StepOptions:
     cuda_graphs: bool = False  # torch.compile's "reduce-overhead" mode (CUDA only)
 
     @classmethod
-    def for_device(cls, device, compile_: bool) -> "StepOptions":
+    def for_device(cls, device, compile_: bool, bf16: bool | None = None) -> "StepOptions":
         cuda = device.type == "cuda"
-        return cls(channels_last=cuda, bf16=cuda or (device.type == "cpu" and cpu_has_bf16()), compile=compile_)
+        if bf16 is None:
+            bf16 = cuda or (device.type == "cpu" and cpu_has_bf16())
+        return cls(channels_last=cuda, bf16=bf16, compile=compile_)
 
 
 def cpu_has_bf16() -> bool:
@@ -331,7 +334,7 @@ def train(cfg: TrainConfig) -> int:
 
     cuda = device.type == "cuda"
     compile_ = cfg.compile if cfg.compile is not None else (cuda or total_steps - step >= COMPILE_MIN_STEPS)
-    options = StepOptions.for_device(device, compile_)
+    options = StepOptions.for_device(device, compile_, cfg.bf16)
     model, criterion = prepare(net, criterion, device, world, options)
     stop = Stop()
     window = {"steps": 0, "images": 0, "start": time.perf_counter()}  # what the next log row averages
