@@ -180,21 +180,19 @@ async function cameraLoop() {
   let next = mirror.capture && grabNext();
   try {
     while (mirror.mode === 'camera' && mirror.stream) {
-      const source = mirror.capture ? await next : video;
+      const bitmap = mirror.capture && (await next);
       if (mirror.capture) next = grabNext();
-      if (mirror.net && source && (mirror.capture || video.readyState >= 2)) {
+      if (mirror.net && (mirror.capture ? bitmap : video.readyState >= 2)) {
         const [w, h] = resolution();
-        const frame = grab(source, w, h);
-        if (mirror.capture) source.close();
+        const frame = grab(bitmap || video, w, h);
         const out = stylize(frame);
         frame.dispose();
         if (canvas.width !== w || canvas.height !== h) [canvas.width, canvas.height] = [w, h];
         await tf.browser.toPixels(out, canvas);
         out.dispose();
         countFrame();
-      } else if (mirror.capture && source) {
-        source.close();
       }
+      if (bitmap) bitmap.close();
       await tf.nextFrame();
     }
   } finally {
@@ -270,7 +268,7 @@ async function startCamera(deviceId) {
   mirror.capture = 'ImageCapture' in window ? new ImageCapture(track) : null;
   video.srcObject = mirror.capture ? null : mirror.stream;
   if (!mirror.capture) await video.play();
-  await listCameras(mirror.stream.getVideoTracks()[0].getSettings().deviceId);
+  await listCameras(track.getSettings().deviceId);
   mirror.mode = 'camera';
   cameraLoop();
   return true;

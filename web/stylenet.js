@@ -259,5 +259,5 @@ const StyleNet = (() => {
     }
   }
 
-  return { load, parseSafetensors };
+  return { load };
 })();

@@ -10,6 +10,7 @@ Conv weights are HWIO `[k, k, in, out]`; transposed convs are `[k, k, out, in]`.
 
 import json
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,22 @@ def save_safetensors(net: TransformNet, path, metadata: dict | None = None):
             "blocks": str(net.blocks), **{k: str(v) for k, v in (metadata or {}).items()}}
     with atomic.atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
+
+
+def stylemirror_metadata(path) -> dict | None:
+    """The metadata of a .safetensors file that `stylemirror` wrote ("arch" always there),
+    else None (not, say, someone's VGG weights). Reads the header only, as the safetensors
+    layout puts it (8-byte length, JSON): a file damaged past its header still shows up, to
+    fail with a clear message when it is loaded, where safe_open would refuse it unnamed."""
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > 10_000_000:
+                return None
+            meta = json.loads(f.read(length)).get("__metadata__") or {}
+    except (OSError, ValueError, struct.error, AttributeError):
+        return None
+    return {"arch": "standard", **meta} if meta.get("format") == SAFETENSORS_FORMAT else None
 
 
 def _load_state(net: TransformNet, state: dict, path) -> TransformNet:

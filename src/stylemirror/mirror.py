@@ -9,7 +9,6 @@ the next page load."""
 
 import json
 import re
-import struct
 import threading
 import webbrowser
 from pathlib import Path
@@ -21,26 +20,12 @@ WEB = Path(__file__).resolve().parents[2] / "web"
 NEEDED = ("index.html", "vendor/ml5.min.js", "node_modules/@tensorflow/tfjs/dist/tf.min.js")
 
 
-def stylemirror_metadata(path: Path) -> dict | None:
-    """The metadata of a .safetensors file that `stylemirror` wrote, else None (not, say,
-    someone's VGG weights)."""
-    try:
-        with open(path, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            if length > 10_000_000:
-                return None
-            meta = json.loads(f.read(length)).get("__metadata__", {})
-        return meta if meta.get("format") == formats.SAFETENSORS_FORMAT else None
-    except (OSError, ValueError, struct.error, AttributeError):
-        return None
-
-
 def model_candidates(folder: Path):
     """(name, model) pairs in one folder: its own model, loose .safetensors files, and the
     models of its sub-folders. A training --model-dir's safetensors file is preferred to its
     ml5/ copy (one request instead of 49)."""
     def in_dir(d: Path):
-        if stylemirror_metadata(d / "model.safetensors"):
+        if formats.stylemirror_metadata(d / "model.safetensors"):
             return d / "model.safetensors"
         for manifest in (d / "manifest.json", d / "ml5" / "manifest.json"):
             if manifest.is_file():
@@ -51,7 +36,7 @@ def model_candidates(folder: Path):
         if (model := in_dir(d)) is not None:
             yield d.name, model
     for f in sorted(folder.glob("*.safetensors")):
-        if f.name != "model.safetensors" and stylemirror_metadata(f):
+        if f.name != "model.safetensors" and formats.stylemirror_metadata(f):
             yield f.stem, f
 
 
@@ -96,11 +81,11 @@ class Mirror:
         entries = []
         for name, model in models.items():
             if model.is_file():
-                url, fmt, arch = f"models/{name}.safetensors", "safetensors", (stylemirror_metadata(model) or {}).get("arch")
+                url, fmt, arch = f"models/{name}.safetensors", "safetensors", formats.stylemirror_metadata(model)["arch"]
             else:
                 url, fmt, arch = f"models/{name}/", "ml5", "standard"
             self.mounts["/" + url.rstrip("/")] = model
-            entries.append({"name": name, "format": fmt, "arch": arch or "standard", "size": model_size(model), "url": url})
+            entries.append({"name": name, "format": fmt, "arch": arch, "size": model_size(model), "url": url})
         return "application/json", json.dumps({"models": entries}).encode()
 
     def serve(self, host="127.0.0.1", port=8000):
