@@ -92,6 +92,10 @@ def test_picture_mode_matches_stylize(browser, mirror_url, models, tmp_path, mod
     assert diff.max() <= 3, f"max difference {diff.max()} levels"
     assert ours.std() > 5 and not page.errors
     assert ("(lite, " in page.locator("#model-info").inner_text()) == (model == "lite")
+    # The link to the same model in ml5.js only where ml5.js can load it.
+    link = page.locator("#ml5-link a")
+    assert link.is_visible() == (model in ("udnie", "ours"))
+    assert link.get_attribute("href") == f"examples/ml5/?model={model}"
     page.close()
 
 

@@ -112,6 +112,9 @@ async function useModel(name) {
   $('model-select').value = name;
   const details = [entry.arch !== 'standard' && entry.arch, `${(entry.size / 1e6).toFixed(1)} MB`];
   $('model-info').textContent = `${name} (${details.filter(Boolean).join(', ')})`;
+  // ml5.js runs ml5 folders only (the standard network, in its own format).
+  $('ml5-link').hidden = entry.format !== 'ml5';
+  $('ml5-link').querySelector('a').href = `examples/ml5/?model=${encodeURIComponent(name)}`;
   const url = new URL(location.href);
   url.searchParams.set('model', name);
   history.replaceState(null, '', url);

@@ -18,6 +18,7 @@ function setup() {
   fetch('../../models/index.json')
     .then((response) => response.json())
     .then(({ models }) => {
+      models = models.filter((m) => m.format === 'ml5'); // ml5.js reads its own folders only
       const wanted = new URLSearchParams(location.search).get('model');
       const model = models.find((m) => m.name === wanted) || models[0];
       if (!model) {
