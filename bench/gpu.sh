@@ -1,16 +1,73 @@
 #!/bin/sh
-# The GPU rows of bench/README.md in one short run, for a session lent a GPU machine. Its
-# python3 already has PyTorch, safetensors, ONNX Runtime and Pillow: nothing to install.
-#   sh bench/gpu.sh      # about 5 minutes on an H100; the figures also land in $OUT (else bench/gpu/)
-set -e
+# Every GPU target of issue 11 in one short run, for a session lent a GPU machine (about 6
+# minutes on an H100). Its python3 has PyTorch, safetensors, ONNX Runtime and Pillow: nothing
+# to install (no PyAV or scikit-image needed: the JPEGs are generated from a fractal then).
+#   sh bench/gpu.sh            # the figures land in $OUT (default bench/gpu/), a summary at the end
+#   TINY=1 PYTHON=.venv/bin/python sh bench/gpu.sh   # the same at toy sizes on the CPU: proves it runs
+#   LITE=1 sh bench/gpu.sh     # also the lite network's step variants (~2 more minutes)
+# Targets: step >= 30% of the card's dense bf16 peak; end to end >= 95% of the step alone; two
+# epochs of COCO <= 3 minutes (>= 920 images/s end to end); stylize 1920x1080 >= 1.5x plain eager.
 OUT=${OUT:-bench/gpu}
 mkdir -p "$OUT"
 export PYTHONPATH=src PYTHONUNBUFFERED=1
-STYLEMIRROR="python3 -m stylemirror"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.csv"
-# Training step: the plain fp32 reference, then fp32 eager, + channels_last, + bf16,
-# + compile, + CUDA graphs, with TFLOP/s and the share of the card's bf16 peak.
-$STYLEMIRROR bench train --device cuda --image-size 256 --batch-size 16 --steps 10 --variants --json | tee "$OUT/train.txt"
-$STYLEMIRROR bench train --device cuda --image-size 256 --batch-size 16 --steps 10 --variants --arch lite --json | tee "$OUT/train-lite.txt"
-# Stylize a 1080p frame on the GPU beside the eager fp32 reference.
-$STYLEMIRROR bench stylize --device cuda --size 1920x1080 --json | tee "$OUT/stylize.txt"
+PYTHON=${PYTHON:-python3}
+STYLEMIRROR="$PYTHON -m stylemirror"
+if [ -n "${TINY:-}" ]; then
+    DEVICE=cpu IMAGE=32 BATCH=2 STEPS=1 E2E_STEPS=1 FRAME=64x48 COMPILE=--no-compile
+else
+    DEVICE=cuda IMAGE=256 BATCH=16 STEPS=10 E2E_STEPS=50 FRAME=1920x1080 COMPILE=--compile
+fi
+failed=""
+run() {  # run NAME ARGS...: `stylemirror bench ARGS --json`, into $OUT/NAME.txt; go on if it fails
+    name=$1
+    shift
+    echo "== $name: stylemirror bench $*"
+    if ! $STYLEMIRROR bench "$@" --json > "$OUT/$name.txt" 2> "$OUT/$name.err"; then
+        failed="$failed $name"
+        tail -5 "$OUT/$name.err"
+    fi
+    cat "$OUT/$name.txt"
+}
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"; } | tee "$OUT/gpu.csv"
+$PYTHON -c "import torch, sys; print('torch', torch.__version__, 'python', sys.version.split()[0])" | tee -a "$OUT/gpu.csv"
+# The step: the plain fp32 reference, ours (as `train` runs it), then fp32 eager, + channels_last,
+# + bf16, + compile, + CUDA graphs, each with TFLOP/s and its share of the card's bf16 peak.
+run train train --device "$DEVICE" --image-size "$IMAGE" --batch-size "$BATCH" --steps "$STEPS" --variants
+# End to end: `stylemirror train` itself on generated 640x480 JPEGs, against the step alone
+# (measured again in the same process), and the two-epochs-of-COCO estimate from it.
+run e2e train --device "$DEVICE" --image-size "$IMAGE" --batch-size "$BATCH" --steps "$E2E_STEPS" "$COMPILE" --e2e
+# Stylize one 1080p frame beside the eager fp32 reference.
+run stylize stylize --device "$DEVICE" --size "$FRAME"
+if [ -n "${LITE:-}" ]; then
+    run train-lite train --device "$DEVICE" --image-size "$IMAGE" --batch-size "$BATCH" --steps "$STEPS" --variants --arch lite
+fi
+$PYTHON - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+def figures(name):
+    try:
+        return json.loads((out / f"{name}.txt").read_text().strip().splitlines()[-1])
+    except (OSError, IndexError, ValueError):
+        return None
+print("== summary (targets of issue 11)")
+train, e2e, stylize = figures("train"), figures("e2e"), figures("stylize")
+if train:
+    best = max(train["variants"].items(), key=lambda kv: kv[1]["images_per_s"])
+    share = best[1]["share_of_peak"]
+    print(f"step: ours {train['images_per_s']:.0f} images/s; best variant {best[0]!r} {best[1]['images_per_s']:.0f} "
+          f"images/s, {'%.1f%%' % (100 * share) if share else 'unknown share'} of the bf16 peak (target >= 30%)")
+if e2e:
+    e = e2e["e2e"]
+    print(f"end to end: {e['images_per_s']:.0f} images/s, {100 * e['ratio']:.0f}% of the step alone "
+          f"({e2e['images_per_s']:.0f}; target >= 95%); two epochs of COCO: {e['coco_two_epochs_minutes']:.1f} "
+          "minutes (target <= 3)")
+if stylize:
+    print(f"stylize {stylize['size']}: {stylize['ms_per_frame']:.1f} ms against {stylize['reference_ms_per_frame']:.1f} "
+          f"ms plain eager: {stylize['speedup']:.2f}x (target >= 1.5x), max {stylize['max_level_difference']} level(s) apart")
+PY
+if [ -n "$failed" ]; then
+    echo "failed:$failed (their stderr: $OUT/NAME.err)"
+    exit 1
+fi

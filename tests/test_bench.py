@@ -40,6 +40,16 @@ def test_bench_train_variants_report_each_step_and_its_flops():
     assert "TFLOP/s" in text
 
 
+def test_bench_train_e2e_runs_the_real_loop_on_jpeg_files(tmp_path):
+    bench.coco_like_jpegs(tmp_path / "jpegs", count=4)
+    text, figures = bench_json("train", "--image-size", "32", "--batch-size", "2", "--steps", "1", "--no-compile",
+                               "--e2e", "--train-path", str(tmp_path / "jpegs"))
+    e2e = figures["e2e"]
+    assert e2e["images_per_s"] > 0 and e2e["train_path"] == str(tmp_path / "jpegs")
+    assert e2e["ratio"] == pytest.approx(e2e["images_per_s"] / figures["images_per_s"])
+    assert f"{100 * e2e['ratio']:.0f}% of the step alone" in text
+
+
 def test_bench_stylize_reports_ms_per_frame_and_exactness():
     _, figures = bench_json("stylize", "--size", "64x48")
     assert figures["ms_per_frame"] > 0 and figures["reference_ms_per_frame"] > 0

@@ -78,3 +78,23 @@ def test_stopping_early_leaves_no_thread_behind(jpegs):
     while any(t.name.startswith("pictures") for t in threading.enumerate()) and time.time() < deadline:
         time.sleep(0.05)
     assert not any(t.name.startswith("pictures") for t in threading.enumerate())
+
+
+def test_random_windows_are_reproducible_and_zoom_into_the_picture(jpegs):
+    path = jpegs / "0003.jpg"
+    windows = data.random_windows(np.random.default_rng(7), 64, 2.0)
+    assert windows == data.random_windows(np.random.default_rng(7), 64, 2.0)
+    zooms = [z for z, _, _ in windows]
+    assert 1 <= min(zooms) and max(zooms) <= 2 and max(zooms) - min(zooms) > 0.5
+    assert all(0 <= fx < 1 and 0 <= fy < 1 for _, fx, fy in windows)
+    assert data.random_windows(np.random.default_rng(7), 3, 1.0) == [(1.0, 0.5, 0.5)] * 3
+    centre = data.load_crop(path, 64)
+    crops = [data.load_crop(path, 64, w) for w in windows[:8]]
+    assert all(c.shape == (64, 64, 3) for c in crops)
+    assert all(np.abs(c.astype(int) - centre).mean() > 1 for c in crops)  # other windows than the centre
+    # The top-left corner at zoom 2 is the top-left quarter of the shorter side's square.
+    with Image.open(path) as image:
+        w, h = image.size
+        side = min(w, h) / 2
+        want = np.asarray(image.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR, box=(0, 0, side, side)))
+    assert np.abs(data.load_crop(path, 64, (2.0, 0.0, 0.0)).astype(int) - want).mean() < 3

@@ -50,8 +50,9 @@ def test_safetensors_carries_metadata_and_loads(tmp_path):
     with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:
         assert f.metadata()["format"] == formats.SAFETENSORS_FORMAT
         assert f.metadata()["style"] == "udnie.jpg"
+        assert f.metadata()["decoder"] == "deconv4"  # the resize decoder, stored as the transposed conv it is
     loaded = formats.load_model(tmp_path / "m.safetensors")
-    for (k, a), b in zip(net.state_dict().items(), loaded.state_dict().values()):
+    for (k, a), b in zip(net.transposed().state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), k
 
 
@@ -69,11 +70,32 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     assert not os.path.exists("/tmp/stylemirror-pwned")
 
 
-def test_plain_state_dict_pt_loads(tmp_path):
-    net = random_net(seed=2)
+@pytest.mark.parametrize("decoder", ["resize", "deconv4", "deconv3"])
+def test_plain_state_dict_pt_loads(tmp_path, decoder):
+    """A state dict of any decoder is recognised by its shapes and computes the same function."""
+    net = random_net(seed=2, decoder=decoder)
     torch.save(net.state_dict(), tmp_path / "m.pt")
     loaded = formats.load_model(tmp_path / "m.pt")
-    assert torch.equal(loaded.conv1.conv.weight, net.conv1.conv.weight)
+    assert loaded.decoder == decoder
+    x = torch.rand(1, 3, 21, 30) * 255
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+
+
+@pytest.mark.parametrize("decoder,kernel", [("resize", 4), ("deconv4", 4), ("deconv3", 3)])
+def test_every_decoder_round_trips_through_ml5_and_safetensors(tmp_path, decoder, kernel):
+    """Files hold the decoder as a transposed conv (the resize decoder as its 4x4 kernel):
+    ml5 -> safetensors -> ml5 is bit-exact, and the function is kept."""
+    net = random_net(seed=8, decoder=decoder)
+    formats.write_ml5(net, tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["Variable_39"]["shape"] == [kernel, kernel, 64, 128]
+    loaded = formats.load_model(tmp_path / "a")
+    formats.save_safetensors(loaded, tmp_path / "a.safetensors")
+    formats.write_ml5(formats.load_model(tmp_path / "a.safetensors"), tmp_path / "b")
+    assert files_of(tmp_path / "a") == files_of(tmp_path / "b")
+    x = torch.rand(2, 3, 37, 29) * 255
+    with torch.no_grad():
+        assert (loaded(x) - net(x)).abs().max() < 0.01
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ML5_MODEL_NAMES, ml5_model, photo, random_net
 from stylemirror import formats
-from stylemirror.stylize import Stylizer
+from stylemirror.stylize import Options, Stylizer
 
 ML5_PAGE = '<!doctype html><script src="/vendor/ml5.min.js"></script>'
 
@@ -46,17 +46,19 @@ def run_ml5(browser, base_url, tmp_path, model_dir, picture):
 
 
 @pytest.mark.parametrize("size", [(64, 48), (37, 29)], ids=["even", "odd"])
-@pytest.mark.parametrize("model", ML5_MODEL_NAMES + ["ours"])
+# "ours": the grid-free resize decoder that `stylemirror train` trains, which ml5.js runs as a
+# 4x4 transposed conv; "ours-deconv3": the 3x3 one of ml5's published models.
+@pytest.mark.parametrize("model", ML5_MODEL_NAMES + ["ours", "ours-deconv3"])
 def test_stylize_matches_ml5(browser, static_server, tmp_path, model, size):
-    if model == "ours":
+    if model.startswith("ours"):
         model_dir = tmp_path / "exported"
-        formats.write_ml5(random_net(seed=3), model_dir)
+        formats.write_ml5(random_net(seed=3, decoder="deconv3" if model == "ours-deconv3" else "resize"), model_dir)
     else:
         model_dir = ml5_model(model)
     picture = photo(size)
     ml5_pixels = run_ml5(browser, static_server, tmp_path, model_dir, picture)
 
-    ours = np.asarray(Stylizer(formats.load_model(model_dir)).picture(picture))
+    ours = np.asarray(Stylizer(formats.load_model(model_dir), options=Options(edge_pad=0)).picture(picture))
     w, h = size
     assert ours.shape == (h, w, 3)
     # ml5 rounds odd sizes up to a multiple of 4; its top-left part is the picture.

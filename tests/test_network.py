@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import random_net
-from stylemirror.network import InferenceNet, TransformNet
+from conftest import photo, random_net
+from stylemirror.metrics import grid_score
+from stylemirror.network import DECODERS, InferenceNet, TransformNet
 
 
 def tf_same_pads(n, k, s):
@@ -71,13 +72,14 @@ def ref_forward(variables, image):
 
 def ml5_variables(net):
     from stylemirror.formats import _to_ml5, ml5_layout
-    state = net.state_dict()
+    state = net.transposed().state_dict()
     return [_to_ml5(state[k]).astype(np.float64) for k in ml5_layout(net)]
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("h,w", [(16, 16), (13, 10), (9, 15), (6, 7), (3, 2)])
-def test_matches_float64_reference(h, w):
-    net = random_net(seed=h * w)
+def test_matches_float64_reference(h, w, decoder):
+    net = random_net(seed=h * w, decoder=decoder)
     image = np.random.default_rng(1).uniform(0, 255, (h, w, 3))
     want = ref_forward(ml5_variables(net), image)
     with torch.no_grad():
@@ -95,12 +97,40 @@ def test_output_size_equals_input_size(h, w):
     assert 0 <= y.min() and y.max() <= 255
 
 
-def test_layer_shapes_are_ml5s():
-    shapes = [list(v.shape) for v in ml5_variables(TransformNet())]
+@pytest.mark.parametrize("decoder,k", [("deconv3", 3), ("deconv4", 4), ("resize", 4)])
+def test_layer_shapes_are_ml5s(decoder, k):
+    shapes = [list(v.shape) for v in ml5_variables(TransformNet(decoder=decoder))]
     assert len(shapes) == 48
     assert shapes[0] == [9, 9, 3, 32] and shapes[3] == [3, 3, 32, 64] and shapes[6] == [3, 3, 64, 128]
-    assert shapes[39] == [3, 3, 64, 128] and shapes[42] == [3, 3, 32, 64] and shapes[45] == [9, 9, 32, 3]
+    assert shapes[39] == [k, k, 64, 128] and shapes[42] == [k, k, 32, 64] and shapes[45] == [9, 9, 32, 3]
     assert all(shapes[i] == [3, 3, 128, 128] for i in range(9, 39, 3))
+
+
+def test_resize_decoder_is_nearest_upsampling_then_a_3x3_conv():
+    """What the decoder computes, written the plain way (pytorch/examples' UpsampleConvLayer)."""
+    import torch.nn.functional as F
+
+    net = random_net(seed=2).double()
+    x = torch.rand(2, 128, 7, 5, dtype=torch.float64)
+    layer = net.up1
+    want = F.relu(layer.norm(F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), layer.conv.weight, padding=1)))
+    torch.testing.assert_close(layer(x), want)
+    image = torch.rand(1, 3, 21, 18) * 255
+    with torch.no_grad():
+        assert (net.float()(image) - net.transposed()(image)).abs().max() < 0.01
+
+
+def test_resize_decoder_paints_no_grid():
+    """Untrained, on a photo: the 3x3 transposed conv's uneven overlap paints a periodic grid;
+    the resize decoder's even overlap does not (Odena et al. 2016)."""
+    x = torch.from_numpy(np.array(photo((128, 128)))).permute(2, 0, 1)[None].float()
+    for seed in range(3):
+        scores = {}
+        for decoder in ("deconv3", "resize"):
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                scores[decoder] = grid_score(TransformNet(decoder=decoder)(x)[0].permute(1, 2, 0).numpy())
+        assert scores["deconv3"] > 3 * scores["resize"], scores
 
 
 def multiply_adds(net, h=64, w=64) -> int:
@@ -124,7 +154,7 @@ def multiply_adds(net, h=64, w=64) -> int:
 
 
 def test_lite_network_is_much_lighter_and_keeps_sizes():
-    lite, standard = TransformNet.named("lite"), TransformNet.named("standard")
+    lite, standard = TransformNet.named("lite", "deconv4"), TransformNet.named("standard", "deconv4")
     assert (lite.arch, standard.arch, TransformNet((8, 8, 8), 1).arch) == ("lite", "standard", "custom")
     ratio = multiply_adds(standard) / multiply_adds(lite)
     assert 4.0 < ratio < 5.5, ratio
@@ -132,10 +162,11 @@ def test_lite_network_is_much_lighter_and_keeps_sizes():
         assert lite(torch.rand(1, 3, h, w) * 255).shape == (1, 3, h, w)
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("arch", ["standard", "lite"])
-def test_inference_form_computes_the_same_function(arch):
+def test_inference_form_computes_the_same_function(arch, decoder):
     """The decoder on phases (what ONNX exports and the page run) equals the plain network."""
-    net = random_net(seed=1, arch=arch)
+    net = random_net(seed=1, arch=arch, decoder=decoder)
     with torch.no_grad():
         fast = InferenceNet(net)
         for shape in [(1, 3, 37, 29), (2, 3, 64, 48), (1, 3, 1, 1), (1, 3, 2, 3)]:

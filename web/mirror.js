@@ -17,6 +17,7 @@ const mirror = {
   stream: null,
   capture: null, // ImageCapture of the camera's track, where the browser has it
   mode: 'camera', // or 'image'
+  pendingPicture: null, // a picture chosen while the style was loading: stylized once it is ready
   frames: 0,
   frameTimes: [],
   loopRunning: false,
@@ -120,6 +121,11 @@ async function useModel(name) {
   history.replaceState(null, '', url);
   say('');
   document.body.dataset.state = mirror.mode === 'image' ? 'image' : 'ready';
+  if (mirror.pendingPicture) {
+    const file = mirror.pendingPicture;
+    mirror.pendingPicture = null;
+    stylizePicture(file);
+  }
   return true;
 }
 
@@ -129,11 +135,18 @@ function strength() {
   return Number($('strength').value);
 }
 
+// Pixels mirrored past the edges before the network, so that it paints no frame along them
+// (StyleNet.stylize). Pictures get what `stylemirror stylize` gives (its --edge-pad default),
+// so the two agree; the camera, a smaller pad that keeps its frame rate (bench/README.md).
+// ?edgepad=N sets both (0: off, as ml5.js runs).
+const EDGE_PAD = { image: 64, camera: 32 };
+if (params.has('edgepad')) EDGE_PAD.image = EDGE_PAD.camera = Number(params.get('edgepad'));
+
 // HxWx3 pixels -> HxWx3 int32 stylized pixels, blended with the input by the strength.
-function stylize(pixels) {
+function stylize(pixels, pad) {
   return tf.tidy(() => {
     const x = pixels.toFloat();
-    let y = mirror.net.apply(x);
+    let y = StyleNet.stylize(mirror.net, x, pad);
     const s = strength();
     if (s < 1) y = x.add(y.sub(x).mul(s));
     return y.round().toInt();
@@ -188,7 +201,7 @@ async function cameraLoop() {
       if (mirror.net && (mirror.capture ? bitmap : video.readyState >= 2)) {
         const [w, h] = resolution();
         const frame = grab(bitmap || video, w, h);
-        const out = stylize(frame);
+        const out = stylize(frame, EDGE_PAD.camera);
         frame.dispose();
         if (canvas.width !== w || canvas.height !== h) [canvas.width, canvas.height] = [w, h];
         await tf.browser.toPixels(out, canvas);
@@ -210,11 +223,20 @@ async function stylizePicture(file) {
     return;
   }
   if (!mirror.net) {
-    say(mirror.models.length ? 'Wait for the style to load, then try again.' : NO_MODELS);
+    const state = document.body.dataset.state;
+    if (state === 'no-models' || state === 'error') {
+      say(state === 'no-models' ? NO_MODELS : 'The style could not be loaded: choose another one.');
+      return;
+    }
+    mirror.pendingPicture = file; // the page is still starting or loading the style
+    say(`${file.name} will be stylized as soon as the style has loaded…`);
     return;
   }
   mirror.mode = 'image';
   document.body.dataset.state = 'image';
+  // The camera's fps means nothing for a picture: blank it until the camera runs again.
+  $('fps').textContent = '– fps';
+  mirror.frameTimes = [];
   $('camera-button').hidden = !mirror.stream;
   say(`Stylizing ${file.name}…`);
   let bitmap;
@@ -226,7 +248,7 @@ async function stylizePicture(file) {
   }
   await tf.nextFrame(); // let the message show before the heavy work
   const pixels = tf.browser.fromPixels(bitmap);
-  const out = stylize(pixels);
+  const out = stylize(pixels, EDGE_PAD.image);
   pixels.dispose();
   [canvas.width, canvas.height] = [bitmap.width, bitmap.height];
   bitmap.close();

@@ -51,7 +51,10 @@ const StyleNet = (() => {
       if (buffer.byteLength !== expected) {
         throw new Error(`${entry.filename}: ${buffer.byteLength} bytes, expected ${expected}`);
       }
-      variables[i] = tf.tensor(new Float32Array(buffer), entry.shape, 'float32');
+      const values = new Float32Array(buffer);
+      // NaN or infinity (a diverged training) would paint black: refused, as `stylize` does.
+      if (!values.every(Number.isFinite)) throw new Error(`${entry.filename} holds NaN or infinite values`);
+      variables[i] = tf.tensor(values, entry.shape, 'float32');
       onProgress(++arrived / count);
     }));
     const failure = results.find((r) => r.status === 'rejected');
@@ -109,7 +112,9 @@ const StyleNet = (() => {
       const size = 4 * info.shape.reduce((a, b) => a * b, 1);
       if (end - begin !== size || start + end > buffer.byteLength) fail(`${name} has the wrong size`);
       // slice() copies, so the data need not be 4-byte aligned in the file.
-      tensors[name] = { shape: info.shape, data: new Float32Array(buffer.slice(start + begin, start + end)) };
+      const data = new Float32Array(buffer.slice(start + begin, start + end));
+      if (!data.every(Number.isFinite)) fail(`${name} holds NaN or infinite values`);
+      tensors[name] = { shape: info.shape, data };
     }
     return tensors;
   }
@@ -150,28 +155,32 @@ const StyleNet = (() => {
   // (H/2)x(W/2) grid of 4c channels ordered (row phase, column phase, channel), as
   // tf.spaceToDepth orders them. Two convolutions become faster there on TF.js's wasm backend:
   //
-  // - The 3x3 stride-2 transposed conv ('same': output 2H x 2W) is one 2x2 conv over its
-  //   input padded by one row/column at the top/left, which gives the output's phases.
-  //   Output row 2m takes kernel row 0 from input row m and kernel row 2 from row m - 1;
-  //   row 2m + 1 takes kernel row 1 from input row m (columns alike). The wasm backend runs
-  //   conv2dTranspose in a plain loop, 5x slower than this conv, which goes to XNNPACK.
+  // - A stride-2 transposed conv ('same': output 2H x 2W) is one 2x2 conv whose channels are
+  //   the output's phases. 3x3 (ml5's published models): over its input padded by one
+  //   row/column at the top/left; output row 2m takes kernel row 0 from input row m and kernel
+  //   row 2 from row m - 1, row 2m + 1 takes kernel row 1 from row m. 4x4 (ours, grid-free):
+  //   over its input padded by one on every side, giving (H+1)x(W+1) positions; phase r of
+  //   output row m is position m + r, which takes kernel rows 3 - r and 1 - r from input rows
+  //   m - 1 + r and m + r (columns alike). The wasm backend runs conv2dTranspose in a plain
+  //   loop, 5x slower than this conv, which goes to XNNPACK.
   // - The last 9x9 conv to 3 channels is a 5x5 conv from the phases of its input to the
   //   phases of its output (12 channels, which XNNPACK runs 1.6x faster than 3).
   //
-  // TAPS[phase][offset]: the kernel row that output phase `phase` takes from input row
-  // m - 1 + offset (-1: none).
-  const TAPS = [[2, 0], [-1, 1]];
+  // TAPS[kernel][phase][offset]: the kernel row that output phase `phase` takes at offset 0
+  // or 1 of the 2x2 conv (-1: none).
+  const TAPS = { 3: [[2, 0], [-1, 1]], 4: [[3, 1], [2, 0]] };
 
-  // Transposed-conv weights [3, 3, out, in] -> the 2x2 phase conv's [2, 2, in, 4 * out].
+  // Transposed-conv weights [k, k, out, in] (k = 3 or 4) -> the 2x2 phase conv's [2, 2, in, 4 * out].
   function upsamplingKernel(w) {
-    const [, , cout, cin] = w.shape;
+    const [k, , cout, cin] = w.shape;
+    if (!TAPS[k]) throw new Error(`a ${k}x${k} transposed convolution: only 3x3 and 4x4 are known`);
     const src = w.dataSync();
     const dst = new Float32Array(2 * 2 * cin * 4 * cout);
     for (let a = 0; a < 2; a++) for (let b = 0; b < 2; b++) for (let ry = 0; ry < 2; ry++) for (let rx = 0; rx < 2; rx++) {
-      const [ky, kx] = [TAPS[ry][a], TAPS[rx][b]];
+      const [ky, kx] = [TAPS[k][ry][a], TAPS[k][rx][b]];
       if (ky < 0 || kx < 0) continue;
       for (let i = 0; i < cin; i++) for (let o = 0; o < cout; o++) {
-        dst[((a * 2 + b) * cin + i) * 4 * cout + (ry * 2 + rx) * cout + o] = src[((ky * 3 + kx) * cout + o) * cin + i];
+        dst[((a * 2 + b) * cin + i) * 4 * cout + (ry * 2 + rx) * cout + o] = src[((ky * k + kx) * cout + o) * cin + i];
       }
     }
     return tf.tensor(dst, [2, 2, cin, 4 * cout]);
@@ -211,6 +220,7 @@ const StyleNet = (() => {
         layer.weight.dispose();
         return { ...layer, weight };
       };
+      this.upSize = layers.up1.weight.shape[0];  // 3 or 4: which phase conv `up` runs
       layers.up1 = replace(layers.up1, upsamplingKernel(layers.up1.weight));
       layers.up2 = replace(layers.up2, upsamplingKernel(layers.up2.weight));
       layers.conv4 = replace(layers.conv4, phaseKernel(layers.conv4.weight));
@@ -240,7 +250,16 @@ const StyleNet = (() => {
 
     // Transposed conv + norm + ReLU: [h, w, in] -> the phases of [2h, 2w, out].
     up(x, layer) {
-      return tf.relu(this.phaseNorm(tf.conv2d(x.pad([[1, 0], [1, 0], [0, 0]]), layer.weight, 1, 'valid'), layer));
+      let y;
+      if (this.upSize === 3) {
+        y = tf.conv2d(x.pad([[1, 0], [1, 0], [0, 0]]), layer.weight, 1, 'valid');
+      } else {
+        const [h, w] = x.shape;
+        const c = layer.weight.shape[3] / 4;
+        const all = tf.conv2d(x.pad([[1, 1], [1, 1], [0, 0]]), layer.weight, 1, 'valid');  // (h+1) x (w+1)
+        y = tf.concat([0, 1, 2, 3].map((p) => all.slice([p >> 1, p & 1, p * c], [h, w, c])), 2);
+      }
+      return tf.relu(this.phaseNorm(y, layer));
     }
 
     // image: HxWx3 tensor in 0..255 -> HxWx3 float32 in 0..255. Call inside tf.tidy.
@@ -259,5 +278,34 @@ const StyleNet = (() => {
     }
   }
 
-  return { load };
+  // Zero padding in the network's convolutions paints a coloured frame along the edges: run
+  // it on the image mirrored `pad` pixels past every edge and crop the frame away with the
+  // reflection (stylemirror's Stylizer does the same, in reflect_pad). A reflection adds at
+  // most size - 1 pixels, so an image smaller than the pad is reflected again; a single row
+  // or column is repeated.
+  function reflectPad(x, pad) {
+    for (const axis of [0, 1]) {
+      for (let left = pad; left > 0;) {
+        const size = x.shape[axis];
+        const step = Math.min(left, size - 1) || left;
+        if (size > 1) {
+          x = tf.mirrorPad(x, axis === 0 ? [[step, step], [0, 0], [0, 0]] : [[0, 0], [step, step], [0, 0]], 'reflect');
+        } else {
+          x = tf.tile(x, axis === 0 ? [2 * step + 1, 1, 1] : [1, 2 * step + 1, 1]);
+        }
+        left -= step;
+      }
+    }
+    return x;
+  }
+
+  // net.apply on an HxWx3 image with `pad` mirrored pixels around it (0: none, as ml5.js
+  // runs): HxWx3 float32 in 0..255. Call inside tf.tidy.
+  function stylize(net, image, pad) {
+    if (!pad) return net.apply(image);
+    const [h, w] = image.shape;
+    return net.apply(reflectPad(image.toFloat(), pad)).slice([pad, pad, 0], [h, w, 3]);
+  }
+
+  return { load, stylize };
 })();

@@ -4,8 +4,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import __version__
 from .errors import UserError
-from .network import ARCHITECTURES
+from .network import ARCHITECTURES, DECODERS
+from .stylize import Options
 
 # The shared folder beside a checkout holds real VGG19 weights and pictures for `bench quality`.
 SHARED = Path(__file__).resolve().parents[3] / "shared"
@@ -21,6 +23,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def unit_float(text: str) -> float:
     try:
         value = float(text)
@@ -28,6 +40,26 @@ def unit_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def zoom_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 1.0 <= value <= 8.0:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 8, got {value}")
     return value
 
 
@@ -41,22 +73,35 @@ def frame_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
+    return value
+
+
 def cmd_stylize(args):
-    from . import formats, stylize
+    from . import registry, stylize
     from .devices import pick_device
 
-    net = formats.load_model(args.model)
+    net = registry.open_model(args.model)
     options = stylize.Options(max_size=args.max_size, preserve_colors=args.preserve_colors,
-                              strength=args.strength, batch_size=args.batch_size)
+                              strength=args.strength, batch_size=args.batch_size, edge_pad=args.edge_pad)
     stylizer = stylize.Stylizer(net, pick_device(args.device), options)
-    for dest in stylize.run(stylizer, args.inputs, args.output):
-        print(dest)
+    stylize.run(stylizer, args.inputs, args.output, on_written=print)
 
 
 def cmd_export(args):
-    from . import formats
+    from . import atomic, formats, registry
 
-    net = formats.load_model(args.model)
+    if args.format == "ml5":
+        atomic.claim_folder(args.output, atomic.is_ml5_export, "an ml5 model", args.force)
+    else:
+        atomic.claim_file(args.output, {f".{args.format}"}, f"a .{args.format} file", args.force)
+    net = registry.open_model(args.model)
     writer = {"ml5": formats.write_ml5, "onnx": formats.export_onnx,
               "safetensors": formats.save_safetensors}[args.format]
     writer(net, args.output)
@@ -86,6 +131,11 @@ def cmd_train(args):
         sys.exit(status)  # stopped by a signal: not finished, so a scheduler knows to run it again
 
 
+def fetch_md5(name):
+    from .fetch import SOURCES
+    return SOURCES[name].md5
+
+
 def loss_layers():
     from .loss_network import CONTENT_LAYER, STYLE_LAYERS
     return STYLE_LAYERS, CONTENT_LAYER
@@ -93,6 +143,19 @@ def loss_layers():
 
 def layer_list(text: str) -> tuple:
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def cmd_fetch(args):
+    from . import fetch
+
+    if args.what == "coco":
+        if not args.dir:
+            raise UserError("fetch coco needs a folder: stylemirror fetch coco DIR")
+        pictures = fetch.fetch_coco(args.dir, keep_zip=args.keep_zip)
+        print(f"COCO's training pictures are in {pictures}: stylemirror train --train-path {pictures} ...")
+    else:
+        weights = fetch.fetch_vgg19(args.dir)
+        print(f"VGG19 weights: {weights}: stylemirror train --vgg-path {weights} ...")
 
 
 def cmd_mirror(args):
@@ -107,11 +170,26 @@ def cmd_bench(args):
     from . import bench
 
     if args.what == "quality":
+        published = SHARED / "ml5-models" / "udnie"
+        same_style = Path(args.style).stem == "udnie" and (published / "manifest.json").exists()
         result = bench.quality(args.style, args.photo, args.vgg_path, args.out, steps=args.steps or 1200,
-                               image_size=args.image_size or 128, batch_size=args.batch_size or 4, arch=args.arch)
+                               image_size=args.image_size or 128, batch_size=args.batch_size or 4, arch=args.arch,
+                               decoder=args.decoder, reference=args.reference, published=published if same_style else None,
+                               stability_weight=args.stability_weight)
         print(f"style score {result['style_score']:.3f} (Gram distance to the style, stylized / photo; < 1 is better), "
-              f"content drift {result['content_drift']:.3f}, {result['steps']} steps in {result['train_seconds']:.0f} s; "
-              f"side by side: {args.out}/quality{'' if args.arch == 'standard' else '-' + args.arch}.png")
+              f"content drift {result['content_drift']:.3f}, grid {result['grid']:.2f} (the photo's own "
+              f"{result['photo_grid']:.2f}), {result['steps']} steps in {result['train_seconds']:.0f} s")
+        if "reference_style_score" in result:
+            print(f"plain reference (pytorch/examples' network, eager fp32, same data, steps and loss): style score "
+                  f"{result['reference_style_score']:.3f}, content drift {result['reference_content_drift']:.3f}, grid "
+                  f"{result['reference_grid']:.2f}, in {result['reference_train_seconds']:.0f} s; ours / reference: style "
+                  f"{result['style_score_ratio']:.2f}x, drift {result['content_drift_ratio']:.2f}x")
+        print(f"flicker (bench flicker's clips): overall {result['flicker']['flicker']:.2f}, still "
+              f"{result['flicker']['still']:.2f}" + (f"; reference {result['reference_flicker']['flicker']:.2f}, still "
+                                                      f"{result['reference_flicker']['still']:.2f}" if args.reference else ""))
+        if "published_grid" in result:
+            print(f"ml5's published udnie on the same photo: grid {result['published_grid']:.2f}")
+        print(f"pictures: {args.out}/quality*.png")
     elif args.what == "train":
         result = bench.bench_train(args.image_size or 256, args.batch_size or 4, args.steps or 3, args.device,
                                    compile_=args.compile, arch=args.arch, variants=args.variants)
@@ -124,6 +202,13 @@ def cmd_bench(args):
             for name, v in result.get("variants", {}).items():
                 peak = f", {100 * v['share_of_peak']:.1f}% of the bf16 peak" if v["share_of_peak"] else ""
                 print(f"  {name:16s} {v['images_per_s']:8.2f} images/s  {v['speedup']:5.2f}x  {v['tflops']:7.2f} TFLOP/s{peak}")
+        if args.e2e:
+            e2e = bench.bench_e2e(args.train_path, result["image_size"], result["batch_size"], args.steps or 3,
+                                  args.device, compile_=args.compile, arch=args.arch)
+            result["e2e"] = {**e2e, "ratio": e2e["images_per_s"] / result["images_per_s"]}
+            print(f"end to end (`stylemirror train` on {args.train_path or 'generated 640x480 JPEGs'}): "
+                  f"{e2e['images_per_s']:.3f} images/s, {100 * result['e2e']['ratio']:.0f}% of the step alone; "
+                  f"two epochs of COCO train2014 at this rate: {e2e['coco_two_epochs_minutes']:.1f} minutes")
     elif args.what == "stylize":
         w, h = args.size or (640, 480)
         result = bench.bench_stylize(w, h, args.device, arch=args.arch)
@@ -132,18 +217,40 @@ def cmd_bench(args):
               f"max difference {result['max_level_difference']} level(s) ({result['device']}, {result['machine']})")
     elif args.what == "mirror":
         w, h = args.size or (320, 240)
-        model = args.model or str(SHARED / "ml5-models" / "wave")
+        model = args.model[0] if args.model else str(SHARED / "ml5-models" / "wave")
         result = bench.bench_mirror(model, w, h, frames=args.steps or 10)
         print(f"mirror page {result['size']}: {result['fps']:.3f} fps ({result['backend']}); ml5.js 0.12.2: "
               f"{result['ml5_fps']:.4f} fps ({result['ml5_backend']}): {result['speedup']:.1f}x; "
               f"lite network {result['lite_fps']:.2f} fps ({result['lite_vs_standard']:.1f}x the standard one; "
               f"ml5.js cannot run it) ({result['machine']}, headless Chromium)")
+    elif args.what == "flicker":
+        result = bench_flicker(args.model)
     else:
         result = bench.bench_data(args.train_path, args.image_size or 256, args.batch_size or 4)
         print(f"data: {result['images_per_s']:.1f} images/s; naive decode+resize {result['reference_images_per_s']:.1f} "
               f"images/s: {result['speedup']:.2f}x ({result['pictures']} pictures, {result['machine']})")
     if args.json:
         print(json.dumps(result))
+
+
+def bench_flicker(models):
+    """Flicker of each model (default: ml5's published styles in the shared folder); the
+    figures of the first on the JSON's top level."""
+    from . import formats, stylize
+    from .bench.flicker import CLIP_FRAMES, FRAME_SIZE, bench_flicker
+
+    if not models:
+        models = [str(p) for p in sorted((SHARED / "ml5-models").glob("*")) if (p / "manifest.json").exists()]
+        if not models:
+            raise UserError("bench flicker: no models given (--model M, several times for several)")
+    stylizers = {Path(m).stem if Path(m).suffix else Path(m).name: stylize.Stylizer(formats.load_model(m)) for m in models}
+    results = bench_flicker(stylizers)
+    w, h = FRAME_SIZE
+    print(f"flicker: stylized change / input change between frames, {CLIP_FRAMES}-frame clips at {w}x{h} "
+          "(1: the output moves as much as the input; lower is steadier)")
+    for name, r in results.items():
+        print(f"  {name:24s} overall {r['flicker']:6.2f}   still {r['still']:6.2f}   pan {r['pan']:6.2f}   zoom {r['zoom']:6.2f}")
+    return {**next(iter(results.values())), "models": results}
 
 
 class Parser(argparse.ArgumentParser):
@@ -154,24 +261,34 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="stylemirror", description="Train, export and run fast neural style transfer.")
+    parser.add_argument("--version", action="version", version=f"stylemirror {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     model_help = "an ml5 model folder, a .safetensors file, or a published style name (see `stylemirror models`)"
 
     p = sub.add_parser("stylize", help="stylize pictures, folders of pictures and videos")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="pictures, videos or folders")
     p.add_argument("--model", required=True, help=model_help)
-    p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (one input; an existing folder: the output goes inside it) or folder "
+                        "(outside the inputs). A file of the same kind and name is replaced, as cp does")
     p.add_argument("--max-size", type=positive_int, help="downscale so the longer side is at most N pixels")
     p.add_argument("--preserve-colors", action="store_true", help="keep the original colours, style only the luminance")
     p.add_argument("--strength", type=unit_float, default=1.0, help="0..1: blend with the original (default 1)")
     p.add_argument("--batch-size", type=positive_int, default=4, help="frames per batch for folders and videos")
+    p.add_argument("--edge-pad", type=non_negative_int, default=Options.edge_pad, metavar="PIXELS",
+                   help=f"mirror the picture this far past its edges before stylizing, so no coloured frame "
+                        f"is painted along them (default {Options.edge_pad}; 0: off, as ml5.js does)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     p.set_defaults(func=cmd_stylize)
 
     p = sub.add_parser("export", help="write a model in another format")
     p.add_argument("model", metavar="MODEL", help=model_help)
     p.add_argument("--format", required=True, choices=["ml5", "onnx", "safetensors"])
-    p.add_argument("-o", "--output", required=True, help="output folder (ml5) or file")
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder (ml5) or file. An existing one is replaced only where it is a previous "
+                        "export of the same format (an ml5 folder, a .onnx or .safetensors file); "
+                        "anything else is refused, to keep your files")
+    p.add_argument("--force", action="store_true", help="replace whatever is at -o (its files are deleted)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="train a style network (the flags of fast-style-transfer's style.py)")
@@ -197,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--content-layer", default=loss_layers()[1], help="VGG19 layer for the content loss (default relu4_2)")
     p.add_argument("--arch", choices=list(ARCHITECTURES), default="standard",
                    help="standard (Johnson's; runs in ml5.js too) or lite (~4.8x fewer FLOPs, for weak devices)")
+    p.add_argument("--decoder", choices=list(DECODERS), default="resize",
+                   help="upsampling: resize (nearest 2x + 3x3 conv: no checkerboard grid; ml5.js runs it as a 4x4 "
+                        "transposed conv) or deconv3 (ml5's published models' 3x3 transposed conv, which paints a grid)")
+    p.add_argument("--stability-weight", type=non_negative_float, default=0.0,
+                   help="train against flicker: the stylized change between a picture and a slightly moved, noisier "
+                        "copy should match the change of the picture (0, the default: off; `stylemirror bench flicker`)")
+    p.add_argument("--crop-zoom", type=zoom_factor, default=2.0,
+                   help="train on random square crops of 1/1 to 1/Z of each picture's shorter side (default 2; "
+                        "1: the centre square only)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto")
     p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
@@ -212,32 +338,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mirror", help="the live webcam style mirror, in your browser")
     p.add_argument("--models", nargs="*", metavar="DIR", help="more folders with models (ml5 folders or training --model-dirs)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.set_defaults(func=cmd_mirror)
 
     p = sub.add_parser("bench", help="measure speed (beside a plain reference) or training quality")
-    p.add_argument("what", choices=["train", "stylize", "data", "quality", "mirror"])
-    p.add_argument("--model", help="mirror: an ml5 model folder (default ../shared/ml5-models/wave)")
+    p.add_argument("what", choices=["train", "stylize", "data", "quality", "mirror", "flicker"])
+    p.add_argument("--model", action="append", help="mirror: an ml5 model folder (default ../shared/ml5-models/wave); "
+                                                    "flicker: a model, several times for several (default: ml5's published ones)")
     p.add_argument("--arch", choices=list(ARCHITECTURES), default="standard", help="train/stylize/quality: the network")
     p.add_argument("--image-size", type=positive_int, help="train/data: crop size (256); quality: 128")
     p.add_argument("--batch-size", type=positive_int, help="default 4")
     p.add_argument("--steps", type=positive_int, help="train: timed steps (3); quality: training steps (1200)")
     p.add_argument("--size", type=frame_size, help="stylize: frame size WxH (640x480); mirror: 320x240")
     p.add_argument("--device", default="auto")
-    p.add_argument("--train-path", help="data: a folder of pictures (default: generated 640x480 JPEGs)")
+    p.add_argument("--train-path", help="data, train --e2e: a folder of pictures (default: generated 640x480 JPEGs)")
     p.add_argument("--style", default=str(SHARED / "images" / "udnie.jpg"), help="quality: style picture")
     p.add_argument("--photo", default=str(SHARED / "images" / "amber.jpg"), help="quality: held-out photo")
     p.add_argument("--vgg-path", default=str(SHARED / "vgg19" / "imagenet-vgg19-conv1_1-conv3_4.mat"),
                    help="quality: VGG19 weights with conv1_1..conv3_1")
     p.add_argument("--out", default="bench/quality", help="quality: where the figures and picture go")
+    p.add_argument("--decoder", choices=list(DECODERS), default="resize", help="quality: the network's upsampling")
+    p.add_argument("--stability-weight", type=non_negative_float, default=0.0, help="quality: train's --stability-weight")
+    p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                   help="quality: also train the plain reference in the same run (default on)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="train: torch.compile the step, as long runs do (default on)")
     p.add_argument("--variants", action="store_true",
                    help="train: also fp32 eager, + channels_last, + bf16, + compile, + CUDA graphs, with FLOP/s")
+    p.add_argument("--e2e", action="store_true",
+                   help="train: also the real `stylemirror train` loop on JPEG files, its images/s against the step's")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("fetch", help="download COCO train2014 or MatConvNet's VGG19 (resumable, checked)",
+                       description="Downloads resume where a cut-off run stopped (NAME.part) and are checked "
+                                   "against the MD5 sums published beside the files (COCO train2014.zip "
+                                   f"{fetch_md5('coco')}; imagenet-vgg-verydeep-19.mat, MatConvNet's beta16 file, "
+                                   f"{fetch_md5('vgg19')}) before they take their name. "
+                                   "STYLEMIRROR_FETCH_URL names a mirror folder holding the same file names.")
+    p.add_argument("what", choices=["coco", "vgg19"])
+    p.add_argument("dir", nargs="?", help="coco: where train2014/ goes (required); vgg19: default the user cache")
+    p.add_argument("--keep-zip", action="store_true", help="coco: keep train2014.zip after unzipping it")
+    p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("models", help="list or pull ml5's published styles")
     p.add_argument("action", nargs="?", choices=["list", "pull"], default="list")
@@ -248,9 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None):
+    from .atomic import Terminated, removing_partial_writes_on_sigterm
+
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with removing_partial_writes_on_sigterm():
+            args.func(args)
     except UserError as e:
         print(f"stylemirror: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -261,6 +408,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("stylemirror: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated as e:
+        print("stylemirror: stopped by SIGTERM; nothing half-written was left", file=sys.stderr)
+        sys.exit(128 + e.args[0])
 
 
 if __name__ == "__main__":

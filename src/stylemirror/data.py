@@ -1,4 +1,5 @@
-"""Training pictures: found recursively, decoded at reduced size, resized and centre-cropped.
+"""Training pictures: found recursively, decoded at reduced size, cropped (centred, or at
+random windows) and resized.
 
 Decoding is the usual bottleneck on a GPU, so it runs on a pool of threads ahead of the
 training loop, and JPEGs much larger than the crop are decoded at 1/2, 1/4 or 1/8 scale
@@ -35,27 +36,40 @@ def find_images(root) -> list[Path]:
 DRAFT_SLACK = 7 / 8
 
 
-def load_crop(path, size: int) -> np.ndarray:
-    """uint8 (size, size, 3): shorter side resized to `size`, then the centre square."""
+def load_crop(path, size: int, window=(1.0, 0.5, 0.5)) -> np.ndarray:
+    """uint8 (size, size, 3): a square of 1/zoom of the picture's shorter side, its top-left
+    corner at (fx, fy) of the room left on each axis, resized to `size`. window = (zoom, fx,
+    fy); the default is the centre square of the whole shorter side."""
+    zoom, fx, fy = window
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. Pillow's EXIF and palette warnings
         with Image.open(path) as image:
             # JPEG only: decode straight from the DCT at 1/2, 1/4 or 1/8 scale when that is
-            # still (nearly) as large as the crop.
-            image.draft("RGB", (int(size * DRAFT_SLACK),) * 2)
+            # still (nearly) as large as the crop needs.
+            image.draft("RGB", (int(size * zoom * DRAFT_SLACK),) * 2)
             image = image.convert("RGB")
-    # Resize only the centre square (Pillow's `box`): no work spent on pixels cropped away.
+    # Resize only the square (Pillow's `box`): no work spent on pixels cropped away.
     w, h = image.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
+    side = min(w, h) / zoom
+    left, top = fx * (w - side), fy * (h - side)
     image = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side),
                          reducing_gap=2.0)
     return np.asarray(image)
 
 
-def try_load_crop(path, size: int) -> np.ndarray | None:
+def random_windows(rng: np.random.Generator, count: int, max_zoom: float):
+    """`count` crop windows for load_crop: zoom uniform in [1, max_zoom], anywhere in the picture
+    (pytorch/examples-style random crops at scales 1-2x: more distinct crops from the same
+    pictures, which a short run or a small training set needs most). max_zoom 1 is the centre."""
+    if max_zoom <= 1:
+        return [(1.0, 0.5, 0.5)] * count
+    return [(float(z), float(x), float(y)) for z, x, y in
+            zip(rng.uniform(1, max_zoom, count), rng.random(count), rng.random(count))]
+
+
+def try_load_crop(path, size: int, window=(1.0, 0.5, 0.5)) -> np.ndarray | None:
     try:
-        return load_crop(path, size)
+        return load_crop(path, size, window)
     except Exception:  # any undecodable file: left out of the batch and reported
         return None
 
@@ -95,8 +109,10 @@ class TrainingOrder:
         return max(0, per_rank * (self.epochs - self.start_epoch) - self.skip)
 
 
-def loader(files, size, batch_size, order: TrainingOrder, workers=None, pin_memory=False, prefetch=4):
-    """(uint8 batch, unreadable indices) for each whole batch of `order`. Pictures decode on
+def loader(files, size, batch_size, order: TrainingOrder, workers=None, pin_memory=False, prefetch=4,
+           max_zoom=1.0, rng=None):
+    """(uint8 batch, unreadable indices) for each whole batch of `order`, each picture cropped
+    at a random window (random_windows with `rng`) where max_zoom > 1. Pictures decode on
     `workers` threads, `prefetch` batches ahead: Pillow lets go of the GIL while it decodes and
     resizes, so threads run in parallel without the start-up, pickling and shared memory of
     worker processes (1.2x faster than those here, `bench data`), and Ctrl-C reaches only the
@@ -104,6 +120,8 @@ def loader(files, size, batch_size, order: TrainingOrder, workers=None, pin_memo
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
     indices = list(order)
     batches = [indices[i:i + batch_size] for i in range(0, len(indices) - batch_size + 1, batch_size)]
+    rng = rng if rng is not None else np.random.default_rng(0)
+    windows = iter(random_windows(rng, len(batches) * batch_size, max_zoom))
 
     def finish(batch_indices, crops):
         batch, bad = collate(batch_indices, crops)
@@ -111,7 +129,7 @@ def loader(files, size, batch_size, order: TrainingOrder, workers=None, pin_memo
 
     if workers == 0:
         for batch_indices in batches:
-            yield finish(batch_indices, [try_load_crop(files[i], size) for i in batch_indices])
+            yield finish(batch_indices, [try_load_crop(files[i], size, next(windows)) for i in batch_indices])
         return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="pictures")
     pending = collections.deque()
@@ -122,7 +140,8 @@ def loader(files, size, batch_size, order: TrainingOrder, workers=None, pin_memo
 
     try:
         for batch_indices in batches:
-            pending.append((batch_indices, [pool.submit(try_load_crop, files[i], size) for i in batch_indices]))
+            pending.append((batch_indices, [pool.submit(try_load_crop, files[i], size, next(windows))
+                                            for i in batch_indices]))
             if len(pending) > prefetch:
                 yield oldest()
         while pending:

@@ -5,7 +5,9 @@ names as MODEL into a ready TransformNet.
 ml5's format is a folder with `manifest.json` mapping `Variable`, `Variable_1` ... `Variable_47`
 to `{"filename": ..., "shape": [...]}`, each file raw little-endian float32. Each of the 16 conv
 layers owns three variables in order: conv weight, instance-norm shift, instance-norm scale.
-Conv weights are HWIO `[k, k, in, out]`; transposed convs are `[k, k, out, in]`.
+Conv weights are HWIO `[k, k, in, out]`; transposed convs are `[k, k, out, in]`, 3x3 in ml5's
+published models, 4x4 in ours (grid-free: network.py's "resize" decoder, which ml5.js 0.12.2
+runs as it is: tests/test_ml5_browser.py). Every format stores the decoder as a transposed conv.
 """
 
 import json
@@ -18,11 +20,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import atomic, registry
+from . import atomic
 from .errors import UserError
 from .network import ConvLayer, InferenceNet, TransformNet, UpsampleLayer
 
 SAFETENSORS_FORMAT = "stylemirror-transformnet-v1"
+
+
+ML5_UP1 = 39  # the index of the first transposed conv's weight among ml5's variables
 
 
 def ml5_variable_name(i: int) -> str:
@@ -63,7 +68,10 @@ def read_ml5(folder) -> TransformNet:
     if not isinstance(manifest, dict):
         raise UserError(f"{manifest_path}: expected a JSON object mapping variable names to files")
 
-    net = TransformNet()
+    # The decoder's kernel size tells ml5's 3x3 transposed convs from our 4x4 ones.
+    up1 = manifest.get(ml5_variable_name(ML5_UP1))
+    shape = up1.get("shape") if isinstance(up1, dict) else None
+    net = TransformNet(decoder="deconv4" if isinstance(shape, list) and shape[:1] == [4] else "deconv3")
     expected = net.state_dict()
     state = {}
     for i, key in enumerate(ml5_layout(net)):
@@ -96,6 +104,7 @@ def write_ml5(net: TransformNet, folder):
     if net.arch != "standard":
         raise UserError(f"{folder}: ml5.js runs only the standard network, and this one is {net.arch} "
                         "(its decoder widths are fixed in ml5's code); export safetensors for the mirror, or ONNX")
+    net = net.transposed()
     state = net.state_dict()
     with atomic.atomic_dir(folder) as tmp:
         manifest = {}
@@ -108,9 +117,10 @@ def write_ml5(net: TransformNet, folder):
 
 
 def save_safetensors(net: TransformNet, path, metadata: dict | None = None):
+    net = net.transposed()
     state = {k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}
     meta = {"format": SAFETENSORS_FORMAT, "arch": net.arch, "widths": ",".join(map(str, net.widths)),
-            "blocks": str(net.blocks), **{k: str(v) for k, v in (metadata or {}).items()}}
+            "blocks": str(net.blocks), "decoder": net.decoder, **{k: str(v) for k, v in (metadata or {}).items()}}
     with atomic.atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
 
@@ -150,7 +160,9 @@ def read_tensors(path) -> dict:
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # both libraries raise several types for damaged or hostile files
-        raise UserError(f"{path}: refused: not a plain tensor file ({str(e).splitlines()[0]})") from None
+        # The libraries' own words (often empty, or a bare number) mean nothing to a user.
+        raise UserError(f"{path}: refused: not a plain tensor file (damaged, cut short, another kind of file, "
+                        "or a pickle that would run code); write or download the file again") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path}: expected a state dict of tensors")
     return state
@@ -161,12 +173,15 @@ def net_for(state: dict) -> TransformNet:
     standard one where they describe none: loading then names what is wrong)."""
     try:
         widths = tuple(state[f"conv{i}.conv.weight"].shape[0] for i in (1, 2, 3))
+        up1 = state["up1.conv.weight"].shape
     except (KeyError, IndexError):
         return TransformNet()
     blocks = 0
     while f"res.{blocks}.conv1.conv.weight" in state:
         blocks += 1
-    return TransformNet(widths, blocks)
+    # Transposed convs hold [in, out, k, k], the resize decoder's conv [out, in, 3, 3].
+    decoder = "deconv4" if up1[-1] == 4 else "resize" if up1[0] == widths[1] != widths[2] else "deconv3"
+    return TransformNet(widths, blocks, decoder)
 
 
 def read_weights(path) -> TransformNet:
@@ -213,12 +228,14 @@ def load_model(spec) -> TransformNet:
             net = read_ml5(path.parent)
         else:
             raise UserError(f"{path}: unknown model file (expected an ml5 folder, .safetensors or .pt)")
-    elif str(spec) in registry.PUBLISHED:
-        cached = registry.model_dir(str(spec))
+    else:
+        # Here only: registry builds on this module (it reads what it downloads with read_ml5).
+        from .registry import PUBLISHED, model_dir
+
+        if str(spec) not in PUBLISHED:
+            raise UserError(f"{spec}: no such model file or folder, and not a published style ({', '.join(PUBLISHED)})")
+        cached = model_dir(str(spec))
         if not (cached / "manifest.json").exists():
             raise UserError(f"model '{spec}' is not downloaded yet: run `stylemirror models pull {spec}`")
         net = read_ml5(cached)
-    else:
-        raise UserError(f"{spec}: no such model file or folder, and not a published style "
-                        f"({', '.join(registry.PUBLISHED)})")
     return net.eval()

@@ -208,3 +208,29 @@ class PerceptualLoss(nn.Module):
                   "tv": self.tv_weight * tv_loss}
         losses["total"] = losses["content"] + losses["style"] + losses["tv"]
         return losses
+
+
+# Sensor-like noise and a small movement: what separates two frames of a still or slowly
+# moving camera (bench flicker's clips), made from one training picture.
+STABILITY_NOISE = 3.0  # levels
+STABILITY_SHIFT = 2  # pixels, at most, each axis
+
+
+def stability_loss(model, x, y, generator=None):
+    """The frame-difference loss of Xu, Xiong & Hu (2021, arXiv 2102.05822) on a synthetic next
+    frame: x2 is x moved by a random shift of up to STABILITY_SHIFT pixels plus fresh noise;
+    the stylized change model(x2) - shift(y) should equal the input change x2 - shift(x).
+    Mean squared error in levels over the overlap, so noise resilience (the noise part) and
+    movement (the shift) are both trained, and no video data is needed."""
+    n, _, h, w = x.shape
+    dy, dx = (int(v) for v in torch.randint(-STABILITY_SHIFT, STABILITY_SHIFT + 1, (2,), generator=generator))
+    moved = torch.roll(x, (dy, dx), dims=(2, 3))
+    noise = torch.randn(moved.shape, generator=generator).to(x) * STABILITY_NOISE
+    x2 = (moved + noise).clamp(0, 255)
+    y2 = model(x2)
+    # Rows and columns that torch.roll wrapped around are not a movement: leave them out.
+    rows = slice(max(dy, 0), h + min(dy, 0))
+    cols = slice(max(dx, 0), w + min(dx, 0))
+    change_out = y2[..., rows, cols] - torch.roll(y, (dy, dx), dims=(2, 3))[..., rows, cols]
+    change_in = x2[..., rows, cols] - moved[..., rows, cols]
+    return F.mse_loss(change_out.float(), change_in.float())

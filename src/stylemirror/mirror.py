@@ -9,14 +9,21 @@ the next page load."""
 
 import json
 import re
+import sys
 import threading
 import webbrowser
+from importlib import resources
 from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError, safe_open
 
 from . import formats, registry, server
 from .errors import UserError
 
-WEB = Path(__file__).resolve().parents[2] / "web"
+# The page is package data: src/stylemirror/web links to web/ in a checkout (and an editable
+# install); a wheel holds copies of the files it needs (pyproject.toml's package-data).
+WEB = Path(resources.files(__package__) / "web")
 NEEDED = ("index.html", "vendor/ml5.min.js", "node_modules/@tensorflow/tfjs/dist/tf.min.js")
 
 
@@ -24,16 +31,8 @@ def model_candidates(folder: Path):
     """(name, model) pairs in one folder: its own model, loose .safetensors files, and the
     models of its sub-folders. A training --model-dir's safetensors file is preferred to its
     ml5/ copy (one request instead of 49)."""
-    def in_dir(d: Path):
-        if formats.stylemirror_metadata(d / "model.safetensors"):
-            return d / "model.safetensors"
-        for manifest in (d / "manifest.json", d / "ml5" / "manifest.json"):
-            if manifest.is_file():
-                return manifest.parent
-        return None
-
     for d in [folder] + sorted(p for p in folder.iterdir() if p.is_dir()):
-        if (model := in_dir(d)) is not None:
+        if (model := registry.model_in_folder(d)) is not None:
             yield d.name, model
     for f in sorted(folder.glob("*.safetensors")):
         if f.name != "model.safetensors" and formats.stylemirror_metadata(f):
@@ -61,6 +60,9 @@ def find_models(folders) -> dict[str, Path]:
 
 
 def model_folders(extra) -> list[Path]:
+    for folder in extra or []:
+        if not Path(folder).is_dir():
+            raise UserError(f"--models {folder}: no such folder (give folders that hold models)")
     return [Path(p) for p in extra or []] + [registry.cache_dir() / "models", Path.cwd() / "models"]
 
 
@@ -68,10 +70,54 @@ def model_size(model: Path) -> int:
     return model.stat().st_size if model.is_file() else sum(p.stat().st_size for p in model.iterdir() if p.is_file())
 
 
+def nonfinite_weights(model: Path) -> str | None:
+    """The first variable of a model that holds NaN or infinity (a diverged training: it would
+    paint black), else None. Other damage (missing or short files ...) the page reports itself
+    when it loads the model."""
+    try:
+        if model.is_file():
+            with safe_open(str(model), framework="numpy") as f:
+                for key in f.keys():
+                    if not np.isfinite(f.get_tensor(key)).all():
+                        return key
+            return None
+        manifest = json.loads((model / "manifest.json").read_text())
+        for name, entry in manifest.items():
+            path = model / entry["filename"]
+            if path.resolve().parent == model.resolve() and not np.isfinite(np.fromfile(path, "<f4")).all():
+                return name
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, SafetensorError):
+        pass
+    return None
+
+
+def signature(model: Path) -> tuple:
+    """Changes whenever the model's files do (name, size, modification time)."""
+    files = [model] if model.is_file() else sorted(p for p in model.iterdir() if p.is_file())
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
 class Mirror:
     def __init__(self, folders, web=WEB):
         self.folders, self.web = folders, Path(web)
         self.mounts = {"/": self.web}
+        self.checked: dict[Path, tuple] = {}  # model -> (signature, problem or None)
+
+    def problem(self, model: Path) -> str | None:
+        """Why `stylize` would refuse this model for its weights (NaN ...), else None.
+        Checked again only when the files change."""
+        try:
+            sig = signature(model)
+        except OSError:
+            return None  # gone meanwhile: the page says so if it is asked for
+        if self.checked.get(model, (None,))[0] != sig:
+            problem = None
+            if (variable := nonfinite_weights(model)) is not None:
+                problem = (f"{model}: {variable} holds NaN or infinite values (a diverged training?); "
+                           "retrain it, with a lower --learning-rate")
+                print(f"stylemirror: not listing a model: {problem}", file=sys.stderr, flush=True)
+            self.checked[model] = (sig, problem)
+        return self.checked[model][1]
 
     def index(self):
         """Rescan the model folders; remount them; describe them for the page."""
@@ -80,6 +126,8 @@ class Mirror:
             del self.mounts[prefix]
         entries = []
         for name, model in models.items():
+            if self.problem(model):
+                continue
             if model.is_file():
                 url, fmt, arch = f"models/{name}.safetensors", "safetensors", formats.stylemirror_metadata(model)["arch"]
             else:
@@ -91,7 +139,8 @@ class Mirror:
     def serve(self, host="127.0.0.1", port=8000):
         missing = [f for f in NEEDED if not (self.web / f).is_file()]
         if missing:
-            raise UserError(f"{self.web}: the page's files are missing ({', '.join(missing)}); run `make setup`")
+            raise UserError(f"{self.web}: the page's files are missing ({', '.join(missing)}); run `make setup` "
+                            "(and build wheels after it: `make wheel`)")
         self.index()
         try:
             srv = server.serve(self.mounts, host, port, routes={"/models/index.json": self.index})

@@ -4,12 +4,24 @@ Input and output are RGB images in 0..255, shape (N, 3, H, W). The layers:
 
     conv 9x9/1 -> 32, conv 3x3/2 -> 64, conv 3x3/2 -> 128   (each + instance norm + ReLU)
     5 residual blocks: x + IN(conv(ReLU(IN(conv(x)))))      at 128 channels
-    conv-transpose 3x3/2 -> 64, -> 32                        (each + instance norm + ReLU)
+    2x upsampling -> 64, -> 32                               (each + instance norm + ReLU)
     conv 9x9/1 -> 3 + instance norm, then clip(150 * tanh(y) + 127.5, 0, 255)
 
 Instance norm (Ulyanov et al.) uses population variance and eps = 1e-3, with a learned
 per-channel scale and shift. Convolutions have no bias (instance norm would cancel it) and
 follow TensorFlow's 'same' padding, which ml5's models were trained with.
+
+The upsampling ("decoder") comes in three forms, all of which ml5.js 0.12.2 runs as a stride-2
+`conv2dTranspose` (it takes each kernel's shape from the model's manifest):
+- "deconv3": a 3x3 transposed conv, ml5's published models. Its kernel does not divide by
+  its stride, so output pixels get 1, 2 or 4 taps by their phase: a periodic grid that grows
+  as the model trains (Odena, Dumoulin & Olah, "Deconvolution and Checkerboard Artifacts", 2016).
+- "resize": nearest-neighbour 2x upsampling then a 3x3 conv, the cure that paper proposes
+  (and pytorch/examples' decoder); what `stylemirror train` trains. It *is* a 4x4 stride-2
+  transposed conv whose kernel is a fixed linear function of the 3x3 one (`resize_kernel`), so
+  it runs as one at a quarter of the resize's cost and exports to ml5 as one.
+- "deconv4": a free 4x4 transposed conv (padding 1), how "resize" is stored in every exported
+  format; every output pixel gets 2x2 taps.
 """
 
 import torch
@@ -25,15 +37,34 @@ ARCHITECTURES = {
     "standard": {"widths": (32, 64, 128), "blocks": 5},
     "lite": {"widths": (16, 32, 64), "blocks": 3},
 }
+DECODERS = ("resize", "deconv4", "deconv3")  # see the module's docstring
+
+# A 3x3 conv after nearest 2x upsampling, as a 4x4 stride-2 transposed conv (padding 1): along
+# each axis, output 2m takes w0 from input m-1 and w1+w2 from m; output 2m+1 takes w0+w1 from m
+# and w2 from m+1. RESIZE_TAPS[t] lists the 3x3 taps that sum into 4x4 tap t.
+RESIZE_TAPS = torch.tensor([[0., 0., 1.], [0., 1., 1.], [1., 1., 0.], [1., 0., 0.]])
+
+
+def resize_kernel(weight):
+    """Conv2d weight [out, in, 3, 3] of the resize decoder -> the ConvTranspose2d weight
+    [in, out, 4, 4] of the same function."""
+    m = RESIZE_TAPS.to(weight)
+    return torch.einsum("ab,oibc,dc->ioad", m, weight, m)
 
 
 class InstanceNorm(nn.Module):
+    # Tiled stylizing (tiling.py) sets this, on an instance, to a function (norm, x) -> output
+    # that normalises a tile with the whole picture's statistics instead of the tile's own.
+    tiled = None
+
     def __init__(self, channels: int):
         super().__init__()
         self.scale = nn.Parameter(torch.ones(channels))
         self.shift = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x):
+        if self.tiled is not None:
+            return self.tiled(self, x)
         if x.shape[-1] * x.shape[-2] == 1:
             # A single pixel is its own mean, so the result is the shift (ml5 gives the same);
             # F.instance_norm refuses this size.
@@ -68,18 +99,33 @@ class ConvLayer(nn.Module):
 
 
 class UpsampleLayer(nn.Module):
-    """Conv-transpose 3x3/2 (TF 'same': output exactly twice the input) + IN + ReLU."""
+    """2x upsampling (output exactly twice the input, TF 'same') + IN + ReLU, in one of the
+    forms of DECODERS. The weight lives in `conv.weight`: ConvTranspose2d's [in, out, k, k]
+    for the transposed convs, Conv2d's [out, in, 3, 3] for "resize"."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, decoder: str = "resize"):
         super().__init__()
-        self.conv = nn.ConvTranspose2d(cin, cout, 3, 2, bias=False)
+        self.decoder = decoder
+        if decoder == "resize":
+            self.conv = nn.Conv2d(cin, cout, 3, bias=False)  # pytorch/examples' init and shape
+        else:
+            kernel = {"deconv3": 3, "deconv4": 4}[decoder]
+            self.conv = nn.ConvTranspose2d(cin, cout, kernel, 2, padding=kernel - 3, bias=False)
         self.norm = InstanceNorm(cout)
+
+    def transposed_weight(self):
+        """The [in, out, k, k] kernel of the stride-2 transposed conv this layer computes."""
+        w = self.conv.weight
+        return resize_kernel(w) if self.decoder == "resize" else w
 
     def forward(self, x):
         h, w = x.shape[-2:]
-        # Without padding the transposed conv gives 2n+1; TF's version (the adjoint of a
-        # stride-2 conv padded only at the bottom/right) is its first 2n rows and columns.
-        x = self.conv(x)[..., : 2 * h, : 2 * w]
+        if self.decoder == "deconv3":
+            # Without padding it gives 2n+1; TF's version (the adjoint of a stride-2 conv padded
+            # only at the bottom/right) is its first 2n rows and columns.
+            x = self.conv(x)[..., : 2 * h, : 2 * w]
+        else:
+            x = F.conv_transpose2d(x, self.transposed_weight(), stride=2, padding=1)
         return F.relu(self.norm(x))
 
 
@@ -94,12 +140,12 @@ class ResidualBlock(nn.Module):
 
 
 class TransformNet(nn.Module):
-    """Feed-forward style network. `widths` and `blocks` describe the architecture; the
-    defaults are ml5's (Johnson's) network, the only one ml5.js can run."""
+    """Feed-forward style network. `widths` and `blocks` describe the architecture (the
+    defaults are ml5's, Johnson's: the only widths ml5.js can run), `decoder` its upsampling."""
 
     @classmethod
-    def named(cls, arch: str) -> "TransformNet":
-        return cls(**ARCHITECTURES[arch])
+    def named(cls, arch: str, decoder: str = "resize") -> "TransformNet":
+        return cls(**ARCHITECTURES[arch], decoder=decoder)
 
     @property
     def arch(self) -> str:
@@ -107,17 +153,31 @@ class TransformNet(nn.Module):
         mine = {"widths": self.widths, "blocks": self.blocks}
         return next((name for name, spec in ARCHITECTURES.items() if spec == mine), "custom")
 
-    def __init__(self, widths=(32, 64, 128), blocks: int = 5):
+    def __init__(self, widths=(32, 64, 128), blocks: int = 5, decoder: str = "resize"):
         super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder {decoder!r}: use one of {DECODERS}")
         c1, c2, c3 = widths
-        self.widths, self.blocks = tuple(widths), blocks
+        self.widths, self.blocks, self.decoder = tuple(widths), blocks, decoder
         self.conv1 = ConvLayer(3, c1, 9)
         self.conv2 = ConvLayer(c1, c2, 3, stride=2)
         self.conv3 = ConvLayer(c2, c3, 3, stride=2)
         self.res = nn.Sequential(*(ResidualBlock(c3) for _ in range(blocks)))
-        self.up1 = UpsampleLayer(c3, c2)
-        self.up2 = UpsampleLayer(c2, c1)
+        self.up1 = UpsampleLayer(c3, c2, decoder)
+        self.up2 = UpsampleLayer(c2, c1, decoder)
         self.conv4 = ConvLayer(c1, 3, 9, relu=False)
+
+    def transposed(self) -> "TransformNet":
+        """The same function with its decoder as a plain transposed conv ("resize" becomes
+        "deconv4"): what every file format stores."""
+        if self.decoder != "resize":
+            return self
+        net = TransformNet(self.widths, self.blocks, "deconv4").to(next(self.parameters()).device)
+        state = self.state_dict()
+        for name in ("up1", "up2"):
+            state[f"{name}.conv.weight"] = getattr(self, name).transposed_weight().detach()
+        net.load_state_dict(state)
+        return net.train(self.training)
 
     def forward(self, x):
         h, w = x.shape[-2:]
@@ -134,32 +194,48 @@ class TransformNet(nn.Module):
 # --- The same function, rearranged for inference on CPUs -------------------------------
 # The decoder can work on images held as their 2x2 phases (pixel_unshuffle's layout: an
 # HxW image of c channels as an (H/2)x(W/2) grid of 4c channels). There:
-# - a 3x3 stride-2 transposed conv is a 2x2 conv over its input padded by one row/column at
-#   the top/left, whose 4 * out channels are the output's phases: output row 2m takes kernel
-#   row 0 from input row m and kernel row 2 from row m - 1; row 2m + 1 takes kernel row 1
-#   from row m (columns alike);
+# - a stride-2 transposed conv is one 2x2 conv whose 4 * out channels are the output's phases.
+#   3x3 ("deconv3"): over its input padded by one row/column at the top/left; output row 2m
+#   takes kernel row 0 from input row m and kernel row 2 from row m - 1, row 2m + 1 takes
+#   kernel row 1 from row m. 4x4 with padding 1 ("deconv4"): over its input padded by one on
+#   every side, giving (H+1)x(W+1) positions; phase r of output row m is position m + r, which
+#   takes kernel rows 3 - r and 1 - r from input rows m - 1 + r and m + r (columns alike);
 # - the last 9x9 conv to 3 channels is a 5x5 conv from its input's phases to its output's
 #   (12 channels, which conv kernels use far better than 3).
 # ONNX Runtime runs this form about 1.2x faster (`stylemirror bench stylize`); web/stylenet.js
 # does the same in TensorFlow.js.
 
-# TAPS[phase][offset]: the kernel row that an output row of that phase takes from input row
-# m - 1 + offset (-1: none).
-TAPS = ((2, 0), (-1, 1))
+# PHASE_TAPS[kernel][phase][offset]: the kernel row that an output row of that phase takes at
+# offset 0 or 1 of the 2x2 conv (-1: none).
+PHASE_TAPS = {3: ((2, 0), (-1, 1)), 4: ((3, 1), (2, 0))}
 
 
 def upsampling_kernel(weight):
-    """ConvTranspose2d weight [in, out, 3, 3] -> the 2x2 phase conv's [4 * out, in, 2, 2]."""
-    cin, cout = weight.shape[:2]
+    """ConvTranspose2d weight [in, out, k, k] (k = 3 or 4) -> the 2x2 phase conv's
+    [4 * out, in, 2, 2]."""
+    cin, cout, k = weight.shape[:3]
+    taps = PHASE_TAPS[k]
     kernel = weight.new_zeros(cout, 4, cin, 2, 2)
     for ry in range(2):
         for rx in range(2):
             for a in range(2):
                 for b in range(2):
-                    ky, kx = TAPS[ry][a], TAPS[rx][b]
+                    ky, kx = taps[ry][a], taps[rx][b]
                     if ky >= 0 and kx >= 0:
                         kernel[:, 2 * ry + rx, :, a, b] = weight[:, :, ky, kx].t()
     return kernel.reshape(4 * cout, cin, 2, 2)
+
+
+def upsample_phases(x, kernel, size: int):
+    """The 2x2 phase conv of a `size`x`size` transposed conv: (N, in, h, w) -> its output's
+    phases (N, 4 * out, h, w)."""
+    if size == 3:
+        return F.conv2d(F.pad(x, (1, 0, 1, 0)), kernel)
+    n, _, h, w = x.shape
+    y = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel)  # (h + 1) x (w + 1) positions
+    # Channel 4 * o + phase, as pixel_shuffle reads it.
+    phases = [y[:, 2 * ry + rx::4, ry:ry + h, rx:rx + w] for ry in range(2) for rx in range(2)]
+    return torch.stack(phases, 2).reshape(n, -1, h, w)
 
 
 def phase_kernel(weight):
@@ -192,6 +268,8 @@ class InferenceNet(nn.Module):
 
     def __init__(self, net: TransformNet):
         super().__init__()
+        net = net.transposed()
+        self.size = net.up1.conv.weight.shape[-1]
         self.encoder = nn.Sequential(net.conv1, net.conv2, net.conv3, net.res)
         self.norms = nn.ModuleList([net.up1.norm, net.up2.norm, net.conv4.norm])
         self.up1 = nn.Parameter(upsampling_kernel(net.up1.conv.weight.detach()), requires_grad=False)
@@ -199,7 +277,7 @@ class InferenceNet(nn.Module):
         self.last = nn.Parameter(phase_kernel(net.conv4.conv.weight.detach()), requires_grad=False)
 
     def up(self, x, kernel, norm):
-        return F.relu(phase_norm(F.conv2d(F.pad(x, (1, 0, 1, 0)), kernel), norm))
+        return F.relu(phase_norm(upsample_phases(x, kernel, self.size), norm))
 
     def forward(self, x):
         h, w = x.shape[-2:]

@@ -68,3 +68,39 @@ def pull(name: str, force: bool = False) -> Path:
 
 def pulled() -> list[str]:
     return [name for name in PUBLISHED if (model_dir(name) / "manifest.json").exists()]
+
+
+def model_in_folder(folder: Path) -> Path | None:
+    """The model a folder holds: a training --model-dir's `model.safetensors` (preferred to
+    its ml5/ copy: one file instead of 49, any architecture), or an ml5 folder (the folder
+    itself or its ml5/)."""
+    from .formats import stylemirror_metadata
+
+    if stylemirror_metadata(folder / "model.safetensors"):
+        return folder / "model.safetensors"
+    for manifest in (folder / "manifest.json", folder / "ml5" / "manifest.json"):
+        if manifest.is_file():
+            return manifest.parent
+    return None
+
+
+def open_model(spec):
+    """MODEL as users name it (see formats.load_model; also a training --model-dir), loaded
+    and checked: weights that hold NaN or infinity (a diverged training) are refused, as they
+    would only paint black."""
+    import torch
+
+    from .formats import load_model
+
+    path = Path(spec)
+    if path.suffix.lower() == ".onnx":
+        raise UserError(f"{spec}: ONNX is an export format only; stylemirror reads models from ml5 folders, "
+                        ".safetensors and .pt files (a training --model-dir holds model.safetensors beside model.onnx)")
+    if path.is_dir():
+        path = model_in_folder(path) or path
+    net = load_model(path if path.exists() else spec)
+    for name, value in net.state_dict().items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise UserError(f"{path}: {name} holds NaN or infinite values (a diverged training?); "
+                            "it cannot stylize: retrain it, with a lower --learning-rate")
+    return net

@@ -16,7 +16,15 @@ mimetypes.add_type("text/javascript", ".mjs")
 
 
 def resolve(mounts: dict[str, Path], url_path: str) -> Path | None:
-    """The file a URL path names, or None when it is outside every mount."""
+    """The file a URL path names, or None when it is outside every mount or the system
+    cannot look it up (a name too long, ...)."""
+    try:
+        return _resolve(mounts, url_path)
+    except (OSError, ValueError):
+        return None
+
+
+def _resolve(mounts: dict[str, Path], url_path: str) -> Path | None:
     path = urllib.parse.unquote(urllib.parse.urlsplit(url_path).path)
     if "\\" in path or "\0" in path:
         return None

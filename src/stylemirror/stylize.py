@@ -1,15 +1,17 @@
 """Stylize pictures, folders of pictures and videos with a TransformNet."""
 
 import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from . import atomic
+from . import atomic, tiling
 from .errors import UserError
 
 PICTURE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -24,6 +26,13 @@ class Options:
     preserve_colors: bool = False
     strength: float = 1.0
     batch_size: int = 4
+    # Pixels of reflected picture around the input, cropped off the output: the network's
+    # zero-padded convolutions then paint their frame on the reflection, not on the picture
+    # (0: off, as ml5.js runs). bench/README.md measures the sizes.
+    edge_pad: int = 64
+    # Bigger pictures and frames go through the network in tiles (tiling.py), with memory
+    # bounded by the tile's size; untiled, the network holds about 0.4 GB a megapixel.
+    max_pixels: int = 4_000_000
 
 
 class Stylizer:
@@ -39,9 +48,13 @@ class Stylizer:
         self.options = options = options or Options()
         if not 0.0 <= options.strength <= 1.0:
             raise UserError(f"--strength must be between 0 and 1, got {options.strength}")
+        if options.edge_pad < 0:
+            raise UserError(f"--edge-pad must be 0 (off) or a number of pixels, got {options.edge_pad}")
         if engine == "auto":
             engine = "onnxruntime" if self.device.type == "cpu" else "torch"
         self.session = None
+        # On a GPU, fp16 (tensor cores): within a level of fp32 on ml5's published models.
+        self.half = engine == "torch" and self.device.type == "cuda"
         if engine == "onnxruntime":
             import onnxruntime
 
@@ -49,15 +62,26 @@ class Stylizer:
             self.session = onnxruntime.InferenceSession(onnx_bytes(self.net), providers=["CPUExecutionProvider"])
 
     def network(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] * x.shape[-1] > self.options.max_pixels:
+            return tiling.stylize_tiled(self.net, x, min(self.options.max_pixels, tiling.TILE_PIXELS))
         if self.session is None:
-            return self.net(x)
+            with torch.autocast(self.device.type, torch.float16, enabled=self.half):
+                return self.net(x).float()
         return torch.from_numpy(self.session.run(None, {"image": x.numpy()})[0])
+
+    def network_with_edges(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on x reflect-padded by Options.edge_pad, cropped back to x's size."""
+        pad = self.options.edge_pad
+        if pad == 0:
+            return self.network(x)
+        h, w = x.shape[-2:]
+        return self.network(reflect_pad(x, pad))[..., pad:pad + h, pad:pad + w]
 
     @torch.inference_mode()
     def frames(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """Stylize equally sized frames (uint8 HxWx3) as one batch."""
         x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).float().contiguous()
-        y = self.network(x)
+        y = self.network_with_edges(x)
         if self.options.preserve_colors:
             # Keep the original's chroma: add the stylized luma change to every channel.
             luma = LUMA.to(y).view(1, 3, 1, 1)
@@ -112,6 +136,22 @@ class Stylizer:
         return self.pictures([image])[0]
 
 
+def reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, H + 2 pad, W + 2 pad), mirrored at every edge (the edge pixel not
+    repeated). A reflection can add at most size - 1 pixels, so a picture smaller than the pad
+    is reflected again and again (a mirrored tiling); a single row or column is repeated.
+    web/stylenet.js pads the same way."""
+    for axis in (-2, -1):
+        left = pad
+        while left > 0:
+            size = x.shape[axis]
+            step = min(left, size - 1) or left
+            sides = (step, step, 0, 0) if axis == -1 else (0, 0, step, step)
+            x = F.pad(x, sides, mode="reflect" if size > 1 else "replicate")
+            left -= step
+    return x
+
+
 def picture_tensor(image: Image.Image) -> torch.Tensor:
     """A picture as the networks take it: float (1, 3, H, W) RGB in 0..255."""
     return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)[None].float()
@@ -139,8 +179,27 @@ def save_picture(image: Image.Image, dest):
         raise UserError(f"{dest}: cannot write this picture format ({e})") from None
 
 
+def video_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
+    """The output's size: the input's, or within --max-size as pictures are (aspect kept)."""
+    if not max_size or max(width, height) <= max_size:
+        return width, height
+    scale = max_size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def video_encoding(dest, width: int, height: int) -> tuple[str, str]:
+    """(codec, pixel format) for a video of this size. H.264 in 4:2:0 (what every player
+    plays) needs even sizes; rather than lose a row or column, an odd size is encoded 4:4:4,
+    which keeps every pixel but which some players (browsers, QuickTime) do not play. VP9
+    (.webm) keeps odd sizes in 4:2:0."""
+    if Path(dest).suffix.lower() == ".webm":
+        return "libvpx-vp9", "yuv420p"
+    return "libx264", "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+
+
 def stylize_video(stylizer: Stylizer, src, dest):
-    """Stylize every frame, keeping the frame rate and copying the audio track untouched."""
+    """Stylize every frame, keeping the frame rate, the size (or --max-size) and copying the
+    audio track untouched."""
     import av
 
     try:
@@ -154,10 +213,15 @@ def stylize_video(stylizer: Stylizer, src, dest):
         audio = source.streams.audio[0] if source.streams.audio else None
         vin.thread_type = "AUTO"
         with atomic.atomic_path(dest) as tmp, av.open(str(tmp), "w", format=_container(dest)) as sink:
-            codec = "libvpx-vp9" if Path(dest).suffix.lower() == ".webm" else "libx264"
+            width, height = video_size(vin.codec_context.width, vin.codec_context.height, stylizer.options.max_size)
+            codec, pix_fmt = video_encoding(dest, width, height)
+            if pix_fmt == "yuv444p":
+                tqdm.write(f"note: {dest} is {width}x{height}, an odd size, so it is encoded as 4:4:4 H.264 to keep "
+                           "every pixel; some players (browsers, QuickTime) cannot play that: "
+                           f"-o {Path(dest).with_suffix('.webm').name} keeps the size and plays everywhere",
+                           file=sys.stderr)
             vout = sink.add_stream(codec, rate=vin.average_rate or 30)
-            vout.width, vout.height = _even(vin.codec_context.width), _even(vin.codec_context.height)
-            vout.pix_fmt = "yuv420p"
+            vout.width, vout.height, vout.pix_fmt = width, height, pix_fmt
             vout.time_base = vin.time_base
             aout = sink.add_stream_from_template(audio) if audio is not None else None
             total = vin.frames or (int(source.duration * float(vin.average_rate) / 1e6)
@@ -170,7 +234,7 @@ def stylize_video(stylizer: Stylizer, src, dest):
                 outs = stylizer.frames([f for _, f in pending])
                 for (pts, _), out in zip(pending, outs):
                     frame = av.VideoFrame.from_ndarray(out, format="rgb24")
-                    frame = frame.reformat(vout.width, vout.height, "yuv420p")
+                    frame = frame.reformat(format=pix_fmt)
                     frame.pts, frame.time_base = pts, vin.time_base
                     for packet in vout.encode(frame):
                         sink.mux(packet)
@@ -186,7 +250,8 @@ def stylize_video(stylizer: Stylizer, src, dest):
                             sink.mux(packet)
                         continue
                     for frame in packet.decode():
-                        pending.append((frame.pts, frame.to_ndarray(format="rgb24")))
+                        rgb = frame.reformat(width, height, "rgb24", interpolation="AREA")
+                        pending.append((frame.pts, rgb.to_ndarray()))
                         if len(pending) >= stylizer.options.batch_size:
                             flush()
                 flush()
@@ -205,10 +270,6 @@ def _video_errors(src):
         raise UserError(f"{src}: cannot decode the video ({e})") from None
 
 
-def _even(n: int) -> int:
-    return max(2, n - n % 2)  # yuv420p needs even sizes
-
-
 def _container(dest) -> str | None:
     return {".mkv": "matroska", ".m4v": "mp4"}.get(Path(dest).suffix.lower())
 
@@ -223,14 +284,19 @@ def kind_of(path: Path) -> str:
 
 
 def _plan(inputs: list[Path], out: Path):
-    """Pair every input file with its output path. A folder is mirrored into `out`."""
+    """Pair every input file with its output path. A folder is mirrored into `out`; a single
+    file goes to `out`, or into it where `out` is a folder (as `cp` does)."""
     if len(inputs) == 1 and kind_of(inputs[0]) != "folder":
-        return [(inputs[0], out)]
+        return [(inputs[0], out / inputs[0].name if out.is_dir() else out)]
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: several inputs need -o to be a folder")
     pairs = []
     for src in inputs:
         if kind_of(src) == "folder":
+            inside = out.resolve()
+            if inside == src.resolve() or src.resolve() in inside.parents:
+                raise UserError(f"-o {out} is inside the input folder {src}: a rerun would stylize the outputs "
+                                "again and overwrite them; choose an output folder outside it")
             for f in sorted(src.rglob("*")):
                 if f.is_file() and f.suffix.lower() in PICTURE_EXTS | VIDEO_EXTS:
                     pairs.append((f, out / src.name / f.relative_to(src)))
@@ -239,7 +305,24 @@ def _plan(inputs: list[Path], out: Path):
     return pairs
 
 
-def run(stylizer: Stylizer, inputs, out):
+def _check_outputs(pairs):
+    """Every output is of its input's kind, replaces no input and no folder."""
+    sources = {src.resolve() for src, _ in pairs}
+    for src, dest in pairs:
+        if dest.resolve() in sources:
+            raise UserError(f"{dest}: refusing to overwrite the input")
+        kind = kind_of(src)
+        exts = VIDEO_EXTS if kind == "video" else PICTURE_EXTS
+        if dest.suffix.lower() not in exts:
+            raise UserError(f"{dest}: {src} is a {kind}, so the output must be a {kind} file too "
+                            f"({', '.join(sorted(exts))})")
+        atomic.claim_file(dest, {dest.suffix.lower()}, f"a {kind}", hint="choose another -o")
+
+
+def run(stylizer: Stylizer, inputs, out, on_written=None):
+    """Stylize every input; returns the outputs' paths. Of several inputs, an unreadable one
+    stops nothing: the others are written (`on_written(dest)` as each is) and the unreadable
+    ones are listed at the end, in one UserError."""
     inputs, out = [Path(p) for p in inputs], Path(out)
     for src in inputs:
         if not src.exists():
@@ -247,19 +330,37 @@ def run(stylizer: Stylizer, inputs, out):
     pairs = _plan(inputs, out)
     if not pairs:
         raise UserError(f"{', '.join(map(str, inputs))}: no pictures or videos found")
-    for src, dest in pairs:
-        if dest.resolve() == src.resolve():
-            raise UserError(f"{dest}: refusing to overwrite the input")
+    _check_outputs(pairs)
     pictures = [(s, d) for s, d in pairs if kind_of(s) == "picture"]
     videos = [(s, d) for s, d in pairs if kind_of(s) == "video"]
+    unreadable = []
+
+    def readable(read):
+        if len(pairs) == 1:
+            return read()
+        try:
+            return read()
+        except UserError as e:
+            unreadable.append(str(e))
+            return None
+
+    def written(dest):
+        if on_written is not None:
+            on_written(dest)
+
     batch = stylizer.options.batch_size
     with tqdm(total=len(pictures), desc="pictures", unit="picture", disable=len(pictures) < 2) as progress:
         for start in range(0, len(pictures), batch):
-            chunk = pictures[start:start + batch]
-            outs = stylizer.pictures([open_picture(src) for src, _ in chunk])
-            for (_, dest), image in zip(chunk, outs):
-                save_picture(image, dest)
-            progress.update(len(chunk))
+            opened = [(readable(lambda: open_picture(src)), dest) for src, dest in pictures[start:start + batch]]
+            opened = [(image, dest) for image, dest in opened if image is not None]
+            for (_, dest), result in zip(opened, stylizer.pictures([image for image, _ in opened])):
+                save_picture(result, dest)
+                written(dest)
+            progress.update(min(batch, len(pictures) - start))
     for src, dest in videos:
-        stylize_video(stylizer, src, dest)
+        if readable(lambda: stylize_video(stylizer, src, dest) or True):
+            written(dest)
+    if unreadable:
+        raise UserError(f"{len(unreadable)} of {len(pairs)} inputs were not stylized (the other "
+                        f"{len(pairs) - len(unreadable)} were written): {'; '.join(unreadable)}")
     return [d for _, d in pairs]

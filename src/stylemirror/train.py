@@ -7,6 +7,7 @@ pictures, and the final models. Runs on one device or many with `torchrun` (DDP)
 import dataclasses
 import datetime
 import json
+import math
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
@@ -21,12 +23,12 @@ from tqdm import tqdm
 from . import atomic, data, formats, loss_network
 from .devices import pick_device
 from .errors import UserError
-from .network import ARCHITECTURES, TransformNet
+from .network import ARCHITECTURES, DECODERS, TransformNet
 
 MAX_BAD_STEPS = 5  # consecutive non-finite losses before giving up
 # What a resumed run must share with the run that wrote the checkpoint (the rest, such as
 # --epochs, --checkpoint-iterations or the paths, may change between runs).
-RECIPE = ("arch", "batch_size", "image_size", "style_size", "content_weight", "style_weight", "tv_weight",
+RECIPE = ("arch", "decoder", "stability_weight", "batch_size", "image_size", "style_size", "content_weight", "style_weight", "tv_weight",
           "learning_rate", "style_layers", "content_layer", "seed")
 
 
@@ -51,6 +53,9 @@ class TrainConfig:
     style_layers: tuple = loss_network.STYLE_LAYERS
     content_layer: str = loss_network.CONTENT_LAYER
     arch: str = "standard"  # a name in network.ARCHITECTURES
+    decoder: str = "resize"  # a name in network.DECODERS: "resize" paints no checkerboard grid
+    stability_weight: float = 0.0  # bench flicker's steadiness term (loss_network.stability_loss); 0: off
+    crop_zoom: float = 2.0  # random crops of 1/1 .. 1/crop_zoom of a picture's shorter side; 1: centre crops
     seed: int = 42
     device: str = "auto"
     fresh: bool = False
@@ -151,7 +156,7 @@ class Run:
             state = torch.load(newest, map_location=device, weights_only=True)
             self.check_recipe(json.loads(state.get("config", "{}")), newest)
             self.net.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(as_fused_adam(state["optimizer"]))
         except UserError:
             raise
         except Exception as e:
@@ -168,7 +173,7 @@ class Run:
         """Refuse to go on with other weights, sizes or architecture than the checkpoint's
         run: the result would silently be neither recipe."""
         mine = json.loads(json.dumps(dataclasses.asdict(self.cfg)))  # tuples as JSON has them
-        stored = {"arch": "standard", **stored}  # checkpoints from before --arch
+        stored = {"arch": "standard", "decoder": "deconv3", **stored}  # checkpoints from before --arch, --decoder
         changed = [k for k in RECIPE if k in stored and stored[k] != mine[k]]
         if changed:
             what = ", ".join(f"--{k.replace('_', '-')} {stored[k]} (now {mine[k]})" for k in changed)
@@ -206,11 +211,11 @@ class Run:
         if self.rank != 0:
             return None
         cfg = self.cfg
-        out = Path(cfg.model_dir or self.folder / "model")
-        net = TransformNet.named(cfg.arch)
+        out = claim_model_dir(cfg)  # again: files may have appeared there while it trained
+        net = TransformNet.named(cfg.arch, cfg.decoder)
         net.load_state_dict({k: v.float().cpu() for k, v in self.net.state_dict().items()})
         net.eval()
-        info = {"style": str(Path(cfg.style).resolve()), "arch": cfg.arch, "steps": step, "epochs": cfg.epochs,
+        info = {"style": str(Path(cfg.style).resolve()), "arch": cfg.arch, "trained_decoder": cfg.decoder, "steps": step, "epochs": cfg.epochs,
                 "batch_size": cfg.batch_size, "image_size": cfg.image_size,
                 "content_weight": cfg.content_weight, "style_weight": cfg.style_weight,
                 "tv_weight": cfg.tv_weight, "learning_rate": cfg.learning_rate,
@@ -270,26 +275,102 @@ def prepare(net, criterion, device, world=1, options: StepOptions = StepOptions(
     return model, criterion
 
 
-def forward_backward(model, criterion, optimizer, batch, device, options: StepOptions = StepOptions()):
-    """One step's losses and gradients for a uint8 batch. The caller decides whether to
-    apply them (not when the loss is non-finite)."""
+def forward_backward(model, criterion, optimizer, batch, device, options: StepOptions = StepOptions(),
+                     stability_weight: float = 0.0):
+    """One step's losses and gradients for a uint8 batch (pinned where the loader pinned it: the
+    copy then runs without blocking). The caller applies them with step_unless."""
     x = batch.to(device, non_blocking=True).float()
     if options.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = model(x)  # fp32: the stylized picture must keep its fine levels for the TV and content losses
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.bf16):
         losses = criterion(y, x)  # VGG19, ~90% of the step's FLOPs, in bf16; Grams in fp32
+    if stability_weight:  # a second pass of the style network only: about 10% more per step
+        losses["stability"] = stability_weight * loss_network.stability_loss(model, x, y)
+        losses["total"] = losses["total"] + losses["stability"]
     optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()  # on every rank, finite or not: DDP's all-reduce needs all
     return losses
+
+
+def adam(net, learning_rate):
+    """Fused Adam, the one optimizer that can skip a step on the device (step_unless)."""
+    return torch.optim.Adam(net.parameters(), lr=learning_rate, fused=True)
+
+
+def as_fused_adam(saved: dict) -> dict:
+    """An Adam state_dict as `adam` loads it: load_state_dict takes the saved groups' settings,
+    and checkpoints from before it say fused=None."""
+    return {**saved, "param_groups": [{**g, "fused": True, "foreach": None} for g in saved["param_groups"]]}
+
+
+def step_unless(optimizer, non_finite):
+    """optimizer.step(), which changes nothing (weights, Adam's moments, its step count) where
+    `non_finite` (a 0-d bool tensor) is true: fused Adam's found_inf, as AMP's GradScaler uses
+    it. The host never reads the loss to decide, so the GPU's queue of kernels never drains."""
+    optimizer.found_inf = non_finite.float()
+    optimizer.step()
+
+
+LOSS_KEYS = ("content", "style", "tv", "total")
+
+
+class Tally:
+    """What a log row reports, summed on the device: adding a step never waits for the GPU;
+    `read` (once a log row) does. Counts non-finite steps, and the longest run of them in a row
+    that reached into the window (a run may go on across reads)."""
+
+    def __init__(self, device):
+        self.sums = torch.zeros(len(LOSS_KEYS) + 2, device=device)  # losses of finite steps, finite steps, non-finite steps
+        self.when_non_finite = torch.zeros(len(LOSS_KEYS) + 2, device=device)
+        self.when_non_finite[-1] = 1
+        self.when_finite = torch.tensor([1.0, 0.0], device=device)  # the two counts' share of a finite step
+        self.bad_run = torch.zeros(1, device=device)
+        self.longest_bad_run = torch.zeros(1, device=device)
+
+    def add(self, losses, non_finite):
+        values = torch.cat([torch.stack([losses[k].detach().float() for k in LOSS_KEYS]), self.when_finite])
+        self.sums.add_(torch.where(non_finite, self.when_non_finite, values))
+        self.bad_run.add_(1).mul_(non_finite)
+        torch.maximum(self.longest_bad_run, self.bad_run, out=self.longest_bad_run)
+
+    def read(self) -> dict:
+        *sums, finite, non_finite, longest = torch.cat([self.sums, self.longest_bad_run]).tolist()
+        self.sums.zero_()
+        self.longest_bad_run.copy_(self.bad_run)
+        return {"losses": {k: v / finite for k, v in zip(LOSS_KEYS, sums)} if finite else None,
+                "non_finite": int(non_finite), "longest_bad_run": int(longest)}
+
+
+def claim_model_dir(cfg) -> Path:
+    """--model-dir (default CHECKPOINT_DIR/model), after checking that the models written there
+    replace nothing but a previous run's models: the user's other files there are kept."""
+    out = Path(cfg.model_dir or Path(cfg.checkpoint_dir) / "model")
+    hint = "move them away or choose another --model-dir"
+    if cfg.arch == "standard":
+        atomic.claim_folder(out / "ml5", atomic.is_ml5_export, "an ml5 model", hint=hint)
+    for name, what in (("model.safetensors", "a .safetensors file"), ("model.onnx", "an ONNX file"),
+                       ("model.json", "a JSON file")):
+        atomic.claim_file(out / name, {Path(name).suffix}, what, hint=hint)
+    return out
 
 
 def check_config(cfg):
     for name in ("epochs", "batch_size", "checkpoint_iterations", "image_size"):
         if getattr(cfg, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if not (math.isfinite(cfg.learning_rate) and cfg.learning_rate > 0):
+        raise UserError(f"--learning-rate must be a positive number, got {cfg.learning_rate}")
+    for name in ("content_weight", "style_weight", "tv_weight"):
+        if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
+            raise UserError(f"--{name.replace('_', '-')} must be a number, 0 or more, got {getattr(cfg, name)}")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise UserError(f"--workers must be 0 (decode on the main thread) or more, got {cfg.workers}")
+    claim_model_dir(cfg)
     if cfg.arch not in ARCHITECTURES:
         raise UserError(f"--arch {cfg.arch}: unknown (use {' or '.join(ARCHITECTURES)})")
+    if cfg.decoder not in DECODERS:
+        raise UserError(f"--decoder {cfg.decoder}: unknown (use {' or '.join(DECODERS)})")
     if cfg.test and not cfg.test_dir:
         raise UserError("--test needs --test-dir (where the preview pictures go)")
     for layer in (*cfg.style_layers, cfg.content_layer):
@@ -318,33 +399,40 @@ def train(cfg: TrainConfig) -> int:
         vgg, style, cfg.content_layer, cfg.style_layers,
         cfg.content_weight, cfg.style_weight, cfg.tv_weight).to(device)
 
-    net = TransformNet.named(cfg.arch).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    net = TransformNet.named(cfg.arch, cfg.decoder).to(device)
+    optimizer = adam(net, cfg.learning_rate)
     Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     run = Run(cfg, net, optimizer, rank)
     step, epoch, batch_in_epoch, resumed = run.resume(device)
+    first_step = step
     total_steps = cfg.epochs * steps_per_epoch
+    limit = ""
     if cfg.max_steps:
+        if cfg.max_steps > total_steps:
+            limit = f" (--epochs {cfg.epochs} ends before --max-steps {cfg.max_steps}: raise --epochs for more)"
         total_steps = min(total_steps, cfg.max_steps)
     if rank == 0:
         if resumed:
-            print(f"resuming from {resumed} (step {step} of {total_steps}, epoch {epoch + 1}); --fresh starts over", flush=True)
+            print(f"resuming from {resumed} (step {step} of {total_steps}, epoch {epoch + 1}){limit}; "
+                  "--fresh starts over", flush=True)
         else:
             print(f"starting a fresh run: {len(files)} pictures, {total_steps} steps on {device}"
-                  f"{f' x {world} processes' if world > 1 else ''}", flush=True)
+                  f"{f' x {world} processes' if world > 1 else ''}{limit}", flush=True)
 
     cuda = device.type == "cuda"
     compile_ = cfg.compile if cfg.compile is not None else (cuda or total_steps - step >= COMPILE_MIN_STEPS)
     options = StepOptions.for_device(device, compile_, cfg.bf16)
     model, criterion = prepare(net, criterion, device, world, options)
     stop = Stop()
-    window = {"steps": 0, "images": 0, "start": time.perf_counter()}  # what the next log row averages
-    unreadable, bad_steps, last_batch = set(), 0, None
+    tally = Tally(device)  # the losses the next log row averages
+    window = {"images": 0, "first_step": step + 1, "start": time.perf_counter()}
+    unreadable, last_batch = set(), None
     progress = tqdm(total=total_steps, initial=step, unit="step", disable=rank != 0, dynamic_ncols=True)
     net.train()
     order = data.TrainingOrder(len(files), cfg.batch_size, cfg.epochs, cfg.seed, rank, world, epoch, batch_in_epoch)
     if step < total_steps:
-        for batch, bad in data.loader(files, cfg.image_size, cfg.batch_size, order, cfg.workers, cuda):
+        for batch, bad in data.loader(files, cfg.image_size, cfg.batch_size, order, cfg.workers, cuda,
+                                      max_zoom=cfg.crop_zoom, rng=np.random.default_rng([cfg.seed, step])):
             for i in set(bad) - unreadable:
                 unreadable.add(i)
                 if rank == 0:
@@ -354,43 +442,40 @@ def train(cfg: TrainConfig) -> int:
                     continue
                 batch = last_batch
             last_batch = batch
-            losses = forward_backward(model, criterion, optimizer, batch, device, options)
-            flags = torch.tensor([float(stop.requested), float(not torch.isfinite(losses["total"]))], device=device)
-            if world > 1:  # every rank must agree to skip or stop at the same step
+            losses = forward_backward(model, criterion, optimizer, batch, device, options, cfg.stability_weight)
+            non_finite = ~torch.isfinite(losses["total"].detach())
+            if world > 1:  # every rank must agree to skip or stop at the same step: waits for the GPU
+                flags = torch.stack([torch.tensor(float(stop.requested), device=device), non_finite.float()])
                 dist.all_reduce(flags)
-            if flags[1].item() > 0:
-                bad_steps += 1
-                optimizer.zero_grad(set_to_none=True)
-                if rank == 0:
-                    tqdm.write(f"step {step + 1}: non-finite loss, step skipped (weights unchanged)")
-                if bad_steps >= MAX_BAD_STEPS:
-                    raise UserError(f"the loss was non-finite {bad_steps} steps in a row; stopped. "
-                                    f"Last good checkpoint: {newest_checkpoint(run.folder)}. Try a lower --learning-rate")
-            else:
-                bad_steps = 0
-                optimizer.step()
-                for key, value in losses.items():
-                    window[key] = window.get(key, 0.0) + float(value.detach())
-                window["steps"] += 1
-                window["images"] += len(batch) * world
+                non_finite = flags[1] > 0
+                if flags[0].item() > 0 and not stop.requested:  # a signal to any rank stops them all
+                    stop.signal = signal.SIGTERM
+            step_unless(optimizer, non_finite)
+            tally.add(losses, non_finite)
+            window["images"] += len(batch) * world
             step += 1
             batch_in_epoch += 1
             if batch_in_epoch == steps_per_epoch:
                 epoch, batch_in_epoch = epoch + 1, 0
             progress.update(1)
-            if flags[0].item() > 0 and not stop.requested:  # a signal to any rank stops them all
-                stop.signal = signal.SIGTERM
             stopping = stop.requested or step >= total_steps
             checkpoint_due = step % cfg.checkpoint_iterations == 0 or stopping
-            if (step % cfg.log_interval == 0 or checkpoint_due) and window["steps"]:
+            if step % cfg.log_interval == 0 or checkpoint_due:
+                seen = tally.read()  # a single process waits for the GPU here only
                 elapsed = time.perf_counter() - window["start"]
-                row = {"step": step, "epoch": round(epoch + batch_in_epoch / steps_per_epoch, 4)}
-                row.update({k: window[k] / window["steps"] for k in ("content", "style", "tv", "total")})
-                row["images_per_s"] = window["images"] / elapsed
-                row["unreadable"] = len(unreadable)
-                run.log(row)
-                progress.set_postfix(loss=f"{row['total']:.4g}", img_s=f"{row['images_per_s']:.1f}")
-                window = {"steps": 0, "images": 0, "start": time.perf_counter()}
+                if seen["non_finite"] and rank == 0:
+                    tqdm.write(f"steps {window['first_step']}-{step}: {seen['non_finite']} non-finite loss(es), "
+                               "those steps skipped (weights unchanged)")
+                if seen["longest_bad_run"] >= MAX_BAD_STEPS:
+                    raise UserError(f"the loss was non-finite {seen['longest_bad_run']} steps in a row; stopped. "
+                                    f"Last good checkpoint: {newest_checkpoint(run.folder)}. Try a lower --learning-rate")
+                if seen["losses"]:
+                    row = {"step": step, "epoch": round(epoch + batch_in_epoch / steps_per_epoch, 4), **seen["losses"]}
+                    row["images_per_s"] = window["images"] / elapsed
+                    row["unreadable"] = len(unreadable)
+                    run.log(row)
+                    progress.set_postfix(loss=f"{row['total']:.4g}", img_s=f"{row['images_per_s']:.1f}")
+                window = {"images": 0, "first_step": step + 1, "start": time.perf_counter()}
             if checkpoint_due:
                 run.checkpoint(step, epoch, batch_in_epoch)
                 window["start"] = time.perf_counter()  # checkpoint time is not training speed
@@ -404,6 +489,9 @@ def train(cfg: TrainConfig) -> int:
             print(f"stopped by {signal.Signals(stop.signal).name} at step {step}: checkpoint saved, "
                   "rerun the same command to resume", flush=True)
         return 128 + stop.signal
+    if step == first_step < total_steps:  # every batch was unreadable: not one step taken
+        raise UserError(f"{cfg.train_path}: none of its {len(files)} pictures could be read "
+                        f"({len(unreadable)} unreadable); nothing was trained and no model exported")
     out = run.export(step)
     if rank == 0:
         print(f"done: {step} steps; models in {out}", flush=True)

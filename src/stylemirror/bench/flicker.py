@@ -1,0 +1,84 @@
+"""`stylemirror bench flicker`: how much a model shimmers from frame to frame.
+
+A feed-forward style network restyles every frame on its own, so small changes of the input
+(sensor noise, a slow movement) can become large changes of the texture it paints. Three
+clips made from real photos (scikit-image's, no download), each CLIP_FRAMES frames:
+- still: one picture under fresh sensor-like noise every frame (a person sitting still);
+- pan: a window sliding one pixel a frame across a photo, with light noise;
+- zoom: a window narrowing 0.4% a frame, with light noise.
+Flicker is the change of the stylized frames against the change of the input frames: for the
+pan and the zoom, mean |stylized frame - previous| / mean |input frame - previous|; for the
+still camera, the temporal standard deviation of the output over that of the input (mean
+over pixels). 1 means the output moves as much as the input. Overall: the mean of the three.
+ml5's published la_muse, wave and udnie score 1.48, 1.19 and 0.76 overall (bench/README.md)."""
+
+import numpy as np
+from PIL import Image
+
+from ..errors import UserError
+
+CLIP_FRAMES = 60
+FRAME_SIZE = (256, 192)  # width, height: small enough for a CPU, large enough for texture
+STILL_NOISE = 3.0  # levels: a webcam's sensor noise in good light
+MOTION_NOISE = 1.0
+
+
+def _photo(name: str) -> Image.Image:
+    try:
+        import skimage.data
+    except ImportError:
+        raise UserError("bench flicker needs scikit-image (pip install scikit-image): its photos make the clips") from None
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+def _noisy(frame: np.ndarray, sigma: float, rng) -> np.ndarray:
+    return np.clip(frame + rng.normal(0, sigma, frame.shape), 0, 255).round().astype(np.uint8)
+
+
+def clips(frames: int = CLIP_FRAMES, size=FRAME_SIZE, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """{"still", "pan", "zoom"}: lists of uint8 HxWx3 frames."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    still = np.asarray(_photo("astronaut").resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
+    # The pan slides across a photo scaled so that `frames` one-pixel steps fit in it.
+    wide = _photo("coffee")
+    wide = wide.resize((w + frames, round((w + frames) * wide.height / wide.width)), Image.Resampling.LANCZOS)
+    top = (wide.height - h) // 2
+    pan = [np.asarray(wide.crop((i, top, i + w, top + h)), dtype=np.float64) for i in range(frames)]
+    scene = _photo("chelsea")
+    zoom = []
+    for i in range(frames):
+        f = 0.996 ** i  # the window's size, as a share of the largest that fits
+        side_w = min(scene.width, scene.height * w / h) * f
+        side_h = side_w * h / w
+        left, upper = (scene.width - side_w) / 2, (scene.height - side_h) / 2
+        box = (left, upper, left + side_w, upper + side_h)
+        zoom.append(np.asarray(scene.resize(size, Image.Resampling.BILINEAR, box=box), dtype=np.float64))
+    return {"still": [_noisy(still, STILL_NOISE, rng) for _ in range(frames)],
+            "pan": [_noisy(f, MOTION_NOISE, rng) for f in pan],
+            "zoom": [_noisy(f, MOTION_NOISE, rng) for f in zoom]}
+
+
+def flicker(inputs: list[np.ndarray], outputs: list[np.ndarray], still: bool) -> float:
+    """The output's frame-to-frame change over the input's (see the module's docstring)."""
+    x = np.stack(inputs).astype(np.float64)
+    y = np.stack(outputs).astype(np.float64)
+    if still:
+        return float(y.std(axis=0).mean() / x.std(axis=0).mean())
+    return float(np.abs(np.diff(y, axis=0)).mean() / np.abs(np.diff(x, axis=0)).mean())
+
+
+def bench_flicker(stylizers: dict, frames: int = CLIP_FRAMES, size=FRAME_SIZE) -> dict:
+    """{model name: {"flicker", "still", "pan", "zoom"}} for each Stylizer in `stylizers`."""
+    made = clips(frames, size)
+    results = {}
+    for name, stylizer in stylizers.items():
+        scores = {}
+        for clip, inputs in made.items():
+            outputs = []
+            for start in range(0, len(inputs), 8):
+                outputs += stylizer.frames(inputs[start:start + 8])
+            scores[clip] = flicker(inputs, outputs, still=clip == "still")
+        scores["flicker"] = float(np.mean([scores[c] for c in made]))
+        results[name] = scores
+    return results

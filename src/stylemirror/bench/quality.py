@@ -1,0 +1,181 @@
+"""`stylemirror bench quality`: train on real photos with real VGG19 weights, then score a
+photo the run never saw, beside a plain reference trained in the same run on the same data,
+steps, loss and weights: pytorch/examples' fast_neural_style network (reflection padding,
+nearest-neighbour upsampling + 3x3 conv, conv biases, an unbounded output) in eager fp32."""
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .. import data, formats, loss_network
+from ..metrics import grid_score
+from ..stylize import picture_tensor
+from .common import write_skimage_photos
+
+QUALITY_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
+ZOOM = 4  # the grid's period is 2-4 pixels: shown 4x, nearest-neighbour, it is plain to see
+
+
+def style_score(net, vgg, photo: Image.Image, style: Image.Image):
+    """(Gram distance(stylized, style) / Gram distance(photo, style) over the style layers,
+    content drift: relative squared change of the relu3_1 features, the stylized photo).
+    Score < 1: the stylized photo is closer to the style than the photo was."""
+    x, s = picture_tensor(photo), picture_tensor(style)
+    with torch.no_grad():
+        y = net(x).clamp(0, 255)
+        fx, fy, fs = vgg(x), vgg(y), vgg(s)
+
+        def distance(f):
+            return sum(((loss_network.gram(f[k]) - loss_network.gram(fs[k])) ** 2).mean().item() for k in QUALITY_LAYERS)
+        drift = ((fy["relu3_1"] - fx["relu3_1"]) ** 2).sum() / (fx["relu3_1"] ** 2).sum()
+    stylized = Image.fromarray(y[0].permute(1, 2, 0).round().byte().numpy())
+    return distance(fy) / distance(fx), drift.item(), stylized
+
+
+# --- The plain reference: pytorch/examples' fast_neural_style TransformerNet -------------------
+
+class ReferenceConv(nn.Sequential):
+    def __init__(self, cin, cout, kernel, stride=1, upsample=False):
+        super().__init__(*([nn.Upsample(scale_factor=2, mode="nearest")] if upsample else []),
+                         nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride))
+
+
+class ReferenceResidual(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.body = nn.Sequential(ReferenceConv(c, c, 3), nn.InstanceNorm2d(c, affine=True), nn.ReLU(),
+                                  ReferenceConv(c, c, 3), nn.InstanceNorm2d(c, affine=True))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class ReferenceNet(nn.Sequential):
+    def __init__(self):
+        def block(cin, cout, kernel, stride=1, upsample=False):
+            return [ReferenceConv(cin, cout, kernel, stride, upsample), nn.InstanceNorm2d(cout, affine=True), nn.ReLU()]
+        super().__init__(*block(3, 32, 9), *block(32, 64, 3, 2), *block(64, 128, 3, 2),
+                         *(ReferenceResidual(128) for _ in range(5)),
+                         *block(128, 64, 3, upsample=True), *block(64, 32, 3, upsample=True), ReferenceConv(32, 3, 9))
+
+
+def train_reference(photos: Path, criterion, steps, image_size, batch_size, learning_rate, seed, max_zoom):
+    """pytorch/examples' loop: eager fp32 Adam on random crops of the same pictures."""
+    torch.manual_seed(seed)
+    net = ReferenceNet()
+    optimizer = torch.optim.Adam(net.parameters(), learning_rate)
+    files = data.find_images(photos)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        picks = rng.choice(len(files), batch_size, replace=len(files) < batch_size)
+        windows = data.random_windows(rng, batch_size, max_zoom)
+        x = torch.from_numpy(np.stack([data.load_crop(files[i], image_size, w) for i, w in zip(picks, windows)]))
+        x = x.permute(0, 3, 1, 2).float()
+        losses = criterion(net(x), x)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+    return net.eval()
+
+
+def flicker_of(net) -> dict:
+    """bench flicker's figures for a trained network (still, pan, zoom, overall)."""
+    from ..stylize import Stylizer
+    from .flicker import bench_flicker
+
+    if isinstance(net, ReferenceNet):  # not a TransformNet: run it plainly, clamped as it is saved
+        class Plain:
+            def frames(self, frames):
+                x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
+                with torch.no_grad():
+                    y = net(x).clamp(0, 255).round().byte()
+                return list(y.permute(0, 2, 3, 1).numpy())
+        return bench_flicker({"net": Plain()})["net"]
+    return bench_flicker({"net": Stylizer(net)})["net"]
+
+
+def zoomed(picture: Image.Image, box) -> Image.Image:
+    crop = picture.crop(box)
+    return crop.resize((crop.width * ZOOM, crop.height * ZOOM), Image.Resampling.NEAREST)
+
+
+def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128, batch_size=4,
+            style_weight=4000.0, learning_rate=1e-3, style_size=256, workers=None, arch="standard",
+            decoder="resize", crop_zoom=2.0, reference=True, published=None, stability_weight=0.0):
+    """Train on scikit-image's photos with real VGG19 weights (ours through `stylemirror
+    train`'s own loop, then the plain reference), score a photo neither run saw, and write
+    pictures into out_dir: photo | ours | reference, and zoomed crops of ours beside
+    `published` (an ml5 model of the same style, e.g. ml5's udnie) to show the grid."""
+    from ..train import TrainConfig, train
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed = 42
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        photos = write_skimage_photos(tmp / "photos")
+        cfg = TrainConfig(style=str(style_path), checkpoint_dir=str(tmp / "ckpt"), train_path=str(photos),
+                          vgg_path=str(vgg_path), model_dir=str(tmp / "model"), epochs=10**6, batch_size=batch_size,
+                          checkpoint_iterations=10**9, style_weight=style_weight, learning_rate=learning_rate,
+                          image_size=image_size, style_size=style_size, style_layers=QUALITY_LAYERS,
+                          content_layer="relu3_1", max_steps=steps, workers=workers, log_interval=max(1, steps // 10),
+                          arch=arch, decoder=decoder, crop_zoom=crop_zoom, seed=seed, stability_weight=stability_weight)
+        start = time.perf_counter()
+        train(cfg)
+        seconds = time.perf_counter() - start
+        net = formats.load_model(tmp / "model" / "model.safetensors")
+        log = [json.loads(line) for line in (tmp / "ckpt" / "train_log.jsonl").read_text().splitlines()]
+        vgg = loss_network.load_vgg(vgg_path, QUALITY_LAYERS)
+        style = Image.open(style_path).convert("RGB")
+        style.thumbnail((style_size, style_size))
+        ref_net = ref_seconds = None
+        if reference:
+            criterion = loss_network.PerceptualLoss(vgg, picture_tensor(style), "relu3_1", QUALITY_LAYERS,
+                                                    cfg.content_weight, style_weight, cfg.tv_weight)
+            start = time.perf_counter()
+            ref_net = train_reference(photos, criterion, steps, image_size, batch_size, learning_rate, seed, crop_zoom)
+            ref_seconds = time.perf_counter() - start
+    photo = Image.open(photo_path).convert("RGB")
+    photo.thumbnail((256, 256))
+    score, drift, stylized = style_score(net, vgg, photo, style)
+    name = "quality" if (arch, decoder) == ("standard", "resize") else f"quality-{arch}-{decoder}"
+    if stability_weight:
+        name += f"-stability{stability_weight:g}"
+    formats.save_safetensors(net, out_dir / f"{name}.safetensors", {"steps": steps, "style": Path(style_path).name})
+    result = {"style_score": score, "content_drift": drift, "grid": grid_score(stylized), "photo_grid": grid_score(photo),
+              "arch": arch, "decoder": decoder, "steps": steps, "image_size": image_size, "batch_size": batch_size,
+              "style_weight": style_weight, "crop_zoom": crop_zoom, "stability_weight": stability_weight,
+              "flicker": flicker_of(net), "train_seconds": seconds,
+              "first_loss": log[0]["total"], "last_loss": log[-1]["total"]}
+    panels = [photo, stylized]
+    if ref_net is not None:
+        ref_score, ref_drift, ref_stylized = style_score(ref_net, vgg, photo, style)
+        result.update(reference_style_score=ref_score, reference_content_drift=ref_drift,
+                      reference_grid=grid_score(ref_stylized), reference_train_seconds=ref_seconds,
+                      reference_flicker=flicker_of(ref_net),
+                      style_score_ratio=score / ref_score, content_drift_ratio=drift / ref_drift)
+        panels.append(ref_stylized)
+    side = Image.new("RGB", (photo.width * len(panels), photo.height))
+    for i, panel in enumerate(panels):
+        side.paste(panel, (i * photo.width, 0))
+    side.save(out_dir / f"{name}.png")
+    if published is not None:
+        theirs = formats.load_model(published)
+        with torch.no_grad():
+            published_y = theirs(picture_tensor(photo))[0].permute(1, 2, 0).round().byte().numpy()
+        published_picture = Image.fromarray(published_y)
+        result["published_grid"] = grid_score(published_picture)
+        box = (photo.width // 2 - 32, photo.height // 2 - 32, photo.width // 2 + 32, photo.height // 2 + 32)
+        pair = [zoomed(published_picture, box), zoomed(stylized, box)]
+        zoom = Image.new("RGB", (pair[0].width * 2 + 8, pair[0].height), "white")
+        zoom.paste(pair[0], (0, 0))
+        zoom.paste(pair[1], (pair[0].width + 8, 0))
+        zoom.save(out_dir / f"{name}-zoom.png")
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
+    return result

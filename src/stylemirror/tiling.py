@@ -1,0 +1,267 @@
+"""Stylize pictures of any size in overlapping tiles, with memory bounded by the tile's size.
+
+Instance norm normalises with statistics of the whole picture, so a tile cannot be stylized
+on its own: its norms must use the whole picture's statistics. They are gathered norm by norm:
+for norm k, a pass over the tiles that stops at norm k (norms < k applying the statistics
+already gathered) merges the mean and variance of its input over each tile's own (non-halo)
+part. Then a last pass applies them all and writes each tile's centre. This is exact (the
+tiles join within float rounding) and costs about 8 extra forward passes; for big pictures the
+statistics passes visit an evenly spread sample of `sample` tiles, which estimates them from
+that share of the picture at full resolution (bench/README.md has the cost and the error).
+Cheaper schemes were measured and dropped: statistics of the picture shrunk to one tile are off
+by ~10 levels on ml5's `wave`, and refining all norms at once from them (each pass recording
+every norm under the previous pass's statistics) diverges, since each norm's statistics were
+taken under upstream statistics that have since changed.
+
+Geometry. Convolutions pad with zeros only at the picture's true border, so a tile carries a
+halo of real neighbours wider than the network's receptive field (measured, `halo`). The two
+stride-2 convs use TensorFlow's 'same' padding, which for a size that is not a multiple of 4
+shifts their grid: the picture behaves as if it sat at offset s = (-size) % 4 on a canvas whose
+stride-2 grids start at 0 (while the decoder's output starts at the canvas's 0). Tiles are cut
+on that canvas at multiples of 4, so every tile sees the same grid as the whole picture; the
+first tile starts at the picture's true edge, where its own padding is the picture's.
+Everything is derived from the modules' own forward passes (the shapes each norm sees, the
+receptive field), not from a copy of the architecture.
+"""
+
+import contextlib
+import copy
+import math
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from .network import EPS, InstanceNorm
+
+# The largest tile (halo included), in pixels. Eager fp32 inference holds about 0.4 KB a pixel
+# at its peak in the standard network, so 1024x1024 tiles stay near 0.5 GB; with the whole
+# picture in and out (as float, 24 bytes a pixel) a 48 MP picture then stays within 2 GB
+# (bench/README.md).
+TILE_PIXELS = 1024 * 1024
+SAMPLE_TILES = 12  # tiles the statistics passes visit on big pictures
+PROBE = 160  # side of the picture the receptive field is measured on (doubled if too small)
+
+
+@contextlib.contextmanager
+def _norms_call(net, fn):
+    """Every InstanceNorm of `net` runs fn(call_index, norm, x) instead of its own forward;
+    call_index counts the norms in the order one forward pass calls them."""
+    norms = [m for m in net.modules() if isinstance(m, InstanceNorm)]
+    calls = [0]
+
+    def tiled(norm, x):
+        index = calls[0]
+        calls[0] += 1
+        return fn(index, norm, x)
+
+    for norm in norms:
+        norm.tiled = tiled
+    try:
+        yield calls
+    finally:
+        for norm in norms:
+            del norm.tiled
+
+
+def _affine(norm, x, mean, var):
+    """Instance norm of x with given per-channel statistics."""
+    a = norm.scale * torch.rsqrt(var + EPS)
+    b = norm.shift - mean * a
+    return torch.addcmul(b.view(1, -1, 1, 1), x, a.view(1, -1, 1, 1))
+
+
+def _norm_shapes(net, h, w):
+    """The (height, width) of every norm's input in one forward pass on an h x w picture,
+    found on the meta device (no memory, no arithmetic)."""
+    shapes = []
+
+    def record(index, norm, x):
+        shapes.append(tuple(x.shape[-2:]))
+        return x
+
+    meta = copy.deepcopy(net).to("meta")
+    with _norms_call(meta, record), torch.no_grad():
+        meta(torch.zeros(1, 3, h, w, device="meta"))
+    return shapes
+
+
+_halos = weakref.WeakKeyDictionary()
+
+
+def halo(net) -> int:
+    """How far (pixels) an output pixel's value reaches into the input, rounded up to a
+    multiple of 4 with a margin of 4: measured as where the gradient of a central output
+    pixel is non-zero, with the norms' statistics held fixed (as in a tile)."""
+    if net not in _halos:
+        size = PROBE
+        while True:
+            reach = _reach(net, size)
+            if reach < size // 2 - 8:
+                break
+            size *= 2
+        _halos[net] = 4 * math.ceil(reach / 4) + 4
+    return _halos[net]
+
+
+def _reach(net, size):
+    device = next(net.parameters()).device
+    with torch.inference_mode(False), torch.enable_grad():
+        x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device) * 255
+        stats = {}
+
+        def own(index, norm, t):
+            var, mean = torch.var_mean(t.detach(), dim=(0, 2, 3), correction=0)
+            stats[index] = (mean, var)
+            return _affine(norm, t, mean, var)
+
+        with _norms_call(net, own):
+            net(x)
+        x.requires_grad_(True)
+        with _norms_call(net, lambda index, norm, t: _affine(norm, t, *stats[index])):
+            y = net(x)
+        c = size // 2
+        y[..., c - 2:c + 2, c - 2:c + 2].sum().backward()
+    reached = (x.grad[0].abs().sum(0) > 0).nonzero()
+    return int((reached - c).abs().max()) + 2
+
+
+@dataclass(frozen=True)
+class Span:
+    """One tile along one axis: it reads picture positions [start, stop) and owns canvas
+    positions [own_lo, own_hi) (see the module's docstring)."""
+    start: int
+    stop: int
+    own_lo: int
+    own_hi: int
+
+
+class Axis:
+    """The tiling of one axis of a picture of `size` pixels."""
+
+    def __init__(self, size: int, core: int, margin: int):
+        self.size = size
+        self.shift = -size % 4
+        canvas = size + self.shift
+        count = max(1, math.ceil(canvas / core))
+        bounds = [4 * round(k * canvas / count / 4) for k in range(count + 1)]
+        self.spans = [Span(max(0, lo - margin - self.shift), min(size, hi + margin - self.shift), lo, hi)
+                      for lo, hi in zip(bounds, bounds[1:])]
+
+    def offset(self, span: Span, scale: int, lead: int) -> int:
+        """Where the tile's row 0 lies in the whole picture's activation at `scale`, whose
+        first row is canvas row `lead` (at that scale)."""
+        return 0 if span.start == 0 else (span.start + self.shift) // scale - lead
+
+    def owned(self, span: Span, scale: int, full: int, local: int) -> slice:
+        """The rows of a tile's activation (`local` rows; the whole picture's has `full`) that
+        this tile owns: the owned parts of all tiles partition the whole."""
+        lead = (self.size + self.shift) // scale - full
+        lo = max(0, span.own_lo // scale - lead)
+        hi = min(full, span.own_hi // scale - lead)
+        off = self.offset(span, scale, lead)
+        if not 0 <= lo - off <= hi - off <= local:
+            raise RuntimeError("tiling: the network's grid is not the one tiling.py expects")
+        return slice(lo - off, hi - off)
+
+
+class Plan:
+    """Tiles of an h x w picture for `net`, each at most about `tile_pixels` with its halo."""
+
+    def __init__(self, net, h: int, w: int, tile_pixels: int = TILE_PIXELS):
+        margin = halo(net)
+        side = 4 * (math.isqrt(tile_pixels) // 4)
+        core = max(4, side - 2 * margin)
+        self.rows, self.cols = Axis(h, core, margin), Axis(w, core, margin)
+        self.shapes = _norm_shapes(net, h, w)
+        # Each norm's scale (1, 2, 4: how many picture pixels one of its pixels spans).
+        self.scales = [(64 // ph, 64 // pw) for ph, pw in _norm_shapes(net, 64, 64)]
+        self.tiles = [(r, c) for r in self.rows.spans for c in self.cols.spans]
+
+    def owned(self, index: int, tile, local) -> tuple[slice, slice]:
+        (fy, fx), (hy, hx) = self.scales[index], self.shapes[index]
+        r, c = tile
+        return self.rows.owned(r, fy, hy, local[0]), self.cols.owned(c, fx, hx, local[1])
+
+    def largest_tile_pixels(self) -> int:
+        return max((r.stop - r.start) * (c.stop - c.start) for r, c in self.tiles)
+
+
+class _Moments:
+    """Per-channel count, mean and sum of squared deviations, merged over tiles in float64
+    (Chan et al.'s parallel update), so that many tiles lose no precision."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, x):
+        n = x.shape[-1] * x.shape[-2]
+        if n == 0:
+            return
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+        mean, m2 = mean.double(), var.double() * n
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta * delta * (self.count * n / total)
+        self.count = total
+
+    def stats(self):
+        return self.mean.float(), (self.m2 / self.count).float()
+
+
+class _Stop(Exception):
+    """Ends a statistics pass at the norm it gathers for."""
+
+
+def gather_stats(net, x, plan, tiles):
+    """Every norm's (mean, var) over the owned parts of `tiles` of x (1, 3, H, W), norm by norm."""
+    stats = {}
+    for k in range(len(plan.shapes)):
+        moments = _Moments()
+        for tile in tiles:
+            def upto_k(index, norm, t, tile=tile):
+                if index < k:
+                    return _affine(norm, t, *stats[index])
+                rows, cols = plan.owned(index, tile, t.shape[-2:])
+                moments.add(t[..., rows, cols])
+                raise _Stop
+
+            r, c = tile
+            with _norms_call(net, upto_k), contextlib.suppress(_Stop):
+                net(x[..., r.start:r.stop, c.start:c.stop])
+        stats[k] = moments.stats()
+    return stats
+
+
+def apply_stats(net, x, plan, stats, out):
+    """The last pass: every tile of x with the gathered statistics, its owned part into out."""
+    for r, c in plan.tiles:
+        with _norms_call(net, lambda index, norm, t: _affine(norm, t, *stats[index])):
+            y = net(x[..., r.start:r.stop, c.start:c.stop])
+        rows = slice(r.own_lo, min(r.own_hi, plan.rows.size))
+        cols = slice(c.own_lo, min(c.own_hi, plan.cols.size))
+        oy, ox = plan.rows.offset(r, 1, 0), plan.cols.offset(c, 1, 0)
+        out[..., rows, cols] = y[..., rows.start - oy:rows.stop - oy, cols.start - ox:cols.stop - ox]
+
+
+def spread(tiles: list, count: int) -> list:
+    """`count` of the tiles, evenly spread over the list (all of them if there are fewer)."""
+    if len(tiles) <= count:
+        return tiles
+    return [tiles[(2 * i + 1) * len(tiles) // (2 * count)] for i in range(count)]
+
+
+@torch.no_grad()
+def stylize_tiled(net, x, tile_pixels: int = TILE_PIXELS, sample: int = SAMPLE_TILES):
+    """net(x) for x (N, 3, H, W) of any size, in tiles of at most about `tile_pixels`
+    (halo included), frame by frame."""
+    n, _, h, w = x.shape
+    plan = Plan(net, h, w, tile_pixels)
+    if len(plan.tiles) == 1:
+        return net(x)
+    out = x.new_empty(n, 3, h, w)
+    for i in range(n):
+        frame = x[i:i + 1]
+        apply_stats(net, frame, plan, gather_stats(net, frame, plan, spread(plan.tiles, sample)), out[i:i + 1])
+    return out
