@@ -5,7 +5,7 @@ line (e.g. one from `stylemirror train`), at 320x240, with the work each way cos
 network runs over, against the picture's) at 320x240 and 640x480. Prints a Markdown table
 (bench/README.md).
 
-    .venv/bin/python bench/edges.py [MODEL ...]
+    .venv/bin/python bench/edges.py [--no-published] [MODEL ...]
 """
 
 import copy
@@ -80,8 +80,8 @@ VARIANTS = {
 
 
 @torch.inference_mode()
-def main(extra_models):
-    models = {name: ML5_MODELS / name for name in ("wave", "udnie", "la_muse")}
+def main(extra_models, published=True):
+    models = {name: ML5_MODELS / name for name in ("wave", "udnie", "la_muse") if published}
     models.update({Path(m).stem: Path(m) for m in extra_models})
     stylizers = {name: Stylizer(formats.load_model(path), options=Options(edge_pad=0)) for name, path in models.items()}
     w, h = SIZE
@@ -101,4 +101,5 @@ def main(extra_models):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    main([a for a in args if a != "--no-published"], published="--no-published" not in args)

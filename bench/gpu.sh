@@ -56,12 +56,12 @@ train, e2e, stylize = figures("train"), figures("e2e"), figures("stylize")
 if train:
     best = max(train["variants"].items(), key=lambda kv: kv[1]["images_per_s"])
     share = best[1]["share_of_peak"]
-    print(f"step: ours {train['images_per_s']:.0f} images/s; best variant {best[0]!r} {best[1]['images_per_s']:.0f} "
+    print(f"step: ours {train['images_per_s']:.4g} images/s; best variant {best[0]!r} {best[1]['images_per_s']:.4g} "
           f"images/s, {'%.1f%%' % (100 * share) if share else 'unknown share'} of the bf16 peak (target >= 30%)")
 if e2e:
     e = e2e["e2e"]
-    print(f"end to end: {e['images_per_s']:.0f} images/s, {100 * e['ratio']:.0f}% of the step alone "
-          f"({e2e['images_per_s']:.0f}; target >= 95%); two epochs of COCO: {e['coco_two_epochs_minutes']:.1f} "
+    print(f"end to end: {e['images_per_s']:.4g} images/s, {100 * e['ratio']:.0f}% of the step alone "
+          f"(step alone {e2e['images_per_s']:.4g}; target >= 95%); two epochs of COCO: {e['coco_two_epochs_minutes']:.1f} "
           "minutes (target <= 3)")
 if stylize:
     print(f"stylize {stylize['size']}: {stylize['ms_per_frame']:.1f} ms against {stylize['reference_ms_per_frame']:.1f} "

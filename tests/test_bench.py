@@ -54,6 +54,8 @@ def test_bench_stylize_reports_ms_per_frame_and_exactness():
     _, figures = bench_json("stylize", "--size", "64x48")
     assert figures["ms_per_frame"] > 0 and figures["reference_ms_per_frame"] > 0
     assert figures["max_level_difference"] <= 1  # the fast path gives the reference's picture
+    assert figures["peak_rss_mb"] >= figures["rss_before_stylize_mb"] > 0 and not figures["tiled"]
+    assert figures["edge_pad"] == 48 and figures["edge_pad_ms_per_frame"] > 0  # `stylize`'s default, timed too
 
 
 def test_bench_data_reports_images_per_s(tmp_path):
@@ -62,15 +64,40 @@ def test_bench_data_reports_images_per_s(tmp_path):
     assert figures["images_per_s"] > 0 and figures["pictures"] == 8  # the first batch is warm-up
 
 
-def test_short_training_moves_the_style(tmp_path):
-    """Real VGG19 weights, real photos, a photo never trained on: after ~2 minutes of training
-    the stylized photo is much closer to the style, in Gram distance, than the photo was."""
+def shared_vgg():
     vgg = SHARED / "vgg19" / "imagenet-vgg19-conv1_1-conv3_4.mat"
     if not vgg.exists() or not (IMAGES / "udnie.jpg").exists():
         pytest.skip("the real VGG19 weights and pictures live in the shared folder beside the repo, absent here")
-    result = bench.quality(IMAGES / "udnie.jpg", IMAGES / "amber.jpg", vgg, tmp_path, steps=300,
-                           image_size=128, batch_size=4, workers=0)
+    return vgg
+
+
+def test_short_training_moves_the_style_and_paints_no_grid(tmp_path):
+    """Real VGG19 weights, real photos, a photo never trained on: after ~2 minutes of training
+    the stylized photo is much closer to the style, in Gram distance, than the photo was, and
+    carries no more of a periodic grid than the photo itself (the resize decoder)."""
+    result = bench.quality(IMAGES / "udnie.jpg", IMAGES / "amber.jpg", shared_vgg(), tmp_path, steps=300,
+                           image_size=128, batch_size=4, workers=0, reference=False)
     assert result["style_score"] < 0.75, result
+    assert result["grid"] <= 1.5 * result["photo_grid"], result
     assert result["last_loss"] < result["first_loss"] / 5
+    assert (tmp_path / "quality.safetensors").exists() and 0 < result["flicker"]["flicker"]
+    assert result["edges"] <= 8 < result["edges_unpadded"], result  # a flat wall: no frame with the default pad
     side = Image.open(tmp_path / "quality.png")
     assert side.size[0] > side.size[1]  # the photo and its stylized version, side by side
+
+
+def test_quality_trains_the_plain_reference_beside_ours(tmp_path):
+    """A few steps only: the reference (pytorch/examples' network) is trained and scored in the
+    same run, its figures and ratios reported, ml5's published model's grid beside ours."""
+    published = SHARED / "ml5-models" / "udnie"
+    result = bench.quality(IMAGES / "udnie.jpg", IMAGES / "amber.jpg", shared_vgg(), tmp_path, steps=2,
+                           image_size=32, batch_size=2, workers=0,
+                           published=published if (published / "manifest.json").exists() else None)
+    for key in ("reference_style_score", "reference_content_drift", "reference_grid", "grid", "photo_grid", "edges_unpadded"):
+        assert result[key] > 0, key
+    assert result["style_score_ratio"] == result["style_score"] / result["reference_style_score"]
+    width, height = Image.open(tmp_path / "quality.png").size
+    assert width == 3 * height  # photo | ours | reference (amber.jpg is square)
+    if "published_grid" in result:
+        assert result["published_grid"] > 10 * result["photo_grid"]  # ml5's udnie: the grid plain to see
+        assert (tmp_path / "quality-zoom.png").exists()

@@ -128,8 +128,8 @@ def test_previews_during_training_get_the_default():
 
 def test_page_pads_like_stylize(browser, mirror_url, models, tmp_path):
     """The picture mode pads as `stylize` does by default (the page's own default), and with
-    ?edgepad=0 runs as ml5.js does; a picture smaller than the pad still keeps its size."""
-    for size, pad in [((96, 72), None), ((96, 72), 0), ((9, 5), None)]:
+    ?edgepad=0 runs as ml5.js does; a picture smaller than the pad (even one row) keeps its size."""
+    for size, pad in [((96, 72), None), ((96, 72), 0), ((9, 5), None), ((4, 1), None)]:
         picture = photo(size)
         picture.save(tmp_path / "picture.png")
         query = "" if pad is None else f"&edgepad={pad}"

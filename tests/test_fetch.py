@@ -141,6 +141,7 @@ def test_fetch_coco_downloads_unzips_and_train_path_takes_it(mirror, tmp_path, m
     body = fake_coco_zip()
     mirror.files["train2014.zip"] = body
     monkeypatch.setitem(fetch.SOURCES, "coco", fetch.Source(fetch.SOURCES["coco"].url, md5(body), "fake COCO"))
+    (tmp_path / "coco" / ".train2014.x1y2").mkdir(parents=True)  # what a SIGKILLed extraction leaves
     main(["fetch", "coco", str(tmp_path / "coco")])
     pictures = tmp_path / "coco" / "train2014"
     assert sorted(p.name for p in data.find_images(pictures)) == ["COCO_train2014_000000000009.jpg",

@@ -11,7 +11,7 @@ from stylemirror.network import TransformNet
 from stylemirror.stylize import Options, Stylizer
 
 
-def test_half_precision_is_only_for_the_gpu_torch_engine(monkeypatch):
+def test_half_precision_is_only_for_the_gpu_torch_engine():
     net = TransformNet.named("lite")
     assert not Stylizer(net, "cpu").half and not Stylizer(net, "cpu", engine="torch").half
 

@@ -3,7 +3,6 @@ device (weights and Adam's state untouched) and the losses are read once a log r
 
 import math
 
-import pytest
 import torch
 
 from stylemirror import train

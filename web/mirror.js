@@ -137,10 +137,11 @@ function strength() {
 
 // Pixels mirrored past the edges before the network, so that it paints no frame along them
 // (StyleNet.stylize). Pictures get what `stylemirror stylize` gives (its --edge-pad default),
-// so the two agree; the camera, a smaller pad that keeps its frame rate (bench/README.md).
-// ?edgepad=N sets both (0: off, as ml5.js runs).
-const EDGE_PAD = { image: 64, camera: 32 };
-if (params.has('edgepad')) EDGE_PAD.image = EDGE_PAD.camera = Number(params.get('edgepad'));
+// so the two agree. The camera gets none by default: a pad that removes the frame (48) costs
+// 1.8x the work at 320x240 and one of 16, which barely helps, 1.25x, either taking the page
+// below 20x ml5.js's frame rate (bench/README.md). ?edgepad=N sets both (0: off, as ml5.js runs).
+const EDGE_PAD = { image: 48, camera: 0 };
+if (params.has('edgepad')) EDGE_PAD.image = EDGE_PAD.camera = Math.max(0, Math.floor(Number(params.get('edgepad')))) || 0;
 
 // HxWx3 pixels -> HxWx3 int32 stylized pixels, blended with the input by the strength.
 function stylize(pixels, pad) {

@@ -13,54 +13,25 @@ from .stylize import Options
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+def number(kind, accept, why):
+    """An argparse type: text -> kind(text), kept where accept(value) holds, else `why`."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{why}, got {text}")
+        return value
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def zoom_factor(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 1.0 <= value <= 8.0:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 8, got {value}")
-    return value
+positive_int = number(int, lambda v: v > 0, "must be positive")
+non_negative_int = number(int, lambda v: v >= 0, "must be 0 or more")
+unit_float = number(float, lambda v: 0.0 <= v <= 1.0, "must be between 0 and 1")
+non_negative_float = number(float, lambda v: 0.0 <= v < float("inf"), "must be a finite number >= 0")
+zoom_factor = number(float, lambda v: 1.0 <= v <= 8.0, "must be between 1 and 8")
 
 
 def frame_size(text: str) -> tuple[int, int]:
@@ -179,6 +150,8 @@ def cmd_bench(args):
         print(f"style score {result['style_score']:.3f} (Gram distance to the style, stylized / photo; < 1 is better), "
               f"content drift {result['content_drift']:.3f}, grid {result['grid']:.2f} (the photo's own "
               f"{result['photo_grid']:.2f}), {result['steps']} steps in {result['train_seconds']:.0f} s")
+        print(f"edges of a flat wall {result['edges']:.1f} levels from the rest (target <= 8; "
+              f"{result['edges_unpadded']:.1f} with --edge-pad 0)")
         if "reference_style_score" in result:
             print(f"plain reference (pytorch/examples' network, eager fp32, same data, steps and loss): style score "
                   f"{result['reference_style_score']:.3f}, content drift {result['reference_content_drift']:.3f}, grid "
@@ -212,9 +185,16 @@ def cmd_bench(args):
     elif args.what == "stylize":
         w, h = args.size or (640, 480)
         result = bench.bench_stylize(w, h, args.device, arch=args.arch)
-        print(f"stylize {result['size']} ({args.arch}): {result['ms_per_frame']:.1f} ms/frame ({result['engine']}); "
-              f"plain eager fp32 reference {result['reference_ms_per_frame']:.1f} ms: {result['speedup']:.2f}x, "
-              f"max difference {result['max_level_difference']} level(s) ({result['device']}, {result['machine']})")
+        if result["tiled"]:
+            print(f"stylize {result['size']} ({args.arch}), in tiles: {result['ms_per_frame'] / 1000:.1f} s, "
+                  f"peak RSS {result['peak_rss_mb']:.0f} MB ({result['device']}, {result['machine']})")
+        else:
+            print(f"stylize {result['size']} ({args.arch}): {result['ms_per_frame']:.1f} ms/frame ({result['engine']}); "
+                  f"plain eager fp32 reference {result['reference_ms_per_frame']:.1f} ms: {result['speedup']:.2f}x, "
+                  f"max difference {result['max_level_difference']} level(s), peak RSS {result['peak_rss_mb']:.0f} MB "
+                  f"({result['device']}, {result['machine']})")
+            print(f"with the default --edge-pad {result['edge_pad']} (clean edges): {result['edge_pad_ms_per_frame']:.1f} "
+                  f"ms/frame, {result['edge_pad_ms_per_frame'] / result['ms_per_frame']:.2f}x the time without")
     elif args.what == "mirror":
         w, h = args.size or (320, 240)
         model = args.model[0] if args.model else str(SHARED / "ml5-models" / "wave")
@@ -223,6 +203,8 @@ def cmd_bench(args):
               f"{result['ml5_fps']:.4f} fps ({result['ml5_backend']}): {result['speedup']:.1f}x; "
               f"lite network {result['lite_fps']:.2f} fps ({result['lite_vs_standard']:.1f}x the standard one; "
               f"ml5.js cannot run it) ({result['machine']}, headless Chromium)")
+        print("the page with N mirrored pixels around each frame (?edgepad=N; the figure above: its default): " + ", ".join(
+            f"{pad}: {fps:.3f} fps ({fps / result['ml5_fps']:.1f}x)" for pad, fps in result["edge_pad_fps"].items()))
     elif args.what == "flicker":
         result = bench_flicker(args.model)
     else:

@@ -7,6 +7,7 @@ checked for years, and appear under their final name only complete and verified.
 import hashlib
 import http.client
 import os
+import shutil
 import urllib.error
 import urllib.request
 import zipfile
@@ -147,6 +148,8 @@ def fetch_coco(folder, keep_zip=False) -> Path:
         return pictures
     source = SOURCES["coco"]
     archive = download(source.location(), folder / source.name, source.md5)
+    for leftover in folder.glob(f".{pictures.name}.*"):  # an extraction killed outright (SIGKILL) left its temporary
+        shutil.rmtree(leftover, ignore_errors=True)
     unzip(archive, pictures)
     if not keep_zip:
         archive.unlink()

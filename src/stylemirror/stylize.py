@@ -29,7 +29,7 @@ class Options:
     # Pixels of reflected picture around the input, cropped off the output: the network's
     # zero-padded convolutions then paint their frame on the reflection, not on the picture
     # (0: off, as ml5.js runs). bench/README.md measures the sizes.
-    edge_pad: int = 64
+    edge_pad: int = 48
     # Bigger pictures and frames go through the network in tiles (tiling.py), with memory
     # bounded by the tile's size; untiled, the network holds about 0.4 GB a megapixel.
     max_pixels: int = 4_000_000
@@ -62,8 +62,6 @@ class Stylizer:
             self.session = onnxruntime.InferenceSession(onnx_bytes(self.net), providers=["CPUExecutionProvider"])
 
     def network(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] * x.shape[-1] > self.options.max_pixels:
-            return tiling.stylize_tiled(self.net, x, min(self.options.max_pixels, tiling.TILE_PIXELS))
         if self.session is None:
             with torch.autocast(self.device.type, torch.float16, enabled=self.half):
                 return self.net(x).float()
@@ -72,15 +70,20 @@ class Stylizer:
     def network_with_edges(self, x: torch.Tensor) -> torch.Tensor:
         """The network on x reflect-padded by Options.edge_pad, cropped back to x's size."""
         pad = self.options.edge_pad
+        h, w = x.shape[-2:]
+        if (h + 2 * pad) * (w + 2 * pad) > self.options.max_pixels:
+            # Tiled, reading the padding tile by tile: the padded copy would cost more memory.
+            return tiling.stylize_tiled(self.net, x, min(self.options.max_pixels, tiling.TILE_PIXELS), pad)
         if pad == 0:
             return self.network(x)
-        h, w = x.shape[-2:]
         return self.network(reflect_pad(x, pad))[..., pad:pad + h, pad:pad + w]
 
     @torch.inference_mode()
     def frames(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """Stylize equally sized frames (uint8 HxWx3) as one batch."""
-        x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).float().contiguous()
+        # One float copy, laid out as the network wants it (.float().contiguous() made two).
+        x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).to(
+            torch.float32, memory_format=torch.contiguous_format)
         y = self.network_with_edges(x)
         if self.options.preserve_colors:
             # Keep the original's chroma: add the stylized luma change to every channel.
@@ -88,7 +91,7 @@ class Stylizer:
             y = x + ((y - x) * luma).sum(1, keepdim=True)
         if self.options.strength < 1.0:
             y = torch.lerp(x, y, self.options.strength)
-        y = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        y = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # in place: big pictures
         return list(y)
 
     def prepare(self, image: Image.Image):
@@ -150,6 +153,15 @@ def reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
             x = F.pad(x, sides, mode="reflect" if size > 1 else "replicate")
             left -= step
     return x
+
+
+def wall_edge_score(net, edge_pad: int = Options.edge_pad, walls: int = 8) -> float:
+    """metrics.edge_score of `walls` flat walls (metrics.flat_wall, 320x240, seeds 0, 1, ...)
+    stylized by `net` with `edge_pad`: 8 levels or less is the target (issue 15)."""
+    from .metrics import edge_score, flat_wall
+
+    stylizer = Stylizer(net, "cpu", Options(edge_pad=edge_pad, batch_size=walls))
+    return edge_score(stylizer.frames([flat_wall(seed=seed) for seed in range(walls)]))
 
 
 def picture_tensor(image: Image.Image) -> torch.Tensor:

@@ -5,13 +5,13 @@ on its own: its norms must use the whole picture's statistics. They are gathered
 for norm k, a pass over the tiles that stops at norm k (norms < k applying the statistics
 already gathered) merges the mean and variance of its input over each tile's own (non-halo)
 part. Then a last pass applies them all and writes each tile's centre. This is exact (the
-tiles join within float rounding) and costs about 8 extra forward passes; for big pictures the
-statistics passes visit an evenly spread sample of `sample` tiles, which estimates them from
-that share of the picture at full resolution (bench/README.md has the cost and the error).
-Cheaper schemes were measured and dropped: statistics of the picture shrunk to one tile are off
-by ~10 levels on ml5's `wave`, and refining all norms at once from them (each pass recording
-every norm under the previous pass's statistics) diverges, since each norm's statistics were
-taken under upstream statistics that have since changed.
+tiles join within float rounding) and costs about 8 forward passes more than one pass (the
+passes for norm k stop there; tiles add their halos): a bounded memory paid for in time.
+Cheaper schemes were measured on ml5's `wave` (a 384x288 photo) and dropped, their error too
+large: statistics of the picture shrunk to one tile's size, 10 levels off on average; refining
+all norms at once from those (each pass gathering every norm under the previous pass's
+statistics) diverges, to 70 levels, as each norm's statistics were taken under upstream ones
+that have since changed; gathering them norm by norm from 4 of the 9 tiles, 7 levels off.
 
 Geometry. Convolutions pad with zeros only at the picture's true border, so a tile carries a
 halo of real neighbours wider than the network's receptive field (measured, `halo`). The two
@@ -34,12 +34,11 @@ import torch
 
 from .network import EPS, InstanceNorm
 
-# The largest tile (halo included), in pixels. Eager fp32 inference holds about 0.4 KB a pixel
-# at its peak in the standard network, so 1024x1024 tiles stay near 0.5 GB; with the whole
-# picture in and out (as float, 24 bytes a pixel) a 48 MP picture then stays within 2 GB
+# The largest tile (halo included), in pixels. Eager fp32 inference holds about 0.5 KB a pixel
+# at its peak in the standard network (measured at 1024x1024), so a tile costs ~0.3 GB; with
+# the whole picture in and out as float (24 bytes a pixel) a 48 MP picture stays within 2 GB
 # (bench/README.md).
-TILE_PIXELS = 1024 * 1024
-SAMPLE_TILES = 12  # tiles the statistics passes visit on big pictures
+TILE_PIXELS = 768 * 768
 PROBE = 160  # side of the picture the receptive field is measured on (doubled if too small)
 
 
@@ -58,7 +57,7 @@ def _norms_call(net, fn):
     for norm in norms:
         norm.tiled = tiled
     try:
-        yield calls
+        yield
     finally:
         for norm in norms:
             del norm.tiled
@@ -105,6 +104,8 @@ def halo(net) -> int:
 
 
 def _reach(net, size):
+    """The farthest input pixel (from the centre of a size x size picture) that a 4x4 block of
+    central output pixels depends on, plus 2 for the block's own extent."""
     device = next(net.parameters()).device
     with torch.inference_mode(False), torch.enable_grad():
         x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device) * 255
@@ -183,9 +184,6 @@ class Plan:
         r, c = tile
         return self.rows.owned(r, fy, hy, local[0]), self.cols.owned(c, fx, hx, local[1])
 
-    def largest_tile_pixels(self) -> int:
-        return max((r.stop - r.start) * (c.stop - c.start) for r, c in self.tiles)
-
 
 class _Moments:
     """Per-channel count, mean and sum of squared deviations, merged over tiles in float64
@@ -214,12 +212,13 @@ class _Stop(Exception):
     """Ends a statistics pass at the norm it gathers for."""
 
 
-def gather_stats(net, x, plan, tiles):
-    """Every norm's (mean, var) over the owned parts of `tiles` of x (1, 3, H, W), norm by norm."""
+def gather_stats(net, x, plan):
+    """Every norm's (mean, var) over the picture (a Padded), norm by norm, from the tiles'
+    owned parts."""
     stats = {}
     for k in range(len(plan.shapes)):
         moments = _Moments()
-        for tile in tiles:
+        for tile in plan.tiles:
             def upto_k(index, norm, t, tile=tile):
                 if index < k:
                     return _affine(norm, t, *stats[index])
@@ -227,41 +226,59 @@ def gather_stats(net, x, plan, tiles):
                 moments.add(t[..., rows, cols])
                 raise _Stop
 
-            r, c = tile
             with _norms_call(net, upto_k), contextlib.suppress(_Stop):
-                net(x[..., r.start:r.stop, c.start:c.stop])
+                net(x.region(tile))
         stats[k] = moments.stats()
     return stats
 
 
-def apply_stats(net, x, plan, stats, out):
-    """The last pass: every tile of x with the gathered statistics, its owned part into out."""
-    for r, c in plan.tiles:
+def apply_stats(net, x, plan, stats, out, edge_pad):
+    """The last pass: every tile of x with the gathered statistics; what each owns of the
+    picture (the padded picture less its `edge_pad` frame) goes into out."""
+    for tile in plan.tiles:
         with _norms_call(net, lambda index, norm, t: _affine(norm, t, *stats[index])):
-            y = net(x[..., r.start:r.stop, c.start:c.stop])
-        rows = slice(r.own_lo, min(r.own_hi, plan.rows.size))
-        cols = slice(c.own_lo, min(c.own_hi, plan.cols.size))
-        oy, ox = plan.rows.offset(r, 1, 0), plan.cols.offset(c, 1, 0)
-        out[..., rows, cols] = y[..., rows.start - oy:rows.stop - oy, cols.start - ox:cols.stop - ox]
+            y = net(x.region(tile))
+        place = []
+        for axis, span, size in ((plan.rows, tile[0], out.shape[-2]), (plan.cols, tile[1], out.shape[-1])):
+            lo, hi = max(span.own_lo, edge_pad), min(span.own_hi, edge_pad + size)
+            place.append((slice(lo - edge_pad, hi - edge_pad), slice(lo - axis.offset(span, 1, 0), hi - axis.offset(span, 1, 0))))
+        (out_rows, rows), (out_cols, cols) = place
+        if out_rows.start < out_rows.stop and out_cols.start < out_cols.stop:
+            out[..., out_rows, out_cols] = y[..., rows, cols]
 
 
-def spread(tiles: list, count: int) -> list:
-    """`count` of the tiles, evenly spread over the list (all of them if there are fewer)."""
-    if len(tiles) <= count:
-        return tiles
-    return [tiles[(2 * i + 1) * len(tiles) // (2 * count)] for i in range(count)]
+class Padded:
+    """x (1, 3, H, W) as stylize.reflect_pad would pad it by `pad` on every side, read one
+    tile at a time, so that the padded picture is never held whole."""
+
+    def __init__(self, x, pad: int):
+        from .stylize import reflect_pad  # the same reflection as the untiled path
+
+        self.x = x
+        h, w = x.shape[-2:]
+        rows = torch.arange(h, dtype=torch.float64, device=x.device).view(1, 1, h, 1)
+        cols = torch.arange(w, dtype=torch.float64, device=x.device).view(1, 1, 1, w)
+        self.rows = reflect_pad(rows, pad)[0, 0, :, 0].long()
+        self.cols = reflect_pad(cols, pad)[0, 0, 0, :].long()
+        self.shape = (*x.shape[:2], len(self.rows), len(self.cols))
+
+    def region(self, tile):
+        r, c = tile
+        return self.x.index_select(-2, self.rows[r.start:r.stop]).index_select(-1, self.cols[c.start:c.stop])
 
 
 @torch.no_grad()
-def stylize_tiled(net, x, tile_pixels: int = TILE_PIXELS, sample: int = SAMPLE_TILES):
-    """net(x) for x (N, 3, H, W) of any size, in tiles of at most about `tile_pixels`
-    (halo included), frame by frame."""
+def stylize_tiled(net, x, tile_pixels: int = TILE_PIXELS, edge_pad: int = 0):
+    """net(reflect_pad(x, edge_pad)) cropped back to x's size (as Stylizer.network_with_edges),
+    for x (N, 3, H, W) of any size, in tiles of at most about `tile_pixels` (halo included),
+    frame by frame."""
     n, _, h, w = x.shape
-    plan = Plan(net, h, w, tile_pixels)
-    if len(plan.tiles) == 1:
-        return net(x)
     out = x.new_empty(n, 3, h, w)
     for i in range(n):
-        frame = x[i:i + 1]
-        apply_stats(net, frame, plan, gather_stats(net, frame, plan, spread(plan.tiles, sample)), out[i:i + 1])
+        frame = Padded(x[i:i + 1], edge_pad)
+        plan = Plan(net, *frame.shape[-2:], tile_pixels)
+        if len(plan.tiles) == 1:
+            out[i:i + 1] = net(frame.region(plan.tiles[0]))[..., edge_pad:edge_pad + h, edge_pad:edge_pad + w]
+            continue
+        apply_stats(net, frame, plan, gather_stats(net, frame, plan), out[i:i + 1], edge_pad)
     return out

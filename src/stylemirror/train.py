@@ -468,7 +468,8 @@ def train(cfg: TrainConfig) -> int:
                                "those steps skipped (weights unchanged)")
                 if seen["longest_bad_run"] >= MAX_BAD_STEPS:
                     raise UserError(f"the loss was non-finite {seen['longest_bad_run']} steps in a row; stopped. "
-                                    f"Last good checkpoint: {newest_checkpoint(run.folder)}. Try a lower --learning-rate")
+                                    f"Last good checkpoint: {newest_checkpoint(run.folder) or 'none yet'}. "
+                                    "Try a lower --learning-rate")
                 if seen["losses"]:
                     row = {"step": step, "epoch": round(epoch + batch_in_epoch / steps_per_epoch, 4), **seen["losses"]}
                     row["images_per_s"] = window["images"] / elapsed

@@ -37,11 +37,13 @@ def page_fps(context, url, frames):
     return 1000 * (end[0] - start[0]) / (end[1] - start[1]), end[2]
 
 
-def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chromium="/usr/bin/chromium"):
+def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chromium="/usr/bin/chromium",
+                 edge_pads=(0, 16, 48)):
     """Frames per second of the mirror page and of ml5.js 0.12.2 (the classic sketch, on its
     only correct backend, WebGL) on the same ml5 model, in the same headless Chromium, with a
     fake camera; and of the page on the lite network (random weights: speed does not depend
-    on them), which ml5.js cannot run."""
+    on them), which ml5.js cannot run; and of the page with each of `edge_pads` (?edgepad=N:
+    the mirrored pixels around each frame) in place of its camera's default."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -72,6 +74,8 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
                                                                headless=True, args=args)
                 ours, backend = page_fps(context, f"{base}?model={name}&size={width}x{height}", frames)
                 lite_fps, _ = page_fps(context, f"{base}?model={lite}&size={width}x{height}", frames)
+                by_pad = {pad: page_fps(context, f"{base}?model={name}&size={width}x{height}&edgepad={pad}", frames)[0]
+                          for pad in edge_pads}
                 page = context.new_page()
                 page.goto(f"{base}examples/ml5/?model={name}&size={width}x{height}&frames={ml5_frames + 1}")
                 # The first ml5 frame compiles its shaders: time the ones after it.
@@ -84,5 +88,5 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
         finally:
             srv.shutdown()
     return {"fps": ours, "ml5_fps": theirs, "speedup": ours / theirs, "backend": backend,
-            "ml5_backend": "webgl", "lite_fps": lite_fps, "lite_vs_standard": lite_fps / ours,
+            "ml5_backend": "webgl", "lite_fps": lite_fps, "edge_pad_fps": by_pad, "lite_vs_standard": lite_fps / ours,
             "size": f"{width}x{height}", "model": name, "machine": machine()}

@@ -15,7 +15,7 @@ from torch import nn
 
 from .. import data, formats, loss_network
 from ..metrics import grid_score
-from ..stylize import picture_tensor
+from ..stylize import picture_tensor, wall_edge_score
 from .common import write_skimage_photos
 
 QUALITY_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
@@ -151,7 +151,8 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
     result = {"style_score": score, "content_drift": drift, "grid": grid_score(stylized), "photo_grid": grid_score(photo),
               "arch": arch, "decoder": decoder, "steps": steps, "image_size": image_size, "batch_size": batch_size,
               "style_weight": style_weight, "crop_zoom": crop_zoom, "stability_weight": stability_weight,
-              "flicker": flicker_of(net), "train_seconds": seconds,
+              "flicker": flicker_of(net), "edges": wall_edge_score(net), "edges_unpadded": wall_edge_score(net, 0),
+              "train_seconds": seconds,
               "first_loss": log[0]["total"], "last_loss": log[-1]["total"]}
     panels = [photo, stylized]
     if ref_net is not None:

@@ -1,4 +1,9 @@
-"""`stylemirror bench stylize`: ms per frame of the stylize path beside plain eager fp32 `net(x)`."""
+"""`stylemirror bench stylize`: ms per frame of the stylize path beside plain eager fp32 `net(x)`,
+and the peak memory of one frame through it, measured in a child process."""
+
+import multiprocessing
+import resource
+import time
 
 import numpy as np
 import torch
@@ -8,17 +13,52 @@ from ..devices import pick_device
 from .common import machine, timed_in_turns
 
 
-def bench_stylize(width=640, height=480, device="auto", repeats=5, arch="standard"):
-    """ms per frame of `stylemirror stylize`'s path (uint8 frame in, uint8 frame out) and of
-    the plain eager fp32 reference `net(x)`, side by side, and how far apart they are."""
+def bench_frame(width, height) -> np.ndarray:
+    return np.array(Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 64).convert("RGB"))
+
+
+def _stylize_once(width, height, device, arch):
+    """In a fresh process: (seconds, peak RSS in MB, RSS in MB before it) of one frame through
+    the stylize path, so that the peak is this stylize's own."""
     from ..network import TransformNet
     from ..stylize import Stylizer
 
+    torch.manual_seed(0)
+    frame = bench_frame(width, height)
+    stylizer = Stylizer(TransformNet.named(arch).eval(), device)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+    start = time.perf_counter()
+    stylizer.frames([frame])
+    seconds = time.perf_counter() - start
+    return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before
+
+
+def stylize_in_child(width, height, device, arch):
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_stylize_once, (width, height, str(device), arch))
+
+
+def bench_stylize(width=640, height=480, device="auto", repeats=5, arch="standard"):
+    """ms per frame of `stylemirror stylize`'s path (uint8 frame in, uint8 frame out) and of
+    the plain eager fp32 reference `net(x)`, side by side, and how far apart they are; the peak
+    RSS of one frame in a child process. Above Options.max_pixels the frame is tiled, and only
+    the child's one run is timed (the untiled reference would not fit)."""
+    from ..network import TransformNet
+    from ..stylize import Options, Stylizer
+
     device = pick_device(device)
+    seconds, peak_mb, before_mb = stylize_in_child(width, height, device, arch)
+    memory = {"peak_rss_mb": peak_mb, "rss_before_stylize_mb": before_mb, "size": f"{width}x{height}",
+              "arch": arch, "device": str(device), "machine": machine()}
+    if width * height > Options().max_pixels:
+        # Tiled (tiling.py): the untiled reference would not fit in memory. One run, in the child.
+        return {"ms_per_frame": 1000 * seconds, "tiled": True, "engine": "torch", **memory}
     torch.manual_seed(0)
     net = TransformNet.named(arch).eval()
-    frame = np.array(Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 64).convert("RGB"))
-    stylizer = Stylizer(net, device)
+    frame = bench_frame(width, height)
+    # The reference's function: no edge padding (it costs more pixels; timed on its own below).
+    stylizer = Stylizer(net, device, Options(edge_pad=0))
+    padded = Stylizer(net, device)
     ref_net = TransformNet.named(arch).to(device).eval()
     ref_net.load_state_dict(net.state_dict())
     x = torch.from_numpy(frame).permute(2, 0, 1)[None].float().to(device)
@@ -26,10 +66,12 @@ def bench_stylize(width=640, height=480, device="auto", repeats=5, arch="standar
     def reference():
         with torch.no_grad():
             return ref_net(x)
-    seconds = timed_in_turns({"ours": lambda: stylizer.frames([frame]), "reference": reference}, device, repeats)
+    seconds = timed_in_turns({"ours": lambda: stylizer.frames([frame]), "reference": reference,
+                              "edge_pad": lambda: padded.frames([frame])}, device, repeats)
     ours_s, ref_s = seconds["ours"], seconds["reference"]
     want = reference()[0].permute(1, 2, 0).round().clamp(0, 255).cpu().numpy()
     levels = int(np.abs(stylizer.frames([frame])[0].astype(int) - want.astype(int)).max())
     return {"ms_per_frame": 1000 * ours_s, "reference_ms_per_frame": 1000 * ref_s, "speedup": ref_s / ours_s,
-            "max_level_difference": levels, "size": f"{width}x{height}", "arch": arch, "device": str(device),
-            "engine": "onnxruntime" if stylizer.session else "torch", "machine": machine()}
+            "max_level_difference": levels, "tiled": False, "edge_pad": padded.options.edge_pad,
+            "edge_pad_ms_per_frame": 1000 * seconds["edge_pad"],
+            "engine": "onnxruntime" if stylizer.session else "torch", **memory}

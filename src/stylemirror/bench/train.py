@@ -1,4 +1,5 @@
-"""`stylemirror bench train`: images/s of the training step beside the plain eager fp32 reference."""
+"""`stylemirror bench train`: images/s of the training step beside the plain eager fp32 reference;
+with --e2e, of `stylemirror train` itself on JPEG files beside the step alone."""
 
 import contextlib
 import json

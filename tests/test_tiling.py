@@ -1,0 +1,116 @@
+"""Tiled stylizing (stylemirror.tiling): the same picture as untiled, no seams, bounded memory.
+
+Small tiles are forced so that pictures of a few hundred pixels tile."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ml5_model, photo, random_net
+from stylemirror import tiling
+from stylemirror.formats import read_ml5
+from stylemirror.stylize import Options, Stylizer, picture_tensor
+
+
+def tile_borders(plan) -> tuple[list[int], list[int]]:
+    """The output rows and columns where one tile's owned part meets the next."""
+    return ([r.own_lo for r in plan.rows.spans[1:]], [c.own_lo for c in plan.cols.spans[1:]])
+
+
+def seam_and_rest(diff: np.ndarray, plan, band=4) -> tuple[float, float]:
+    """Mean of `diff` (H x W) within `band` pixels of a tile border, and elsewhere."""
+    near = np.zeros(diff.shape, bool)
+    rows, cols = tile_borders(plan)
+    for r in rows:
+        near[max(0, r - band):r + band] = True
+    for c in cols:
+        near[:, max(0, c - band):c + band] = True
+    assert near.any() and not near.all()
+    return float(diff[near].mean()), float(diff[~near].mean())
+
+
+def assert_joins_untiled(net, x, tile_pixels):
+    plan = tiling.Plan(net, *x.shape[-2:], tile_pixels)
+    assert len(plan.rows.spans) >= 2 and len(plan.cols.spans) >= 2, "the test must tile both ways"
+    with torch.no_grad():
+        want, got = net(x), tiling.stylize_tiled(net, x, tile_pixels)
+    assert got.shape == want.shape
+    diff = (got - want).abs()[0].mean(0).numpy()
+    assert diff.mean() <= 1.0
+    seam, rest = seam_and_rest(diff, plan)
+    assert seam <= max(2 * rest, 1e-3), f"seam: {seam} levels along tile borders, {rest} elsewhere"
+    return diff
+
+
+@pytest.mark.parametrize("h, w, decoder", [(150, 101, "resize"), (131, 162, "deconv3"), (145, 147, "resize"),
+                                           (128, 136, "deconv3")])
+def test_random_net_tiles_join_without_seams(h, w, decoder):
+    """Each size modulo 4 shifts TF 'same''s stride-2 grid differently."""
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * w)) * 255
+    diff = assert_joins_untiled(random_net(1, "lite", decoder), x, 160 * 160)
+    assert diff.max() < 0.05  # the statistics are exact: only float rounding is left
+
+
+def test_published_model_tiles_join_without_seams():
+    net = read_ml5(ml5_model("wave")).eval()
+    assert_joins_untiled(net, picture_tensor(photo((176, 144))), 224 * 224)
+
+
+def test_halo_covers_the_receptive_field():
+    """The tiles' zero padding must never reach a tile's owned part: it would if the halo
+    were smaller than the receptive field. 10 3x3 convs at 1/4 scale and two 9x9 convs reach
+    about 60 pixels in the standard network, 12 fewer per residual block removed."""
+    assert 60 <= tiling.halo(random_net()) <= 68
+    assert 44 <= tiling.halo(random_net(arch="lite")) <= 52
+
+
+def test_big_pictures_go_through_tiles_in_stylize(monkeypatch):
+    """Stylizer.frames (pictures and video frames alike) tiles what is above max_pixels,
+    reflected edges included, and gives the untiled result within a level."""
+    net = random_net(2, "lite")
+    frame = np.asarray(photo((150, 120)))
+    untiled = Stylizer(net, options=Options(edge_pad=16), engine="torch").frames([frame])[0]
+    tiled_stylizer = Stylizer(net, options=Options(edge_pad=16, max_pixels=160 * 160), engine="torch")
+    calls = []
+    original = tiling.stylize_tiled
+    monkeypatch.setattr(tiling, "stylize_tiled", lambda *args: calls.append(args[1].shape) or original(*args))
+    tiled = tiled_stylizer.frames([frame, frame])
+    assert calls, "max_pixels did not send the frames through tiles"
+    for out in tiled:
+        assert np.abs(out.astype(int) - untiled.astype(int)).mean() <= 1.0
+
+
+def test_random_sizes_keep_their_size_within_the_memory_bound():
+    """Property: sizes from 1 px to a few thousand, odd and even, come out at their size, and
+    no activation of any layer is larger than the tile bound allows (untiled, a picture above
+    max_pixels would break it)."""
+    net = random_net(3, "lite")
+    tile_pixels = 160 * 160
+    stylizer = Stylizer(net, options=Options(edge_pad=0, max_pixels=tile_pixels), engine="torch")
+    tiling.halo(net)  # measured once on its own probe picture, before the bound is watched
+    largest = [0]
+
+    def watch(module, inputs, output):
+        if output.device.type == "meta":  # the shapes tiling works out hold no memory
+            return
+        largest[0] = max(largest[0], output.numel() * output.element_size())
+
+    hooks = [m.register_forward_hook(watch) for m in net.modules()]
+    # A pixel of a tile holds at most the first layer's width of float32 activations.
+    bound = tile_pixels * net.widths[0] * 4
+    rng = np.random.default_rng(14)
+    sizes = [(1, 1), (1, 2), (2, 1), (3, 2999), (2000, 5), (161, 163)]
+    while len(sizes) < 10:
+        h, w = np.exp(rng.uniform(0, np.log(3000), 2)).astype(int)
+        if h * w <= 30_000:
+            sizes.append((int(h), int(w)))
+    try:
+        for h, w in sizes:
+            frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            largest[0] = 0
+            out = stylizer.frames([frame])[0]
+            assert out.shape == (h, w, 3)
+            assert largest[0] <= bound, f"{h}x{w}: an activation of {largest[0]} bytes, above {bound}"
+    finally:
+        for hook in hooks:
+            hook.remove()
