@@ -20,7 +20,7 @@ def bench_json(*args):
 
 def test_bench_train_reports_images_per_s_beside_the_reference():
     text, figures = bench_json("train", "--image-size", "32", "--batch-size", "2", "--steps", "1", "--no-compile")
-    assert figures["images_per_s"] > 0 and figures["reference_images_per_s"] > 0
+    assert figures["images_per_s"] > 0 and figures["reference_images_per_s"] > 0 and figures["steadiness_images_per_s"] > 0
     assert figures["speedup"] == pytest.approx(figures["images_per_s"] / figures["reference_images_per_s"])
     assert "plain eager fp32 reference" in text
 
@@ -79,7 +79,10 @@ def test_short_training_moves_the_style_and_paints_no_grid(tmp_path):
     result = bench.quality(IMAGES / "udnie.jpg", IMAGES / "amber.jpg", shared_vgg(), tmp_path, steps=300,
                            image_size=128, batch_size=4, workers=0, reference=False)
     assert result["style_score"] < 0.75, result
-    assert result["grid"] <= 2 * result["photo_grid"], result  # 1.7x measured; the 1.5x target is not met yet
+    # Measured 0.93x and 1.57 (the plain reference: 1.39); 1.7x and 1.93 before the output norm's
+    # scale started at 0.5 and the steadiness term was on (bench/README.md).
+    assert result["grid"] <= 1.5 * result["photo_grid"], result
+    assert result["content_drift"] < 1.75, result
     assert result["last_loss"] < result["first_loss"] / 5
     assert (tmp_path / "quality.safetensors").exists() and 0 < result["flicker"]["flicker"]
     assert result["edges"] <= 8 < result["edges_unpadded"], result  # a flat wall: no frame with the default pad

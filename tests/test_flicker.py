@@ -55,15 +55,66 @@ def test_bench_reports_every_clip_for_every_model():
     assert r["flicker"] == pytest.approx(np.mean([r["still"], r["pan"], r["zoom"]])) and r["flicker"] > 0
 
 
-def test_stability_loss_is_zero_for_a_network_that_follows_its_input_and_trains():
+def test_stability_loss_on_networks_whose_answer_is_known():
     import torch
 
-    from stylemirror.loss_network import stability_loss
-    x = torch.rand(2, 3, 24, 20) * 255
+    from stylemirror.loss_network import STABILITY_NOISE, stability_loss
+    x = torch.rand(2, 3, 24, 20) * 200 + 20  # away from 0 and 255: the noise is not clipped
+    # A constant picture moves with anything and ignores noise: nothing to penalise.
+    constant = lambda v: torch.full_like(v, 77.0)  # noqa: E731
+    assert stability_loss(constant, x, constant(x), torch.Generator().manual_seed(0)).item() == 0
+    # The identity moves exactly with its input and passes the noise on: the loss is the noise's power.
     identity = torch.nn.Identity()
-    assert stability_loss(identity, x, identity(x), torch.Generator().manual_seed(0)).item() < 1e-8
+    losses = [stability_loss(identity, x, x, torch.Generator().manual_seed(s)).item() for s in range(8)]
+    assert np.mean(losses) == pytest.approx(STABILITY_NOISE ** 2, rel=0.05)
+    # A network that does not move with its input (it paints by absolute position) is penalised
+    # unless the shift drawn is (0, 0): here the seed draws a real shift.
+    fixed = torch.rand(1, 3, 24, 20) * 255
+    by_position = lambda v: fixed.expand_as(v)  # noqa: E731
+    assert stability_loss(by_position, x, by_position(x), torch.Generator().manual_seed(0)).item() > 100
     net = random_net()
     loss = stability_loss(net, x, net(x), torch.Generator().manual_seed(0))
     assert loss.item() > 1
     loss.backward()
     assert net.up1.conv.weight.grad.abs().sum() > 0
+
+
+def test_the_still_strip_shows_each_model_and_where_it_shimmers(tmp_path):
+    from PIL import Image
+
+    dest = tmp_path / "strip.png"
+    flicker.still_strip({"identity": Identity(), "flat": Flat()}, dest, frames=3)
+    strip = np.asarray(Image.open(dest).convert("L"), dtype=float)
+    w, h = flicker.FRAME_SIZE
+    row = h + 18
+    assert strip.shape == (3 * row, 4 * w)  # input, identity, flat; 3 frames + the spread
+    input_spread, identity_spread, flat_spread = (strip[r * row + 18:(r + 1) * row, 3 * w:] for r in range(3))
+    # The input's noise (std ~3 levels, x16) shows; the identity copies it; the flat one is still.
+    assert 32 < input_spread.mean() < 64 and identity_spread.mean() == pytest.approx(input_spread.mean())
+    assert flat_spread.max() == 0
+    flat_frame = strip[2 * row + 18:3 * row, :w]
+    assert np.all(flat_frame == flat_frame[0, 0])
+    assert not list(tmp_path.glob(".*"))  # the temporary file is gone
+
+
+def test_bench_flicker_strip_must_be_a_png(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "stylemirror", "bench", "flicker", "--strip", str(tmp_path / "s.gif")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "is a .png picture" in result.stderr
+
+
+def test_pan_warp_tells_texture_that_moves_from_shimmer():
+    clip = flicker.clips(frames=8, size=(64, 48))["pan"]
+    rng = np.random.default_rng(1)
+    # A steady model of twice the contrast: the pan flicker doubles, its warping error does too,
+    # but stays that of the input noise, doubled; a model painting fresh texture every frame
+    # is far above it.
+    doubled = [np.clip(2.0 * f.astype(float) - 128, 0, 255) for f in clip]
+    shimmer = [np.clip(f.astype(float) + rng.normal(0, 20, f.shape), 0, 255) for f in clip]
+    assert flicker.pan_warp(clip, clip) == pytest.approx(1.0)
+    assert flicker.pan_warp(clip, doubled) < 2.1
+    assert flicker.pan_warp(clip, shimmer) > 10
+    assert flicker.pan_warp(clip, [clip[0]] * 8) > 3  # a frozen picture does not follow the pan

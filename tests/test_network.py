@@ -174,3 +174,20 @@ def test_inference_form_computes_the_same_function(arch, decoder):
             want, got = net(x), fast(x)
             assert got.shape == want.shape
             assert (got - want).abs().max() < 0.01, shape  # float rounding only: a hundredth of a level
+
+
+@pytest.mark.parametrize("styles", [1, 3])
+def test_a_new_network_starts_within_a_photos_levels(styles):
+    """The last norm starts at scale OUTPUT_NORM_SCALE (0.5): its unit-variance output through
+    150 tanh(0.5 z) + 127.5 is clipped at 0 only where z < -2.5 (0.6% of pixels; at scale 1,
+    where z < -1.26: 10%), with a spread of about 60 levels, a photo's."""
+    from stylemirror.network import OUTPUT_NORM_SCALE
+
+    torch.manual_seed(0)
+    net = TransformNet(styles=styles)
+    assert torch.all(net.conv4.norm.scale == OUTPUT_NORM_SCALE) and torch.all(net.up2.norm.scale == 1)
+    x = torch.rand(2, 3, 96, 96) * 255
+    with torch.no_grad():
+        y = net(x, None if styles == 1 else torch.eye(styles)[0])
+    clipped = ((y == 0) | (y == 255)).float().mean().item()
+    assert clipped < 0.02 and 45 < y.std().item() < 80, (clipped, y.std().item())

@@ -66,7 +66,8 @@ def test_training_writes_everything_and_the_loss_falls(workdir, tmp_path, browse
     log = rows(ckpt)
     assert {"step", "epoch", "content", "style", "tv", "total", "images_per_s"} <= set(log[0])
     assert [r["step"] for r in log] == list(range(2, 25, 2))
-    assert np.mean([r["total"] for r in log[-3:]]) < 0.5 * np.mean([r["total"] for r in log[:2]])
+    # Measured 0.55x with the default steadiness term, most of it learned in the first steps.
+    assert np.mean([r["total"] for r in log[-3:]]) < 0.65 * np.mean([r["total"] for r in log[:2]])
     assert sorted(p.name for p in ckpt.glob("ckpt_*.pt")) == ["ckpt_00000010.pt", "ckpt_00000020.pt", "ckpt_00000024.pt"]
     assert Image.open(ckpt / "losses.png").size[0] > 300
     previews = sorted(p.name for p in (tmp_path / "previews").iterdir())
@@ -231,3 +232,16 @@ def test_bf16_where_it_is_native_unless_told(monkeypatch):
     assert train.StepOptions.for_device(cuda, True) == train.StepOptions(channels_last=True, bf16=True, compile=True)
     args = build_parser().parse_args(["train", "--style", "s.jpg", "--checkpoint-dir", "c", "--no-bf16"])
     assert args.bf16 is False and "bf16" in train.TrainConfig.__dataclass_fields__
+
+
+def test_the_steadiness_term_is_on_by_default_logged_and_counted_in_the_total(workdir, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    result = stylemirror(*train_args(workdir, ckpt, "--epochs", "1", "--log-interval", "1"))
+    assert result.returncode == 0, result.stderr
+    for row in rows(ckpt):
+        assert row["stability"] > 0
+        parts = row["content"] + row["style"] + row["tv"] + row["stability"]
+        assert abs(row["total"] - parts) <= 1e-4 * row["total"]
+    plain = tmp_path / "plain"
+    assert stylemirror(*train_args(workdir, plain, "--epochs", "1", "--stability-weight", "0")).returncode == 0
+    assert "stability" not in rows(plain)[0]  # off: nothing to log

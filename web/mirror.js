@@ -21,6 +21,8 @@ const mirror = {
   frames: 0,
   frameTimes: [],
   loopRunning: false,
+  watch: null, // a training run's network on show: {step, loaded_at (ms since 1970)} (watch.js)
+  blend: null, // a multi-style model's weights in use, {style: weight} (blend.js; setBlend sets them)
 };
 window.mirror = mirror;
 
@@ -98,6 +100,8 @@ async function loadIndex() {
 async function useModel(name) {
   const entry = mirror.models.find((m) => m.name === name);
   document.body.dataset.state = 'loading-model';
+  Watch.stop();
+  if (entry.watch && !(await Watch.untilModel(entry))) return false; // another style was chosen meanwhile
   say(`Loading the style "${name}"…`);
   let net;
   try {
@@ -110,6 +114,7 @@ async function useModel(name) {
   if (mirror.net) mirror.net.dispose();
   mirror.net = net;
   mirror.model = name;
+  Blend.show(net); // a multi-style model's styles and blend control
   $('model-select').value = name;
   const details = [entry.arch !== 'standard' && entry.arch, `${(entry.size / 1e6).toFixed(1)} MB`];
   $('model-info').textContent = `${name} (${details.filter(Boolean).join(', ')})`;
@@ -126,6 +131,7 @@ async function useModel(name) {
     mirror.pendingPicture = null;
     stylizePicture(file);
   }
+  if (entry.watch) Watch.follow(entry);
   return true;
 }
 
@@ -370,7 +376,7 @@ async function main() {
     document.body.dataset.state = 'error';
     return;
   }
-  $('model-select').replaceChildren(...mirror.models.map((m) => new Option(m.name, m.name)));
+  $('model-select').replaceChildren(...mirror.models.map((m) => new Option(m.label || m.name, m.name)));
   if (!mirror.models.length) {
     say(NO_MODELS);
     document.body.dataset.state = 'no-models';

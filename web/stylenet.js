@@ -3,7 +3,9 @@
 //   - the mirror's own format: one .safetensors file as `stylemirror train` and `export` write
 //     it (one request; any width and number of residual blocks, e.g. `--arch lite`).
 // Runs ml5's forward pass with TensorFlow's 'same' padding; the output has the input's size
-// (ml5 rounds odd sizes up; we crop).
+// (ml5 rounds odd sizes up; we crop). A multi-style safetensors file (conditional instance
+// norm: one scale and shift per style, every conv shared) runs a blend of its styles:
+// net.styles names them, net.setBlend(weights) picks one or mixes them.
 'use strict';
 
 const StyleNet = (() => {
@@ -22,10 +24,10 @@ const StyleNet = (() => {
 
   // A network is {conv1, conv2, conv3, res: [[a, b], ...], up1, up2, conv4}, each layer
   // {weight, shift, scale}; conv weights HWIO [k, k, in, out], transposed convs [k, k, out, in].
-  function assemble(layers, blocks) {
+  function assemble(layers, blocks, styles = []) {
     const res = [];
     for (let i = 0; i < blocks; i++) res.push([layers[`res.${i}.conv1`], layers[`res.${i}.conv2`]]);
-    return new Net({ ...layers, res });
+    return new Net({ ...layers, res }, styles);
   }
 
   // --- ml5's folder: 16 conv layers x (weight, shift, scale) = Variable ... Variable_47 -----
@@ -116,12 +118,24 @@ const StyleNet = (() => {
       if (!data.every(Number.isFinite)) fail(`${name} holds NaN or infinite values`);
       tensors[name] = { shape: info.shape, data };
     }
-    return tensors;
+    return { tensors, meta };
   }
 
-  async function loadSafetensors(url, onProgress) {
+  // A multi-style file's style names, from its metadata's "styles" records.
+  function styleNames(meta, file) {
+    if (!meta.styles) return [];
+    try {
+      return JSON.parse(meta.styles).map((record) => String(record.name));
+    } catch (e) {
+      throw new Error(`${file}: its "styles" metadata is damaged`);
+    }
+  }
+
+  // bytes: the file's contents where the caller has them already (watch.js fetches in a worker).
+  async function loadSafetensors(url, onProgress, bytes) {
     const file = decodeURIComponent(url.split('/').pop());
-    const tensors = parseSafetensors(await readAll(await fetchOk(url, file), onProgress), file);
+    const { tensors, meta } = parseSafetensors(bytes || await readAll(await fetchOk(url, file), onProgress), file);
+    const styles = styleNames(meta, file);
     const names = ['conv1', 'conv2', 'conv3', 'up1', 'up2', 'conv4'];
     let blocks = 0;
     while (`res.${blocks}.conv1.conv.weight` in tensors) names.push(`res.${blocks}.conv1`, `res.${blocks++}.conv2`);
@@ -129,7 +143,11 @@ const StyleNet = (() => {
       for (const key of ['conv.weight', 'norm.shift', 'norm.scale']) {
         const t = tensors[`${name}.${key}`];
         if (!t) throw new Error(`${file}: ${name}.${key} is missing`);
-        if (t.shape.length !== (key === 'conv.weight' ? 4 : 1)) throw new Error(`${file}: ${name}.${key} has shape [${t.shape}]`);
+        // Norms: [channels], or [styles, channels] in a multi-style file.
+        const dims = key === 'conv.weight' ? 4 : styles.length ? 2 : 1;
+        if (t.shape.length !== dims || (dims === 2 && t.shape[0] !== styles.length)) {
+          throw new Error(`${file}: ${name}.${key} has shape [${t.shape}]`);
+        }
       }
     }
     const tensor = (key) => tf.tensor(tensors[key].data, tensors[key].shape, 'float32');
@@ -143,12 +161,12 @@ const StyleNet = (() => {
         scale: tensor(`${name}.norm.scale`),
       };
     }
-    return assemble(layers, blocks);
+    return assemble(layers, blocks, styles);
   }
 
   // url: an ml5 folder (ends with '/') or a .safetensors file.
-  async function load(url, onProgress = () => {}) {
-    return url.endsWith('.safetensors') ? loadSafetensors(url, onProgress) : loadMl5(url, onProgress);
+  async function load(url, onProgress = () => {}, bytes = null) {
+    return url.endsWith('.safetensors') ? loadSafetensors(url, onProgress, bytes) : loadMl5(url, onProgress);
   }
 
   // The decoder works on images held as their 2x2 phases: an HxW image of c channels as an
@@ -215,7 +233,9 @@ const StyleNet = (() => {
   }
 
   class Net {
-    constructor(layers) {
+    // styles: a multi-style network's style names, whose layers' scale and shift are
+    // [styles, channels] (their blend is computed by setBlend); [] for one style.
+    constructor(layers, styles = []) {
       const replace = (layer, weight) => {
         layer.weight.dispose();
         return { ...layer, weight };
@@ -225,8 +245,33 @@ const StyleNet = (() => {
       layers.up2 = replace(layers.up2, upsamplingKernel(layers.up2.weight));
       layers.conv4 = replace(layers.conv4, phaseKernel(layers.conv4.weight));
       this.layers = layers;
-      this.tensors = [layers.conv1, layers.conv2, layers.conv3, ...layers.res.flat(), layers.up1, layers.up2,
-        layers.conv4].flatMap((l) => [l.weight, l.shift, l.scale]);
+      this.all = [layers.conv1, layers.conv2, layers.conv3, ...layers.res.flat(), layers.up1, layers.up2, layers.conv4];
+      this.tensors = this.all.flatMap((l) => [l.weight, l.shift, l.scale]);
+      this.styles = styles;
+      this.blend = null; // the weights over `styles` in use, summing to 1
+      if (styles.length) {
+        for (const layer of this.all) [layer.styleScale, layer.styleShift] = [layer.scale, layer.shift];
+        this.setBlend(styles.map((_, i) => (i === 0 ? 1 : 0)));
+      }
+    }
+
+    // A style selection of a multi-style network: weights (0 or more, not all 0) over its
+    // styles, normalised to sum 1; each norm's scale and shift become that combination of
+    // the styles' own (one-hot: one style), as `stylemirror stylize --style a:0.7,b:0.3` does.
+    setBlend(weights) {
+      const total = weights.reduce((a, b) => a + b, 0);
+      if (weights.length !== this.styles.length || weights.some((w) => !(w >= 0 && w < Infinity)) || !(total > 0)) {
+        throw new Error(`a blend needs ${this.styles.length} weights of 0 or more, not all 0 (got [${weights}])`);
+      }
+      this.blend = weights.map((w) => w / total);
+      tf.tidy(() => {
+        const w = tf.tensor(this.blend, [1, this.blend.length]);
+        for (const layer of this.all) {
+          if (layer.scale !== layer.styleScale) tf.dispose([layer.scale, layer.shift]);
+          layer.scale = tf.keep(tf.matMul(w, layer.styleScale).reshape([-1]));
+          layer.shift = tf.keep(tf.matMul(w, layer.styleShift).reshape([-1]));
+        }
+      });
     }
 
     // Instance norm: per-channel mean and population variance over H, W; eps 1e-3. Folded
@@ -274,6 +319,7 @@ const StyleNet = (() => {
     }
 
     dispose() {
+      if (this.styles.length) this.all.forEach((l) => tf.dispose([l.scale, l.shift]));
       this.tensors.forEach((t) => t.dispose());
     }
   }

@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, loss_network
 from .errors import UserError
 from .network import ARCHITECTURES, DECODERS
 from .stylize import Options
@@ -58,7 +58,7 @@ def cmd_stylize(args):
     from . import registry, stylize
     from .devices import pick_device
 
-    net = registry.open_model(args.model)
+    net = stylize.pick_style(registry.open_model(args.model), args.style)
     options = stylize.Options(max_size=args.max_size, preserve_colors=args.preserve_colors,
                               strength=args.strength, batch_size=args.batch_size, edge_pad=args.edge_pad)
     stylizer = stylize.Stylizer(net, pick_device(args.device), options)
@@ -69,7 +69,7 @@ def cmd_export(args):
     from . import atomic, formats, registry
 
     if args.format == "ml5":
-        atomic.claim_folder(args.output, atomic.is_ml5_export, "an ml5 model", args.force)
+        atomic.claim_folder(args.output, formats.is_ml5_output, "an ml5 model", args.force)
     else:
         atomic.claim_file(args.output, {f".{args.format}"}, f"a .{args.format} file", args.force)
     net = registry.open_model(args.model)
@@ -77,6 +77,13 @@ def cmd_export(args):
               "safetensors": formats.save_safetensors}[args.format]
     writer(net, args.output)
     print(args.output)
+
+
+def cmd_sheet(args):
+    from . import mirror, sheet
+
+    labels = sheet.make_sheet(args.photo, args.output, mirror.model_folders(args.models), args.tile_size)
+    print(f"{args.output}: {len(labels) - 1} styles beside the original")
 
 
 def cmd_models(args):
@@ -97,6 +104,8 @@ def cmd_train(args):
 
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if len(config.style) == 1:
+        config.style = config.style[0]  # one style: the single-style network, as ever
     status = train(config)
     if status:
         sys.exit(status)  # stopped by a signal: not finished, so a scheduler knows to run it again
@@ -132,7 +141,7 @@ def cmd_fetch(args):
 def cmd_mirror(args):
     from . import mirror
 
-    mirror.run(args.models, args.host, args.port, open_browser=not args.no_browser)
+    mirror.run(args.models, args.host, args.port, open_browser=not args.no_browser, watch=args.watch)
 
 
 def cmd_bench(args):
@@ -140,7 +149,9 @@ def cmd_bench(args):
 
     from . import bench
 
-    if args.what == "quality":
+    if args.what == "quality" and args.styles is not None:
+        result = bench_styles(args)
+    elif args.what == "quality":
         published = SHARED / "ml5-models" / "udnie"
         same_style = Path(args.style).stem == "udnie" and (published / "manifest.json").exists()
         result = bench.quality(args.style, args.photo, args.vgg_path, args.out, steps=args.steps or 1200,
@@ -157,9 +168,11 @@ def cmd_bench(args):
                   f"{result['reference_style_score']:.3f}, content drift {result['reference_content_drift']:.3f}, grid "
                   f"{result['reference_grid']:.2f}, in {result['reference_train_seconds']:.0f} s; ours / reference: style "
                   f"{result['style_score_ratio']:.2f}x, drift {result['content_drift_ratio']:.2f}x")
-        print(f"flicker (bench flicker's clips): overall {result['flicker']['flicker']:.2f}, still "
-              f"{result['flicker']['still']:.2f}" + (f"; reference {result['reference_flicker']['flicker']:.2f}, still "
-                                                      f"{result['reference_flicker']['still']:.2f}" if args.reference else ""))
+
+        def steadiness(f):
+            return f"overall {f['flicker']:.2f}, still {f['still']:.2f}, pan warping error {f['pan_warp']:.2f}"
+        print("flicker (bench flicker's clips): " + steadiness(result["flicker"])
+              + (f"; reference {steadiness(result['reference_flicker'])}" if args.reference else ""))
         if "published_grid" in result:
             print(f"ml5's published udnie on the same photo: grid {result['published_grid']:.2f}")
         print(f"pictures: {args.out}/quality*.png")
@@ -170,6 +183,8 @@ def cmd_bench(args):
               f"plain eager fp32 reference "
               f"{result['reference_images_per_s']:.3f} images/s: {result['speedup']:.2f}x "
               f"({result['image_size']}px, batch {result['batch_size']}, {result['device']}, {result['machine']})")
+        print(f"with the steadiness term (train's default --stability-weight): {result['steadiness_images_per_s']:.3f} "
+              f"images/s ({result['images_per_s'] / result['steadiness_images_per_s']:.2f}x the time of a step without)")
         if "variants" in result:
             print(f"variants ({result['tflops_per_step']:.3f} TFLOP a step; x: against the reference):")
             for name, v in result.get("variants", {}).items():
@@ -206,7 +221,7 @@ def cmd_bench(args):
         print("the page with N mirrored pixels around each frame (?edgepad=N; the figure above: its default): " + ", ".join(
             f"{pad}: {fps:.3f} fps ({fps / result['ml5_fps']:.1f}x)" for pad, fps in result["edge_pad_fps"].items()))
     elif args.what == "flicker":
-        result = bench_flicker(args.model)
+        result = bench_flicker(args.model, args.strip)
     else:
         result = bench.bench_data(args.train_path, args.image_size or 256, args.batch_size or 4)
         print(f"data: {result['images_per_s']:.1f} images/s; naive decode+resize {result['reference_images_per_s']:.1f} "
@@ -215,23 +230,52 @@ def cmd_bench(args):
         print(json.dumps(result))
 
 
-def bench_flicker(models):
+def bench_styles(args):
+    """bench quality --styles: one network for all the styles against a network per style."""
+    from .bench.quality import DEFAULT_STYLES, quality_styles
+
+    result = quality_styles(args.styles or DEFAULT_STYLES, args.photo, args.vgg_path, args.out, SHARED,
+                            steps=args.steps or 1200, image_size=args.image_size or 128,
+                            batch_size=args.batch_size or 4, arch=args.arch)
+    print(f"{len(result['styles'])} styles in one network ({result['multi_steps']} steps, "
+          f"{result['multi_train_seconds']:.0f} s) against one network per style ({result['steps']} steps each); "
+          "style score (< 1 is better), multi / single (target <= 1.15):")
+    for name, r in result["styles"].items():
+        print(f"  {name:12s} {r['style_score']:.3f} vs {r['single_style_score']:.3f}: {r['ratio']:.2f}x")
+    print(f"pictures: {args.out}/quality-styles.png (top: the photo, each style, a blend of the first two; "
+          "bottom: the single-style networks)")
+    return result
+
+
+def bench_flicker(models, strip=None):
     """Flicker of each model (default: ml5's published styles in the shared folder); the
-    figures of the first on the JSON's top level."""
+    figures of the first on the JSON's top level. `strip`: also a picture of the still clip
+    through each model."""
     from . import formats, stylize
     from .bench.flicker import CLIP_FRAMES, FRAME_SIZE, bench_flicker
 
+    if strip and Path(strip).suffix.lower() != ".png":
+        raise UserError(f"--strip {strip}: the strip is a .png picture")
     if not models:
         models = [str(p) for p in sorted((SHARED / "ml5-models").glob("*")) if (p / "manifest.json").exists()]
         if not models:
             raise UserError("bench flicker: no models given (--model M, several times for several)")
-    stylizers = {Path(m).stem if Path(m).suffix else Path(m).name: stylize.Stylizer(formats.load_model(m)) for m in models}
+    def name(m):  # the file's or folder's name, with its folder's where two share one
+        short = Path(m).stem if Path(m).suffix else Path(m).name
+        twins = [o for o in models if (Path(o).stem if Path(o).suffix else Path(o).name) == short]
+        return f"{Path(m).parent.name}/{short}" if len(twins) > 1 else short
+    stylizers = {name(m): stylize.Stylizer(formats.load_model(m)) for m in models}
     results = bench_flicker(stylizers)
     w, h = FRAME_SIZE
     print(f"flicker: stylized change / input change between frames, {CLIP_FRAMES}-frame clips at {w}x{h} "
           "(1: the output moves as much as the input; lower is steadier)")
     for name, r in results.items():
-        print(f"  {name:24s} overall {r['flicker']:6.2f}   still {r['still']:6.2f}   pan {r['pan']:6.2f}   zoom {r['zoom']:6.2f}")
+        print(f"  {name:24s} overall {r['flicker']:6.2f}   still {r['still']:6.2f}   pan {r['pan']:6.2f}   zoom {r['zoom']:6.2f}"
+              f"   pan warping error {r['pan_warp']:6.2f}")
+    if strip:
+        from .bench.flicker import still_strip
+        still_strip(stylizers, strip)
+        print(f"the still clip through each model: {strip}")
     return {**next(iter(results.values())), "models": results}
 
 
@@ -250,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stylize", help="stylize pictures, folders of pictures and videos")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="pictures, videos or folders")
     p.add_argument("--model", required=True, help=model_help)
+    p.add_argument("--style", metavar="NAME|NAME:W,NAME:W",
+                   help="a multi-style model's style by name, or a blend of its styles (weights are normalised "
+                        "to sum 1), e.g. --style udnie:0.7,wave:0.3")
     p.add_argument("-o", "--output", required=True,
                    help="output file (one input; an existing folder: the output goes inside it) or folder "
                         "(outside the inputs). A file of the same kind and name is replaced, as cp does")
@@ -274,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="train a style network (the flags of fast-style-transfer's style.py)")
-    p.add_argument("--style", required=True, help="the style picture")
+    p.add_argument("--style", required=True, action="append",
+                   help="the style picture; several (--style a.jpg --style b.jpg ...) train one network for all of "
+                        "them (each its own instance-norm scale and shift, every conv shared), named by file name")
     p.add_argument("--checkpoint-dir", required=True, help="checkpoints, log and loss plot; reruns resume from here")
     p.add_argument("--train-path", default="data/train2014", help="folder of training pictures, searched recursively")
     p.add_argument("--vgg-path", help="VGG19 weights: MatConvNet .mat or torchvision state dict "
@@ -299,9 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", choices=list(DECODERS), default="resize",
                    help="upsampling: resize (nearest 2x + 3x3 conv: no checkerboard grid; ml5.js runs it as a 4x4 "
                         "transposed conv) or deconv3 (ml5's published models' 3x3 transposed conv, which paints a grid)")
-    p.add_argument("--stability-weight", type=non_negative_float, default=0.0,
-                   help="train against flicker: the stylized change between a picture and a slightly moved, noisier "
-                        "copy should match the change of the picture (0, the default: off; `stylemirror bench flicker`)")
+    p.add_argument("--stability-weight", type=non_negative_float, default=loss_network.STABILITY_WEIGHT,
+                   help="train against flicker: a slightly moved, noisier copy of a picture should stylize to the "
+                        f"stylized picture, moved (default {loss_network.STABILITY_WEIGHT:g}; 0: off, one style-network "
+                        "pass less per step; `stylemirror bench flicker`)")
     p.add_argument("--crop-zoom", type=zoom_factor, default=2.0,
                    help="train on random square crops of 1/1 to 1/Z of each picture's shorter side (default 2; "
                         "1: the centre square only)")
@@ -316,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="threads decoding training pictures (default: up to 8; 0: none)")
     p.add_argument("--max-steps", type=positive_int, help="stop after N steps")
     p.add_argument("--log-interval", type=positive_int, default=100, help="steps between log rows")
+    p.add_argument("--mirror", action="store_true",
+                   help="serve the mirror page beside the run (127.0.0.1:8000, or a free port) and open it: "
+                        "your style as it learns, on your camera, with each new checkpoint")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("mirror", help="the live webcam style mirror, in your browser")
@@ -323,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--watch", action="append", default=[], metavar="CHECKPOINT_DIR",
+                   help="show a training run's network as it learns (going, finished, or synced from another "
+                        "machine; one not started yet is waited for); several times for several runs")
     p.set_defaults(func=cmd_mirror)
 
     p = sub.add_parser("bench", help="measure speed (beside a plain reference) or training quality")
@@ -337,12 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--train-path", help="data, train --e2e: a folder of pictures (default: generated 640x480 JPEGs)")
     p.add_argument("--style", default=str(SHARED / "images" / "udnie.jpg"), help="quality: style picture")
+    p.add_argument("--styles", nargs="*", metavar="STYLE",
+                   help="quality: train one network for these styles (4x the steps for 4) against one network per "
+                        "style; each a picture, an ml5 model in the shared folder (wave, la_muse: a photo it renders), "
+                        "or a scikit-image texture (brick, grass, gravel). Given alone: udnie.jpg wave la_muse brick")
     p.add_argument("--photo", default=str(SHARED / "images" / "amber.jpg"), help="quality: held-out photo")
     p.add_argument("--vgg-path", default=str(SHARED / "vgg19" / "imagenet-vgg19-conv1_1-conv3_4.mat"),
                    help="quality: VGG19 weights with conv1_1..conv3_1")
     p.add_argument("--out", default="bench/quality", help="quality: where the figures and picture go")
     p.add_argument("--decoder", choices=list(DECODERS), default="resize", help="quality: the network's upsampling")
-    p.add_argument("--stability-weight", type=non_negative_float, default=0.0, help="quality: train's --stability-weight")
+    p.add_argument("--stability-weight", type=non_negative_float, default=loss_network.STABILITY_WEIGHT,
+                   help="quality: train's --stability-weight (the same default)")
     p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                    help="quality: also train the plain reference in the same run (default on)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
@@ -352,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--e2e", action="store_true",
                    help="train: also the real `stylemirror train` loop on JPEG files, its images/s against the step's")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
+    p.add_argument("--strip", help="flicker: also write a .png of the still clip through each model, with its temporal spread")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("fetch", help="download COCO train2014 or MatConvNet's VGG19 (resumable, checked)",
@@ -364,6 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", help="coco: where train2014/ goes (required); vgg19: default the user cache")
     p.add_argument("--keep-zip", action="store_true", help="coco: keep train2014.zip after unzipping it")
     p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("sheet", help="one photo through every model the mirror lists, as a labelled grid picture")
+    p.add_argument("photo", metavar="PHOTO")
+    p.add_argument("-o", "--output", required=True, help="the sheet picture (.png, .jpg ...)")
+    p.add_argument("--models", nargs="*", metavar="DIR",
+                   help="more folders with models, as `stylemirror mirror --models` takes them")
+    p.add_argument("--tile-size", type=positive_int, default=256, help="the longer side of each tile (default 256)")
+    p.set_defaults(func=cmd_sheet)
 
     p = sub.add_parser("models", help="list or pull ml5's published styles")
     p.add_argument("action", nargs="?", choices=["list", "pull"], default="list")

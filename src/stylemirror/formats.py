@@ -8,6 +8,12 @@ layers owns three variables in order: conv weight, instance-norm shift, instance
 Conv weights are HWIO `[k, k, in, out]`; transposed convs are `[k, k, out, in]`, 3x3 in ml5's
 published models, 4x4 in ours (grid-free: network.py's "resize" decoder, which ml5.js 0.12.2
 runs as it is: tests/test_ml5_browser.py). Every format stores the decoder as a transposed conv.
+
+A multi-style network (conditional instance norm: network.InstanceNorm) keeps its norms'
+[styles, channels] scales and shifts in safetensors and ONNX (whose graph takes the style
+selection as a second input); its safetensors metadata "styles" lists each style's name and
+picture hash in order. ml5.js runs one style a model, so its ml5 export is one ordinary model
+folder per style, OUT/NAME/.
 """
 
 import json
@@ -100,20 +106,40 @@ def read_ml5(folder) -> TransformNet:
     return net
 
 
+def _write_ml5_files(net: TransformNet, folder: Path):
+    net = net.transposed()
+    state = net.state_dict()
+    folder.mkdir(exist_ok=True)
+    manifest = {}
+    for i, key in enumerate(ml5_layout(net)):
+        name = ml5_variable_name(i)
+        values = _to_ml5(state[key])
+        (folder / name).write_bytes(values.tobytes())
+        manifest[name] = {"filename": name, "shape": list(values.shape)}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
 def write_ml5(net: TransformNet, folder):
+    """An ml5 model folder; for a multi-style network, a folder of them, one per style."""
     if net.arch != "standard":
         raise UserError(f"{folder}: ml5.js runs only the standard network, and this one is {net.arch} "
                         "(its decoder widths are fixed in ml5's code); export safetensors for the mirror, or ONNX")
-    net = net.transposed()
-    state = net.state_dict()
     with atomic.atomic_dir(folder) as tmp:
-        manifest = {}
-        for i, key in enumerate(ml5_layout(net)):
-            name = ml5_variable_name(i)
-            values = _to_ml5(state[key])
-            (tmp / name).write_bytes(values.tobytes())
-            manifest[name] = {"filename": name, "shape": list(values.shape)}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        if net.styles == 1:
+            _write_ml5_files(net, tmp)
+        for i, name in enumerate(style_names(net) if net.styles > 1 else []):
+            _write_ml5_files(net.select(torch.eye(net.styles)[i]), tmp / name)
+
+
+def is_ml5_output(folder: Path) -> bool:
+    """What `write_ml5` writes: an ml5 model folder, or a folder of them (a multi-style model's)."""
+    entries = list(folder.iterdir())
+    return atomic.is_ml5_export(folder) or bool(entries) and all(p.is_dir() and atomic.is_ml5_export(p) for p in entries)
+
+
+def style_names(net: TransformNet) -> list[str]:
+    """A multi-style network's style names: as its file recorded them, else style1, style2 ..."""
+    return net.style_names or [f"style{i + 1}" for i in range(net.styles)]
 
 
 def save_safetensors(net: TransformNet, path, metadata: dict | None = None):
@@ -121,6 +147,9 @@ def save_safetensors(net: TransformNet, path, metadata: dict | None = None):
     state = {k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}
     meta = {"format": SAFETENSORS_FORMAT, "arch": net.arch, "widths": ",".join(map(str, net.widths)),
             "blocks": str(net.blocks), "decoder": net.decoder, **{k: str(v) for k, v in (metadata or {}).items()}}
+    if net.styles > 1:
+        records = net.style_info or [{"name": name, "sha256": None} for name in style_names(net)]
+        meta["styles"] = json.dumps(list(records))
     with atomic.atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
 
@@ -181,30 +210,54 @@ def net_for(state: dict) -> TransformNet:
         blocks += 1
     # Transposed convs hold [in, out, k, k], the resize decoder's conv [out, in, 3, 3].
     decoder = "deconv4" if up1[-1] == 4 else "resize" if up1[0] == widths[1] != widths[2] else "deconv3"
-    return TransformNet(widths, blocks, decoder)
+    scale = state.get("conv1.norm.scale")
+    styles = scale.shape[0] if scale is not None and scale.dim() == 2 else 1
+    return TransformNet(widths, blocks, decoder, styles)
+
+
+def read_style_info(path, styles: int) -> tuple:
+    """The "styles" records of a multi-style model file's metadata ({"name", "sha256"} each),
+    checked against the network's number of styles; unnamed styles are style1, style2 ..."""
+    meta = stylemirror_metadata(path) or {}
+    try:
+        records = json.loads(meta.get("styles", "[]"))
+        records = [{"name": str(r["name"]), "sha256": r.get("sha256")} for r in records]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise UserError(f"{path}: its \"styles\" metadata is damaged (expected a list of names and hashes)") from None
+    if not records:
+        return tuple({"name": f"style{i + 1}", "sha256": None} for i in range(styles))
+    if len(records) != styles or len({r["name"] for r in records}) != styles:
+        raise UserError(f"{path}: its metadata names {len(records)} styles for a network of {styles}")
+    return tuple(records)
 
 
 def read_weights(path) -> TransformNet:
     """A stylemirror .safetensors file or a PyTorch state dict of a TransformNet, of any
-    architecture."""
+    architecture and number of styles."""
     state = {k: v.float() for k, v in read_tensors(path).items()}
-    return _load_state(net_for(state), state, path)
+    net = _load_state(net_for(state), state, path)
+    if net.styles > 1:
+        net.style_info = read_style_info(path, net.styles)
+    return net
 
 
 def onnx_bytes(net: TransformNet, opset: int = 18) -> bytes:
     """ONNX with dynamic batch, height and width; input and output NCHW float32 in 0..255.
-    The graph is the network's InferenceNet form: the same function, faster to run."""
+    The graph is the network's InferenceNet form: the same function, faster to run. A
+    multi-style network's graph takes a second input, "style": its [styles] float weights
+    (one-hot: one style; weights summing to 1: a blend)."""
     import io
     import warnings
 
+    styles = net.styles
     net = InferenceNet(net.eval().cpu()).eval()
-    example = torch.rand(1, 3, 64, 48) * 255
+    example = (torch.rand(1, 3, 64, 48) * 255,) + ((torch.full((styles,), 1 / styles),) if styles > 1 else ())
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            net, (example,), buffer, dynamo=False, opset_version=opset,
-            input_names=["image"], output_names=["stylized"],
+            net, example, buffer, dynamo=False, opset_version=opset,
+            input_names=["image", "style"][:len(example)], output_names=["stylized"],
             dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                           "stylized": {0: "batch", 2: "height", 3: "width"}},
         )

@@ -5,7 +5,7 @@ in ./models: a training run's --model-dir (its `model.safetensors`, the mirror's
 one file, any architecture), a stylemirror `.safetensors` file, or an ml5 folder (a
 `manifest.json` beside its variables). Each is served under /models/; /models/index.json lists
 them and is rebuilt on every request, so a model trained while the mirror runs shows up on
-the next page load."""
+the next page load. Training runs given with --watch come first in it (watch.py)."""
 
 import json
 import re
@@ -19,6 +19,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from . import formats, registry, server
+from . import watch as watching
 from .errors import UserError
 
 # The page is package data: src/stylemirror/web links to web/ in a checkout (and an editable
@@ -39,8 +40,9 @@ def model_candidates(folder: Path):
             yield f.stem, f
 
 
-def find_models(folders) -> dict[str, Path]:
-    """{name: ml5 folder or .safetensors file}, names made URL-safe and unique, first folder wins."""
+def find_models(folders, taken=()) -> dict[str, Path]:
+    """{name: ml5 folder or .safetensors file}, names made URL-safe and unique (also against
+    `taken`: the watched runs' names), first folder wins."""
     found: dict[str, Path] = {}
     seen: set[Path] = set()  # resolved paths, so a model reached twice is listed once
     for folder in folders:
@@ -53,7 +55,7 @@ def find_models(folders) -> dict[str, Path]:
             seen.add(model.resolve())
             base = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".-") or "model"
             unique, n = base, 2
-            while unique in found:
+            while unique in found or unique in taken:
                 unique, n = f"{base}-{n}", n + 1
             found[unique] = model
     return found
@@ -98,9 +100,9 @@ def signature(model: Path) -> tuple:
 
 
 class Mirror:
-    def __init__(self, folders, web=WEB):
-        self.folders, self.web = folders, Path(web)
-        self.mounts = {"/": self.web}
+    def __init__(self, folders, web=WEB, runs=()):
+        self.folders, self.web, self.runs = folders, Path(web), list(runs)  # runs: watch.WatchedRun
+        self.mounts = {"/": self.web, **{"/" + run.prefix: run.live for run in self.runs}}
         self.checked: dict[Path, tuple] = {}  # model -> (signature, problem or None)
 
     def problem(self, model: Path) -> str | None:
@@ -121,10 +123,10 @@ class Mirror:
 
     def index(self):
         """Rescan the model folders; remount them; describe them for the page."""
-        models = find_models(self.folders)
+        models = find_models(self.folders, taken={run.name for run in self.runs})
         for prefix in [p for p in self.mounts if p.startswith("/models/")]:
             del self.mounts[prefix]
-        entries = []
+        entries = [run.entry() for run in self.runs]  # first: the page opens on the run by default
         for name, model in models.items():
             if self.problem(model):
                 continue
@@ -143,7 +145,8 @@ class Mirror:
                             "(and build wheels after it: `make wheel`)")
         self.index()
         try:
-            srv = server.serve(self.mounts, host, port, routes={"/models/index.json": self.index})
+            routes = {"/models/index.json": self.index, **{f"/{run.prefix}/latest.json": run.latest_json for run in self.runs}}
+            srv = server.serve(self.mounts, host, port, routes=routes)
         except OSError as e:
             raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); try --port") from None
         return srv
@@ -163,16 +166,37 @@ def ensure_a_model(folders) -> str | None:
                 "or train your own with `stylemirror train`.")
 
 
-def run(models=None, host="127.0.0.1", port=8000, open_browser=True):
+def start(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(), any_port=False,
+          note="Ctrl-C to stop"):
+    """Serve the mirror (its own daemon thread), say where, open the page (on the first watched
+    run, if any). `any_port`: another free port where `port` is taken (beside a training run,
+    which must not fail for it)."""
     folders = model_folders(models)
-    note = ensure_a_model(folders)
-    if note:
-        print(f"stylemirror: {note}")
-    srv = Mirror(folders).serve(host, port)
+    runs = watching.runs(watch)
+    problem = None if runs else ensure_a_model(folders)
+    if problem:
+        print(f"stylemirror: {problem}")
+    page = Mirror(folders, runs=runs)
+    try:
+        srv = page.serve(host, port)
+    except UserError:
+        if not any_port:
+            raise
+        srv = page.serve(host, 0)
     url = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{srv.server_address[1]}/"
-    print(f"style mirror at {url}  (Ctrl-C to stop)", flush=True)
+    if runs:
+        url += f"?model={runs[0].name}"  # names are URL-safe
+    print(f"style mirror at {url}  ({note})", flush=True)
+    for run in runs:
+        if run.latest()["step"] is None:
+            print(f"{run.folder}: no network there yet; the page waits for the run's first one", flush=True)
     if open_browser:
         webbrowser.open(url)
+    return srv
+
+
+def run(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=()):
+    srv = start(models, host, port, open_browser, watch)
     try:
         threading.Event().wait()  # the server runs in its own thread
     except KeyboardInterrupt:

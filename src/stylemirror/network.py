@@ -39,6 +39,12 @@ ARCHITECTURES = {
 }
 DECODERS = ("resize", "deconv4", "deconv3")  # see the module's docstring
 
+# The last instance norm's initial scale. At 1 a new network's output, 150 tanh(z) + 127.5 of a
+# unit-variance z, is mostly clipped noise, and tanh's gradient there is small; at 0.5 it starts
+# within the range of a photo's levels. Measured with `bench quality` (300 steps): the content
+# drift falls from 1.38x to 1.05x the plain reference's at the same style score (bench/README.md).
+OUTPUT_NORM_SCALE = 0.5
+
 # A 3x3 conv after nearest 2x upsampling, as a 4x4 stride-2 transposed conv (padding 1): along
 # each axis, output 2m takes w0 from input m-1 and w1+w2 from m; output 2m+1 takes w0+w1 from m
 # and w2 from m+1. RESIZE_TAPS[t] lists the 3x3 taps that sum into 4x4 tap t.
@@ -53,23 +59,40 @@ def resize_kernel(weight):
 
 
 class InstanceNorm(nn.Module):
+    """Instance norm with a learned per-channel scale and shift. With several styles it is
+    conditional instance norm (Dumoulin, Shlens & Kudlur, "A Learned Representation for
+    Artistic Style", 2017): each style has its own scale and shift, rows of [styles, channels]
+    tensors, and forward takes a style selection: weights over the styles ([styles]); a one-hot
+    selection is one style, a convex combination blends them. One style keeps plain [channels]
+    vectors: the single-style network and its files are unchanged."""
+
     # Tiled stylizing (tiling.py) sets this, on an instance, to a function (norm, x) -> output
     # that normalises a tile with the whole picture's statistics instead of the tile's own.
     tiled = None
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, styles: int = 1):
         super().__init__()
-        self.scale = nn.Parameter(torch.ones(channels))
-        self.shift = nn.Parameter(torch.zeros(channels))
+        shape = (channels,) if styles == 1 else (styles, channels)
+        self.scale = nn.Parameter(torch.ones(shape))
+        self.shift = nn.Parameter(torch.zeros(shape))
 
-    def forward(self, x):
+    def scale_shift(self, style=None):
+        """The [channels] scale and shift of a style selection (None for a single style)."""
+        if self.scale.dim() == 1:
+            return self.scale, self.shift
+        if style is None:
+            raise ValueError(f"this network holds {self.scale.shape[0]} styles: give a style selection")
+        return style @ self.scale, style @ self.shift
+
+    def forward(self, x, style=None):
         if self.tiled is not None:
             return self.tiled(self, x)
+        scale, shift = self.scale_shift(style)
         if x.shape[-1] * x.shape[-2] == 1:
             # A single pixel is its own mean, so the result is the shift (ml5 gives the same);
             # F.instance_norm refuses this size.
-            return torch.zeros_like(x) + self.shift.view(1, -1, 1, 1)
-        return F.instance_norm(x, weight=self.scale, bias=self.shift, eps=EPS)
+            return torch.zeros_like(x) + shift.view(1, -1, 1, 1)
+        return F.instance_norm(x, weight=scale, bias=shift, eps=EPS)
 
 
 def same_pad_stride2(x):
@@ -82,19 +105,19 @@ def same_pad_stride2(x):
 class ConvLayer(nn.Module):
     """Conv (TF 'same' padding, no bias) + instance norm + optional ReLU."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, relu: bool = True):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, relu: bool = True, styles: int = 1):
         super().__init__()
         assert stride == 1 or kernel == 3, "stride 2 is only used with 3x3 kernels"
         self.stride, self.relu = stride, relu
         # Stride 1 with an odd kernel is symmetric zero padding, which the conv does itself.
         padding = kernel // 2 if stride == 1 else 0
         self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=padding, bias=False)
-        self.norm = InstanceNorm(cout)
+        self.norm = InstanceNorm(cout, styles)
 
-    def forward(self, x):
+    def forward(self, x, style=None):
         if self.stride == 2:
             x = same_pad_stride2(x)
-        x = self.norm(self.conv(x))
+        x = self.norm(self.conv(x), style)
         return F.relu(x) if self.relu else x
 
 
@@ -103,7 +126,7 @@ class UpsampleLayer(nn.Module):
     forms of DECODERS. The weight lives in `conv.weight`: ConvTranspose2d's [in, out, k, k]
     for the transposed convs, Conv2d's [out, in, 3, 3] for "resize"."""
 
-    def __init__(self, cin: int, cout: int, decoder: str = "resize"):
+    def __init__(self, cin: int, cout: int, decoder: str = "resize", styles: int = 1):
         super().__init__()
         self.decoder = decoder
         if decoder == "resize":
@@ -111,14 +134,14 @@ class UpsampleLayer(nn.Module):
         else:
             kernel = {"deconv3": 3, "deconv4": 4}[decoder]
             self.conv = nn.ConvTranspose2d(cin, cout, kernel, 2, padding=kernel - 3, bias=False)
-        self.norm = InstanceNorm(cout)
+        self.norm = InstanceNorm(cout, styles)
 
     def transposed_weight(self):
         """The [in, out, k, k] kernel of the stride-2 transposed conv this layer computes."""
         w = self.conv.weight
         return resize_kernel(w) if self.decoder == "resize" else w
 
-    def forward(self, x):
+    def forward(self, x, style=None):
         h, w = x.shape[-2:]
         if self.decoder == "deconv3":
             # Without padding it gives 2n+1; TF's version (the adjoint of a stride-2 conv padded
@@ -126,26 +149,32 @@ class UpsampleLayer(nn.Module):
             x = self.conv(x)[..., : 2 * h, : 2 * w]
         else:
             x = F.conv_transpose2d(x, self.transposed_weight(), stride=2, padding=1)
-        return F.relu(self.norm(x))
+        return F.relu(self.norm(x, style))
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, styles: int = 1):
         super().__init__()
-        self.conv1 = ConvLayer(channels, channels, 3)
-        self.conv2 = ConvLayer(channels, channels, 3, relu=False)
+        self.conv1 = ConvLayer(channels, channels, 3, styles=styles)
+        self.conv2 = ConvLayer(channels, channels, 3, relu=False, styles=styles)
 
-    def forward(self, x):
-        return x + self.conv2(self.conv1(x))
+    def forward(self, x, style=None):
+        return x + self.conv2(self.conv1(x, style), style)
 
 
 class TransformNet(nn.Module):
     """Feed-forward style network. `widths` and `blocks` describe the architecture (the
-    defaults are ml5's, Johnson's: the only widths ml5.js can run), `decoder` its upsampling."""
+    defaults are ml5's, Johnson's: the only widths ml5.js can run), `decoder` its upsampling,
+    `styles` how many styles it holds (conditional instance norm: see InstanceNorm; forward
+    then takes a style selection)."""
+
+    # The styles' records ({"name", "sha256"} each) as a multi-style model file holds them:
+    # formats.py reads and writes them.
+    style_info: tuple = ()
 
     @classmethod
-    def named(cls, arch: str, decoder: str = "resize") -> "TransformNet":
-        return cls(**ARCHITECTURES[arch], decoder=decoder)
+    def named(cls, arch: str, decoder: str = "resize", styles: int = 1) -> "TransformNet":
+        return cls(**ARCHITECTURES[arch], decoder=decoder, styles=styles)
 
     @property
     def arch(self) -> str:
@@ -153,36 +182,55 @@ class TransformNet(nn.Module):
         mine = {"widths": self.widths, "blocks": self.blocks}
         return next((name for name, spec in ARCHITECTURES.items() if spec == mine), "custom")
 
-    def __init__(self, widths=(32, 64, 128), blocks: int = 5, decoder: str = "resize"):
+    def __init__(self, widths=(32, 64, 128), blocks: int = 5, decoder: str = "resize", styles: int = 1):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"decoder {decoder!r}: use one of {DECODERS}")
         c1, c2, c3 = widths
-        self.widths, self.blocks, self.decoder = tuple(widths), blocks, decoder
-        self.conv1 = ConvLayer(3, c1, 9)
-        self.conv2 = ConvLayer(c1, c2, 3, stride=2)
-        self.conv3 = ConvLayer(c2, c3, 3, stride=2)
-        self.res = nn.Sequential(*(ResidualBlock(c3) for _ in range(blocks)))
-        self.up1 = UpsampleLayer(c3, c2, decoder)
-        self.up2 = UpsampleLayer(c2, c1, decoder)
-        self.conv4 = ConvLayer(c1, 3, 9, relu=False)
+        self.widths, self.blocks, self.decoder, self.styles = tuple(widths), blocks, decoder, styles
+        self.conv1 = ConvLayer(3, c1, 9, styles=styles)
+        self.conv2 = ConvLayer(c1, c2, 3, stride=2, styles=styles)
+        self.conv3 = ConvLayer(c2, c3, 3, stride=2, styles=styles)
+        self.res = nn.Sequential(*(ResidualBlock(c3, styles) for _ in range(blocks)))
+        self.up1 = UpsampleLayer(c3, c2, decoder, styles)
+        self.up2 = UpsampleLayer(c2, c1, decoder, styles)
+        self.conv4 = ConvLayer(c1, 3, 9, relu=False, styles=styles)
+        nn.init.constant_(self.conv4.norm.scale, OUTPUT_NORM_SCALE)
+
+    @property
+    def style_names(self) -> list[str]:
+        return [s["name"] for s in self.style_info]
+
+    def select(self, style) -> "TransformNet":
+        """The single-style network of a style selection (weights over the styles: one-hot for
+        one style, a convex combination for a blend): the same convs, and each norm's scale and
+        shift the selection's combination of the styles' own, as the paper blends styles."""
+        device = next(self.parameters()).device
+        style = torch.as_tensor(style, dtype=torch.float32, device=device)
+        net = TransformNet(self.widths, self.blocks, self.decoder).to(device)
+        net.load_state_dict({k: style @ v if k.endswith(("norm.scale", "norm.shift")) else v
+                             for k, v in self.state_dict().items()})
+        return net.train(self.training)
 
     def transposed(self) -> "TransformNet":
         """The same function with its decoder as a plain transposed conv ("resize" becomes
         "deconv4"): what every file format stores."""
         if self.decoder != "resize":
             return self
-        net = TransformNet(self.widths, self.blocks, "deconv4").to(next(self.parameters()).device)
+        net = TransformNet(self.widths, self.blocks, "deconv4", self.styles).to(next(self.parameters()).device)
+        net.style_info = self.style_info
         state = self.state_dict()
         for name in ("up1", "up2"):
             state[f"{name}.conv.weight"] = getattr(self, name).transposed_weight().detach()
         net.load_state_dict(state)
         return net.train(self.training)
 
-    def forward(self, x):
+    def forward(self, x, style=None):
         h, w = x.shape[-2:]
-        y = self.conv3(self.conv2(self.conv1(x)))
-        y = self.conv4(self.up2(self.up1(self.res(y))))
+        y = self.conv3(self.conv2(self.conv1(x, style), style), style)
+        for block in self.res:
+            y = block(y, style)
+        y = self.conv4(self.up2(self.up1(y, style), style), style)
         y = torch.clamp(150.0 * torch.tanh(y) + 127.5, 0.0, 255.0)
         # The two stride-2 convs round odd sizes up, so the decoder returns up to 3 extra
         # rows/columns (ml5 gives 200 px for 198 in). TF 'same' aligns its grid at the
@@ -256,15 +304,16 @@ def phase_kernel(weight):
     return kernel.reshape(4 * cout, 4 * cin, 2 * R + 1, 2 * R + 1)
 
 
-def phase_norm(x, norm: InstanceNorm):
+def phase_norm(x, norm: InstanceNorm, style=None):
     """Instance norm of an image held as phases: the statistics cover all four."""
     n, c4, h, w = x.shape
-    return norm(x.reshape(n, c4 // 4, 4 * h, w)).reshape(n, c4, h, w)
+    return norm(x.reshape(n, c4 // 4, 4 * h, w), style).reshape(n, c4, h, w)
 
 
 class InferenceNet(nn.Module):
     """A TransformNet's function with its decoder on phases (see above): the same output
-    within float rounding, for inference only (the kernels are copies)."""
+    within float rounding, for inference only (the kernels are copies). A multi-style
+    network's forward takes the style selection too."""
 
     def __init__(self, net: TransformNet):
         super().__init__()
@@ -276,13 +325,17 @@ class InferenceNet(nn.Module):
         self.up2 = nn.Parameter(upsampling_kernel(net.up2.conv.weight.detach()), requires_grad=False)
         self.last = nn.Parameter(phase_kernel(net.conv4.conv.weight.detach()), requires_grad=False)
 
-    def up(self, x, kernel, norm):
-        return F.relu(phase_norm(upsample_phases(x, kernel, self.size), norm))
+    def up(self, x, kernel, norm, style):
+        return F.relu(phase_norm(upsample_phases(x, kernel, self.size), norm, style))
 
-    def forward(self, x):
+    def forward(self, x, style=None):
         h, w = x.shape[-2:]
-        y = F.pixel_shuffle(self.up(self.encoder(x), self.up1, self.norms[0]), 2)
-        y = self.up(y, self.up2, self.norms[1])  # the phases of the last conv's input
-        y = phase_norm(F.conv2d(y, self.last, padding=self.last.shape[-1] // 2), self.norms[2])
+        conv1, conv2, conv3, res = self.encoder
+        y = conv3(conv2(conv1(x, style), style), style)
+        for block in res:
+            y = block(y, style)
+        y = F.pixel_shuffle(self.up(y, self.up1, self.norms[0], style), 2)
+        y = self.up(y, self.up2, self.norms[1], style)  # the phases of the last conv's input
+        y = phase_norm(F.conv2d(y, self.last, padding=self.last.shape[-1] // 2), self.norms[2], style)
         y = F.pixel_shuffle(torch.clamp(150.0 * torch.tanh(y) + 127.5, 0.0, 255.0), 2)
         return y[..., :h, :w]

@@ -43,6 +43,8 @@ class Stylizer:
     elsewhere, and for a network that is still training, in PyTorch."""
 
     def __init__(self, net, device="cpu", options: Options | None = None, engine="auto"):
+        if net.styles > 1:
+            pick_style(net, None)  # refused in one line that names the styles: select one first
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.options = options = options or Options()
@@ -137,6 +139,55 @@ class Stylizer:
 
     def picture(self, image: Image.Image) -> Image.Image:
         return self.pictures([image])[0]
+
+
+def style_weights(spec: str, names: list[str]) -> list[float]:
+    """`--style` of a multi-style model: NAME, or a blend NAME:WEIGHT,NAME:WEIGHT,... (weights
+    0 or more, normalised to sum 1) -> one weight per style in `names`' order."""
+    styles = f"this model's styles: {', '.join(names)}"
+    parts = [part.strip() for part in spec.split(",")]
+    if len(parts) == 1 and ":" not in parts[0]:
+        parts = [f"{parts[0]}:1"]
+    weights = dict.fromkeys(names, 0.0)
+    seen = set()
+    for part in parts:
+        name, colon, value = part.rpartition(":")
+        name = name.strip()
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not colon or not name or not (weight >= 0 and weight != float("inf")):
+            raise UserError(f"--style {spec}: expected NAME or NAME:WEIGHT,NAME:WEIGHT,... with weights of 0 or more "
+                            f"({styles})")
+        if name not in weights:
+            raise UserError(f"--style {spec}: no style {name!r} ({styles})")
+        if name in seen:
+            raise UserError(f"--style {spec}: {name!r} given twice ({styles})")
+        seen.add(name)
+        weights[name] = weight
+    total = sum(weights.values())
+    if total <= 0:
+        raise UserError(f"--style {spec}: the weights add up to 0; give one more than 0 ({styles})")
+    return [w / total for w in weights.values()]
+
+
+def pick_style(net, spec: str | None):
+    """The single-style network that `--style` selects from a multi-style `net` (a convex
+    combination of its styles' norm parameters: TransformNet.select); `net` itself when it
+    holds one style and no --style is given."""
+    from .formats import style_names
+
+    if net.styles == 1:
+        if spec is not None:
+            raise UserError(f"--style {spec}: this model holds one style; --style picks among the styles of a "
+                            "multi-style model (`stylemirror train --style a.jpg --style b.jpg ...`)")
+        return net
+    names = style_names(net)
+    if spec is None:
+        raise UserError(f"this model holds {len(names)} styles ({', '.join(names)}): pick one with --style NAME "
+                        f"or blend them with --style {names[0]}:0.5,{names[1]}:0.5")
+    return net.select(style_weights(spec, names)).eval()
 
 
 def reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:

@@ -6,6 +6,8 @@ pictures, and the final models. Runs on one device or many with `torchrun` (DDP)
 
 import dataclasses
 import datetime
+import functools
+import hashlib
 import json
 import math
 import os
@@ -20,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import atomic, data, formats, loss_network
+from . import atomic, data, formats, loss_network, watch
 from .devices import pick_device
 from .errors import UserError
 from .network import ARCHITECTURES, DECODERS, TransformNet
@@ -34,7 +36,7 @@ RECIPE = ("arch", "decoder", "stability_weight", "batch_size", "image_size", "st
 
 @dataclass
 class TrainConfig:
-    style: str
+    style: str | list  # the style picture; a list of several trains one multi-style network
     checkpoint_dir: str
     train_path: str = "data/train2014"
     vgg_path: str | None = None
@@ -54,7 +56,7 @@ class TrainConfig:
     content_layer: str = loss_network.CONTENT_LAYER
     arch: str = "standard"  # a name in network.ARCHITECTURES
     decoder: str = "resize"  # a name in network.DECODERS: "resize" paints no checkerboard grid
-    stability_weight: float = 0.0  # bench flicker's steadiness term (loss_network.stability_loss); 0: off
+    stability_weight: float = loss_network.STABILITY_WEIGHT  # the steadiness term (loss_network.stability_loss); 0: off
     crop_zoom: float = 2.0  # random crops of 1/1 .. 1/crop_zoom of a picture's shorter side; 1: centre crops
     seed: int = 42
     device: str = "auto"
@@ -64,6 +66,7 @@ class TrainConfig:
     workers: int | None = None
     max_steps: int | None = None  # stop early (tests, benchmarks)
     log_interval: int = 100
+    mirror: bool = False  # serve the mirror page on this run while it trains (rank 0)
 
 
 class Stop:
@@ -92,6 +95,25 @@ def checkpoint_path(folder: Path, step: int) -> Path:
 def newest_checkpoint(folder: Path) -> Path | None:
     found = [(int(m.group(1)), p) for p in folder.glob("ckpt_*.pt") if (m := re.fullmatch(r"ckpt_(\d+)\.pt", p.name))]
     return max(found)[1] if found else None
+
+
+def style_paths(style) -> list[str]:
+    """TrainConfig.style as a list: one picture or several."""
+    return [style] if isinstance(style, str) else list(style)
+
+
+def style_name(path) -> str:
+    """A style's name in a multi-style model: its picture's file name without the extension."""
+    return Path(path).stem
+
+
+def style_record(path) -> dict:
+    """{"name", "sha256"} of a style picture, as a multi-style model file records it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": style_name(path), "sha256": digest.hexdigest()}
 
 
 def load_style(path, size):
@@ -124,7 +146,9 @@ def plot_losses(rows, dest):
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     steps = [r["step"] for r in rows]
-    for key in ("total", "content", "style", "tv"):
+    for key in ("total", "content", "style", "tv", "stability"):
+        if key not in rows[0]:
+            continue
         ax.plot(steps, [r[key] for r in rows], label=key, linewidth=2 if key == "total" else 1)
     ax.set_yscale("log")
     ax.set_xlabel("step")
@@ -175,9 +199,15 @@ class Run:
         mine = json.loads(json.dumps(dataclasses.asdict(self.cfg)))  # tuples as JSON has them
         stored = {"arch": "standard", "decoder": "deconv3", **stored}  # checkpoints from before --arch, --decoder
         changed = [k for k in RECIPE if k in stored and stored[k] != mine[k]]
-        if changed:
-            what = ", ".join(f"--{k.replace('_', '-')} {stored[k]} (now {mine[k]})" for k in changed)
-            raise UserError(f"{path} was trained with {what}: rerun with those to resume, "
+        what = [f"--{k.replace('_', '-')} {stored[k]} (now {mine[k]})" for k in changed]
+        # The styles by name, in order (a style's row of norm parameters is its place in the
+        # list); a single style's picture may move or change, as before multi-style training.
+        stored_styles = [style_name(p) for p in style_paths(stored.get("style", []))]
+        my_styles = [style_name(p) for p in style_paths(self.cfg.style)]
+        if stored_styles and len(my_styles) + len(stored_styles) > 2 and stored_styles != my_styles:
+            what.append(f"--style {', '.join(stored_styles)} (now {', '.join(my_styles)})")
+        if what:
+            raise UserError(f"{path} was trained with {', '.join(what)}: rerun with those to resume, "
                             "or start over with --fresh or another --checkpoint-dir")
 
     def log(self, row):
@@ -199,12 +229,29 @@ class Run:
         if self.cfg.test and self.cfg.test_dir:
             self.preview(step)
 
+    def write_live(self, step, epoch, total_steps, images_per_step):
+        """The network as it is now, for the mirror to show (watch.py); the speed and ETA from
+        the log row of this step, where there is one."""
+        if self.rank != 0:
+            return
+        row = self.rows[-1] if self.rows and self.rows[-1]["step"] == step else {}
+        speed = row.get("images_per_s")
+        eta = (total_steps - step) * images_per_step / speed if speed else None
+        watch.write_live(self.folder, self.net, {
+            "step": step, "epoch": round(epoch, 4), "total_steps": total_steps, "images_per_s": speed, "eta_s": eta,
+            "losses": {k: row[k] for k in (*LOSS_KEYS, "stability") if k in row}})
+
     def preview(self, step):
         from .stylize import Stylizer, open_picture, save_picture
 
         was_training = self.net.training
-        stylizer = Stylizer(self.net, next(self.net.parameters()).device, engine="torch")
-        save_picture(stylizer.picture(open_picture(self.cfg.test)), Path(self.cfg.test_dir) / f"step_{step:08d}.png")
+        device = next(self.net.parameters()).device
+        names = [style_name(p) for p in style_paths(self.cfg.style)]
+        for i, name in enumerate(names):
+            net = self.net if len(names) == 1 else self.net.select(torch.eye(len(names))[i])
+            suffix = "" if len(names) == 1 else f"_{name}"
+            stylizer = Stylizer(net, device, engine="torch")
+            save_picture(stylizer.picture(open_picture(self.cfg.test)), Path(self.cfg.test_dir) / f"step_{step:08d}{suffix}.png")
         self.net.train(was_training)
 
     def export(self, step):
@@ -212,10 +259,13 @@ class Run:
             return None
         cfg = self.cfg
         out = claim_model_dir(cfg)  # again: files may have appeared there while it trained
-        net = TransformNet.named(cfg.arch, cfg.decoder)
+        paths = style_paths(cfg.style)
+        net = TransformNet.named(cfg.arch, cfg.decoder, len(paths))
         net.load_state_dict({k: v.float().cpu() for k, v in self.net.state_dict().items()})
         net.eval()
-        info = {"style": str(Path(cfg.style).resolve()), "arch": cfg.arch, "trained_decoder": cfg.decoder, "steps": step, "epochs": cfg.epochs,
+        net.style_info = self.net.style_info
+        style = str(Path(paths[0]).resolve()) if len(paths) == 1 else [str(Path(p).resolve()) for p in paths]
+        info = {"style": style, "arch": cfg.arch, "trained_decoder": cfg.decoder, "steps": step, "epochs": cfg.epochs,
                 "batch_size": cfg.batch_size, "image_size": cfg.image_size,
                 "content_weight": cfg.content_weight, "style_weight": cfg.style_weight,
                 "tv_weight": cfg.tv_weight, "learning_rate": cfg.learning_rate,
@@ -276,12 +326,16 @@ def prepare(net, criterion, device, world=1, options: StepOptions = StepOptions(
 
 
 def forward_backward(model, criterion, optimizer, batch, device, options: StepOptions = StepOptions(),
-                     stability_weight: float = 0.0):
+                     stability_weight: float = 0.0, style=None):
     """One step's losses and gradients for a uint8 batch (pinned where the loader pinned it: the
-    copy then runs without blocking). The caller applies them with step_unless."""
+    copy then runs without blocking). The caller applies them with step_unless. `style`: the
+    one-hot selection of a multi-style network's style this batch trains (None: one style)."""
     x = batch.to(device, non_blocking=True).float()
     if options.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    if style is not None:
+        model = functools.partial(model, style=style)
+        criterion = functools.partial(criterion, style=style)
     y = model(x)  # fp32: the stylized picture must keep its fine levels for the TV and content losses
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.bf16):
         losses = criterion(y, x)  # VGG19, ~90% of the step's FLOPs, in bf16; Grams in fp32
@@ -320,16 +374,17 @@ class Tally:
     `read` (once a log row) does. Counts non-finite steps, and the longest run of them in a row
     that reached into the window (a run may go on across reads)."""
 
-    def __init__(self, device):
-        self.sums = torch.zeros(len(LOSS_KEYS) + 2, device=device)  # losses of finite steps, finite steps, non-finite steps
-        self.when_non_finite = torch.zeros(len(LOSS_KEYS) + 2, device=device)
+    def __init__(self, device, keys=LOSS_KEYS):
+        self.keys = keys
+        self.sums = torch.zeros(len(keys) + 2, device=device)  # losses of finite steps, finite steps, non-finite steps
+        self.when_non_finite = torch.zeros(len(keys) + 2, device=device)
         self.when_non_finite[-1] = 1
         self.when_finite = torch.tensor([1.0, 0.0], device=device)  # the two counts' share of a finite step
         self.bad_run = torch.zeros(1, device=device)
         self.longest_bad_run = torch.zeros(1, device=device)
 
     def add(self, losses, non_finite):
-        values = torch.cat([torch.stack([losses[k].detach().float() for k in LOSS_KEYS]), self.when_finite])
+        values = torch.cat([torch.stack([losses[k].detach().float() for k in self.keys]), self.when_finite])
         self.sums.add_(torch.where(non_finite, self.when_non_finite, values))
         self.bad_run.add_(1).mul_(non_finite)
         torch.maximum(self.longest_bad_run, self.bad_run, out=self.longest_bad_run)
@@ -338,7 +393,7 @@ class Tally:
         *sums, finite, non_finite, longest = torch.cat([self.sums, self.longest_bad_run]).tolist()
         self.sums.zero_()
         self.longest_bad_run.copy_(self.bad_run)
-        return {"losses": {k: v / finite for k, v in zip(LOSS_KEYS, sums)} if finite else None,
+        return {"losses": {k: v / finite for k, v in zip(self.keys, sums)} if finite else None,
                 "non_finite": int(non_finite), "longest_bad_run": int(longest)}
 
 
@@ -348,7 +403,7 @@ def claim_model_dir(cfg) -> Path:
     out = Path(cfg.model_dir or Path(cfg.checkpoint_dir) / "model")
     hint = "move them away or choose another --model-dir"
     if cfg.arch == "standard":
-        atomic.claim_folder(out / "ml5", atomic.is_ml5_export, "an ml5 model", hint=hint)
+        atomic.claim_folder(out / "ml5", formats.is_ml5_output, "an ml5 model", hint=hint)
     for name, what in (("model.safetensors", "a .safetensors file"), ("model.onnx", "an ONNX file"),
                        ("model.json", "a JSON file")):
         atomic.claim_file(out / name, {Path(name).suffix}, what, hint=hint)
@@ -373,6 +428,13 @@ def check_config(cfg):
         raise UserError(f"--decoder {cfg.decoder}: unknown (use {' or '.join(DECODERS)})")
     if cfg.test and not cfg.test_dir:
         raise UserError("--test needs --test-dir (where the preview pictures go)")
+    names = [style_name(p) for p in style_paths(cfg.style)]
+    if not names:
+        raise UserError("--style: give a style picture")
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise UserError(f"--style: two style pictures named {', '.join(twice)}: a multi-style model names each "
+                        "style by its file name, so rename one")
     for layer in (*cfg.style_layers, cfg.content_layer):
         if not layer.startswith("relu") or layer not in loss_network.VGG19_LAYERS:
             raise UserError(f"unknown VGG19 layer {layer!r} (use relu1_1 ... relu5_4)")
@@ -384,7 +446,8 @@ def train(cfg: TrainConfig) -> int:
     check_config(cfg)
     device, rank, world = setup_device(cfg)
     torch.manual_seed(cfg.seed)
-    style = load_style(cfg.style, cfg.style_size)  # the cheap checks first: fail fast
+    paths = style_paths(cfg.style)
+    styles = [load_style(p, cfg.style_size) for p in paths]  # the cheap checks first: fail fast
     if cfg.test:
         from .stylize import open_picture
         open_picture(cfg.test)
@@ -396,10 +459,16 @@ def train(cfg: TrainConfig) -> int:
     vgg = loss_network.load_vgg(cfg.vgg_path or loss_network.default_vgg_path(),
                                 (*cfg.style_layers, cfg.content_layer))
     criterion = loss_network.PerceptualLoss(
-        vgg, style, cfg.content_layer, cfg.style_layers,
+        vgg, styles[0] if len(styles) == 1 else styles, cfg.content_layer, cfg.style_layers,
         cfg.content_weight, cfg.style_weight, cfg.tv_weight).to(device)
+    # Several styles: each step's batch trains toward one, cycled in --style's order (step %
+    # count), not sampled: every style gets an equal share of the steps, and the order depends
+    # only on the step number, so it is deterministic and a resumed run goes on where it stopped.
+    selections = [row.clone() for row in torch.eye(len(styles), device=device)] if len(styles) > 1 else None
 
-    net = TransformNet.named(cfg.arch, cfg.decoder).to(device)
+    net = TransformNet.named(cfg.arch, cfg.decoder, len(styles)).to(device)
+    if len(styles) > 1:  # the names travel with it into every file written of it (live ones too)
+        net.style_info = tuple(style_record(p) for p in paths)
     optimizer = adam(net, cfg.learning_rate)
     Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     run = Run(cfg, net, optimizer, rank)
@@ -418,13 +487,20 @@ def train(cfg: TrainConfig) -> int:
         else:
             print(f"starting a fresh run: {len(files)} pictures, {total_steps} steps on {device}"
                   f"{f' x {world} processes' if world > 1 else ''}{limit}", flush=True)
+    if step < total_steps:  # the mirror shows the network from the start, not only from the first checkpoint
+        run.write_live(step, epoch + batch_in_epoch / steps_per_epoch, total_steps, cfg.batch_size * world)
+    if cfg.mirror and rank == 0:
+        from . import mirror
+        mirror.start(watch=[cfg.checkpoint_dir], any_port=True,
+                     note=f"it stops with this run; `stylemirror mirror --watch {cfg.checkpoint_dir}` serves it after")
 
     cuda = device.type == "cuda"
     compile_ = cfg.compile if cfg.compile is not None else (cuda or total_steps - step >= COMPILE_MIN_STEPS)
     options = StepOptions.for_device(device, compile_, cfg.bf16)
     model, criterion = prepare(net, criterion, device, world, options)
     stop = Stop()
-    tally = Tally(device)  # the losses the next log row averages
+    # The losses the next log row averages (and the steadiness term, when it is trained).
+    tally = Tally(device, LOSS_KEYS + (("stability",) if cfg.stability_weight else ()))
     window = {"images": 0, "first_step": step + 1, "start": time.perf_counter()}
     unreadable, last_batch = set(), None
     progress = tqdm(total=total_steps, initial=step, unit="step", disable=rank != 0, dynamic_ncols=True)
@@ -442,7 +518,8 @@ def train(cfg: TrainConfig) -> int:
                     continue
                 batch = last_batch
             last_batch = batch
-            losses = forward_backward(model, criterion, optimizer, batch, device, options, cfg.stability_weight)
+            style = None if selections is None else selections[step % len(selections)]
+            losses = forward_backward(model, criterion, optimizer, batch, device, options, cfg.stability_weight, style)
             non_finite = ~torch.isfinite(losses["total"].detach())
             if world > 1:  # every rank must agree to skip or stop at the same step: waits for the GPU
                 flags = torch.stack([torch.tensor(float(stop.requested), device=device), non_finite.float()])
@@ -479,6 +556,7 @@ def train(cfg: TrainConfig) -> int:
                 window = {"images": 0, "first_step": step + 1, "start": time.perf_counter()}
             if checkpoint_due:
                 run.checkpoint(step, epoch, batch_in_epoch)
+                run.write_live(step, epoch + batch_in_epoch / steps_per_epoch, total_steps, cfg.batch_size * world)
                 window["start"] = time.perf_counter()  # checkpoint time is not training speed
             if stopping:
                 break

@@ -107,7 +107,8 @@ def zoomed(picture: Image.Image, box) -> Image.Image:
 
 def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128, batch_size=4,
             style_weight=4000.0, learning_rate=1e-3, style_size=256, workers=None, arch="standard",
-            decoder="resize", crop_zoom=2.0, reference=True, published=None, stability_weight=0.0):
+            decoder="resize", crop_zoom=2.0, reference=True, published=None,
+            stability_weight=loss_network.STABILITY_WEIGHT):
     """Train on scikit-image's photos with real VGG19 weights (ours through `stylemirror
     train`'s own loop, then the plain reference), score a photo neither run saw, and write
     pictures into out_dir: photo | ours | reference, and zoomed crops of ours beside
@@ -145,7 +146,7 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
     photo.thumbnail((256, 256))
     score, drift, stylized = style_score(net, vgg, photo, style)
     name = "quality" if (arch, decoder) == ("standard", "resize") else f"quality-{arch}-{decoder}"
-    if stability_weight:
+    if stability_weight != loss_network.STABILITY_WEIGHT:
         name += f"-stability{stability_weight:g}"
     formats.save_safetensors(net, out_dir / f"{name}.safetensors", {"steps": steps, "style": Path(style_path).name})
     result = {"style_score": score, "content_drift": drift, "grid": grid_score(stylized), "photo_grid": grid_score(photo),
@@ -179,4 +180,113 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
         zoom.paste(pair[1], (pair[0].width + 8, 0))
         zoom.save(out_dir / f"{name}-zoom.png")
     (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+# --- Many styles in one network (conditional instance norm) -----------------------------------
+
+# Four distinct styles available offline. Only one painting is at hand (udnie.jpg); ml5's
+# published wave and la_muse models carry two more painters' styles, so a photo they render is
+# a stand-in for those paintings; brick is scikit-image's texture, a regular pattern unlike any
+# of them. (Crops or recolourings of udnie would be one style four times.)
+DEFAULT_STYLES = ("udnie.jpg", "wave", "la_muse", "brick")
+RENDERED_PHOTO = "astronaut"  # the scikit-image photo the ml5 models render into their styles
+TEXTURES = ("brick", "grass", "gravel")  # scikit-image's textures
+
+
+def style_picture(spec, folder: Path, shared: Path) -> Path:
+    """A style picture as a file in `folder`, named after its style: a picture file as it is;
+    the name of an ml5 model in shared/ml5-models: RENDERED_PHOTO through it; a texture of
+    TEXTURES; a file name in shared/images."""
+    import skimage.data
+
+    from ..errors import UserError
+    from ..stylize import open_picture
+
+    path, name = Path(spec), Path(spec).stem
+    if not path.is_file() and (shared / "images" / spec).is_file():
+        path = shared / "images" / spec
+    if path.is_file():
+        picture = open_picture(path).convert("RGB")
+    elif (shared / "ml5-models" / spec / "manifest.json").is_file():
+        photo = Image.fromarray(getattr(skimage.data, RENDERED_PHOTO)()).convert("RGB")
+        photo.thumbnail((256, 256))
+        with torch.no_grad():
+            y = formats.load_model(shared / "ml5-models" / spec)(picture_tensor(photo))
+        picture = Image.fromarray(y[0].permute(1, 2, 0).round().byte().numpy())
+    elif spec in TEXTURES:
+        picture = Image.fromarray(getattr(skimage.data, spec)()).convert("RGB")
+    else:
+        raise UserError(f"--styles {spec}: not a picture, an ml5 model in {shared / 'ml5-models'}, "
+                        f"nor a texture ({', '.join(TEXTURES)})")
+    folder.mkdir(parents=True, exist_ok=True)
+    picture.save(folder / f"{name}.png")
+    return folder / f"{name}.png"
+
+
+def quality_styles(styles, photo_path, vgg_path, out_dir, shared: Path, steps=1200, image_size=128, batch_size=4,
+                   style_weight=4000.0, learning_rate=1e-3, style_size=256, workers=None, arch="standard"):
+    """One network for all `styles`, trained for len(styles) x `steps` (so each style gets
+    `steps`, cycled), against a single-style network per style trained `steps` on the same
+    data and loss: each style's score (style_score on a photo no run saw) and the ratio
+    multi / single (target: 1.15 or less). Writes quality-styles.json and quality-styles.png
+    (the photo, each style by the multi-style network, a blend of the first two; below, each
+    single-style network's)."""
+    from ..train import TrainConfig, train
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pictures = [style_picture(s, out_dir / "styles", shared) for s in styles]
+    names = [p.stem for p in pictures]
+    if len(set(names)) != len(names) or len(names) < 2:
+        from ..errors import UserError
+        raise UserError(f"--styles: give two or more styles of different names (got {', '.join(names)})")
+    vgg = loss_network.load_vgg(vgg_path, QUALITY_LAYERS)
+    photo = Image.open(photo_path).convert("RGB")
+    photo.thumbnail((256, 256))
+
+    def run(style, tmp: Path, max_steps):
+        cfg = TrainConfig(style=style, checkpoint_dir=str(tmp / "ckpt"), train_path=str(tmp.parent / "photos"),
+                          vgg_path=str(vgg_path), model_dir=str(tmp / "model"), epochs=10**6, batch_size=batch_size,
+                          checkpoint_iterations=10**9, style_weight=style_weight, learning_rate=learning_rate,
+                          image_size=image_size, style_size=style_size, style_layers=QUALITY_LAYERS,
+                          content_layer="relu3_1", max_steps=max_steps, workers=workers,
+                          log_interval=max(1, max_steps // 10), arch=arch, seed=42)
+        start = time.perf_counter()
+        train(cfg)
+        return formats.load_model(tmp / "model" / "model.safetensors"), time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_skimage_photos(tmp / "photos")
+        multi, multi_seconds = run([str(p) for p in pictures], tmp / "multi", len(pictures) * steps)
+        singles = {name: run(str(p), tmp / name, steps) for name, p in zip(names, pictures)}
+    style_images = {}
+    for name, path in zip(names, pictures):
+        style_images[name] = Image.open(path).convert("RGB")
+        style_images[name].thumbnail((style_size, style_size))
+    result = {"styles": {}, "steps": steps, "multi_steps": len(names) * steps, "image_size": image_size,
+              "batch_size": batch_size, "style_weight": style_weight, "arch": arch,
+              "multi_train_seconds": multi_seconds}
+    top, bottom = [photo], [photo]
+    for i, name in enumerate(names):
+        score, drift, stylized = style_score(multi.select(torch.eye(len(names))[i]), vgg, photo, style_images[name])
+        single_score, single_drift, single_stylized = style_score(singles[name][0], vgg, photo, style_images[name])
+        result["styles"][name] = {"style_score": score, "content_drift": drift, "single_style_score": single_score,
+                                  "single_content_drift": single_drift, "single_train_seconds": singles[name][1],
+                                  "ratio": score / single_score}
+        top.append(stylized)
+        bottom.append(single_stylized)
+    blend = torch.zeros(len(names))
+    blend[:2] = 0.5
+    top.append(style_score(multi.select(blend), vgg, photo, style_images[names[0]])[2])
+    result["blend"] = {names[0]: 0.5, names[1]: 0.5}
+    result["worst_ratio"] = max(s["ratio"] for s in result["styles"].values())
+    grid = Image.new("RGB", (photo.width * len(top), photo.height * 2), "white")
+    for row, panels in enumerate((top, bottom)):
+        for i, panel in enumerate(panels):
+            grid.paste(panel, (i * photo.width, row * photo.height))
+    grid.save(out_dir / "quality-styles.png")
+    formats.save_safetensors(multi, out_dir / "quality-styles.safetensors", {"steps": len(names) * steps})
+    (out_dir / "quality-styles.json").write_text(json.dumps(result, indent=2))
     return result

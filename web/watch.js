@@ -1,0 +1,137 @@
+// Watching a training run (`stylemirror mirror --watch DIR`, `stylemirror train --mirror`): the
+// page follows the newest network the run has written and shows how the training goes.
+// Loaded before mirror.js; uses its `mirror`, `say` and `useModel`'s entry only when called.
+'use strict';
+
+const Watch = (() => {
+  // A poll of a small JSON, not server-sent events: the server answers each request whole and
+  // at once (no connection held open per page), a poll needs no reconnecting after the server or
+  // the laptop slept, and twice a second keeps a new network well inside 2 s of landing.
+  const POLL_MS = 500; // before the first network; then watch-worker.js polls as often
+  const el = (id) => document.getElementById(id);
+  let session = 0; // a new one whenever the page starts or stops following a run
+  let poller = null; // the worker that polls the run followed
+
+  async function latest(entry) {
+    const response = await fetch(entry.watch, { cache: 'no-store' });
+    if (!response.ok) throw new Error(`${entry.watch}: HTTP ${response.status}`);
+    return response.json();
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // Before the run's first network has landed (train not started yet, a sync still on its
+  // way): wait, saying so. False when another style was chosen meanwhile.
+  async function untilModel(entry) {
+    const mine = session;
+    while (!entry.url) {
+      try {
+        const now = await latest(entry);
+        if (mine !== session) return false;
+        if (now.model) Object.assign(entry, { url: now.model, step: now.step, arch: now.arch, size: now.size });
+        else say(`Waiting for the training run "${entry.name}" to write its first network…`);
+      } catch (e) {
+        say(`Waiting for the training run "${entry.name}" (${e.message})…`);
+      }
+      if (!entry.url) await sleep(POLL_MS);
+      if (mine !== session) return false;
+    }
+    return true;
+  }
+
+  function stop() {
+    session += 1;
+    if (poller) poller.terminate();
+    poller = null;
+    el('watch-panel').hidden = true;
+    ['watch-step', 'watch-epoch', 'watch-speed', 'watch-eta'].forEach((id) => { el(id).textContent = ''; });
+    plot([]);
+    mirror.watch = null;
+  }
+
+  const seconds = (s) => (s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`
+    : s >= 60 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${Math.round(s)} s`);
+
+  // The losses on a log scale, each scaled to its own range: their sizes differ by orders of
+  // magnitude, and what a user reads here is whether each still falls.
+  const COLORS = { total: '#f5b041', content: '#5dade2', style: '#af7ac5', tv: '#7f8c8d' };
+
+  function plot(rows) {
+    const canvas = el('watch-losses');
+    const ctx = canvas.getContext('2d');
+    const { width: w, height: h } = canvas;
+    ctx.clearRect(0, 0, w, h);
+    if (rows.length < 2) return;
+    const steps = rows.map((r) => r.step);
+    const x = (step) => 4 + ((w - 8) * (step - steps[0])) / (steps[steps.length - 1] - steps[0] || 1);
+    Object.entries(COLORS).forEach(([key, color], i) => {
+      const points = rows.filter((r) => r[key] > 0).map((r) => [r.step, Math.log(r[key])]);
+      if (points.length < 2) return;
+      const logs = points.map((p) => p[1]);
+      const [lo, hi] = [Math.min(...logs), Math.max(...logs)];
+      const y = (v) => h - 4 - ((h - 20) * (v - lo)) / (hi - lo || 1); // the top 16 px: the legend
+      ctx.strokeStyle = color;
+      ctx.lineWidth = key === 'total' ? 2 : 1;
+      ctx.beginPath();
+      points.forEach(([s, v], j) => (j ? ctx.lineTo(x(s), y(v)) : ctx.moveTo(x(s), y(v))));
+      ctx.stroke();
+      ctx.fillStyle = color;
+      ctx.fillText(key, 6 + 52 * i, 12);
+    });
+  }
+
+  function show(now) {
+    el('watch-panel').hidden = false;
+    const total = now.total_steps ? ` of ${now.total_steps}` : '';
+    el('watch-step').textContent = now.step === null ? 'waiting' : `${now.state}, step ${now.step}${total}`;
+    el('watch-epoch').textContent = now.epoch != null ? `${now.epoch.toFixed(2)} epochs` : '';
+    el('watch-speed').textContent = now.images_per_s ? `${now.images_per_s.toFixed(1)} images/s` : '';
+    el('watch-eta').textContent = now.state === 'finished' ? 'done' : now.eta_s != null ? `ETA ${seconds(now.eta_s)}` : '';
+    plot(now.losses || []);
+    const option = [...el('model-select').options].find((o) => o.value === now.name);
+    if (option && now.step !== null) option.textContent = `${now.name} (${now.state}, step ${now.step})`;
+  }
+
+  // After useModel has loaded the run's network: a worker polls (watch-worker.js says why there)
+  // and brings each newer network's bytes; it is swapped in without stopping the camera: built
+  // whole, swapped, then the old one freed (the camera loop reads mirror.net once a frame, so a
+  // frame uses one network or the other, never a freed one).
+  function follow(entry) {
+    const mine = session;
+    mirror.watch = { step: entry.step, loaded_at: Date.now() };
+    poller = new Worker('watch-worker.js');
+    poller.onmessage = async ({ data: { now, bytes, error } }) => {
+      if (mine !== session) return;
+      if (error) {
+        console.warn('watch:', error);
+        return;
+      }
+      show(now);
+      if (!bytes) return;
+      let net;
+      try {
+        net = await StyleNet.load(now.model, undefined, bytes);
+      } catch (e) {
+        console.warn('watch:', e.message);
+        return;
+      }
+      if (mine !== session) {
+        net.dispose();
+        return;
+      }
+      const old = mirror.net;
+      // A multi-style run: the new network keeps the blend in use (blend.js's controls act on
+      // mirror.net, so they carry over); other styles than before get new controls.
+      const sameStyles = (net.styles || []).join('\n') === (old.styles || []).join('\n');
+      if (sameStyles && old.blend) net.setBlend(old.blend);
+      mirror.net = net;
+      old.dispose();
+      if (!sameStyles) Blend.show(net);
+      Object.assign(entry, { url: now.model, step: now.step, arch: now.arch, size: now.size });
+      mirror.watch = { step: now.step, loaded_at: Date.now() };
+    };
+    poller.postMessage({ latest: new URL(entry.watch, location.href).href, base: location.href, step: entry.step });
+  }
+
+  return { untilModel, follow, stop };
+})();
