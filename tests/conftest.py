@@ -33,17 +33,17 @@ def ml5_model(name: str) -> Path:
     return path
 
 
-def random_net(seed=0, arch="standard", decoder="resize") -> TransformNet:
-    """A random network whose instance norms have non-trivial scale and shift, so that a
-    swapped or transposed variable shows up in the output."""
+def random_net(seed=0, arch="standard", decoder="resize", styles=1, shift=0.5) -> TransformNet:
+    """A random network whose instance norms have non-trivial scale and shift (in +-shift), so
+    that a swapped or transposed variable shows up in the output."""
     torch.manual_seed(seed)
-    net = TransformNet.named(arch, decoder)
+    net = TransformNet.named(arch, decoder, styles)
     with torch.no_grad():
         for name, p in net.named_parameters():
             if name.endswith("scale"):
                 p.uniform_(0.5, 1.5)
             elif name.endswith("shift"):
-                p.uniform_(-0.5, 0.5)
+                p.uniform_(-shift, shift)
     return net.eval()
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import photo
+from conftest import photo, random_net
 from stylemirror import formats
 from stylemirror.errors import UserError
 from stylemirror.network import InferenceNet, TransformNet
@@ -24,14 +24,7 @@ NAMES = ("udnie", "brick", "grass")
 
 def multi_net(styles=3, seed=0) -> TransformNet:
     """A random multi-style network whose styles' norm parameters differ clearly."""
-    torch.manual_seed(seed)
-    net = TransformNet(styles=styles)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if name.endswith("scale"):
-                p.uniform_(0.5, 1.5)
-            elif name.endswith("shift"):
-                p.uniform_(-0.8, 0.8)
+    net = random_net(seed, styles=styles, shift=0.8)
     net.style_info = tuple({"name": n, "sha256": "0" * 64} for n in NAMES[:styles])
     return net.eval()
 
