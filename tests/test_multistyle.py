@@ -99,6 +99,25 @@ def test_safetensors_records_the_styles_and_loads_them(tmp_path):
         assert (loaded(x, one_hot(2)) - net(x, one_hot(2))).abs().max() < 1e-3
 
 
+def test_bench_flicker_measures_each_style_of_a_multi_style_model(tmp_path, monkeypatch):
+    from stylemirror import cli
+    from stylemirror.bench import flicker
+
+    net = multi_net(styles=2)
+    formats.save_safetensors(net, tmp_path / "duo.safetensors")
+    seen = {}
+    def fake_bench(stylizers, **_):
+        seen.update(stylizers)
+        return {name: dict.fromkeys(("flicker", "still", "pan", "zoom", "pan_warp"), 0.5) for name in stylizers}
+    monkeypatch.setattr(flicker, "bench_flicker", fake_bench)
+    result = cli.bench_flicker([str(tmp_path / "duo.safetensors")])
+    assert list(seen) == ["duo:udnie", "duo:brick"] and list(result["models"]) == list(seen)
+    x = torch.rand(1, 3, 32, 32) * 255
+    with torch.no_grad():
+        for i, name in enumerate(seen):
+            assert (seen[name].net(x) - net(x, one_hot(i, 2))).abs().max() < 1e-3, name
+
+
 def test_onnx_takes_the_style_weights(tmp_path):
     import onnxruntime
 
@@ -256,6 +275,15 @@ def duo_url(tmp_path):
     srv.shutdown()
 
 
+def test_the_model_list_says_how_many_styles_a_model_holds(tmp_path):
+    from stylemirror import mirror
+
+    formats.save_safetensors(multi_net(styles=3), tmp_path / "trio.safetensors")
+    formats.save_safetensors(random_net(seed=4), tmp_path / "solo.safetensors")
+    entries = {e["name"]: e for e in json.loads(mirror.Mirror([tmp_path]).index()[1])["models"]}
+    assert entries["trio"]["label"] == "trio (3 styles)" and "label" not in entries["solo"]
+
+
 def test_page_blends_the_styles_live_on_the_camera(still_camera, duo_url):
     from test_mirror import canvas_pixels, open_page
 
@@ -305,6 +333,34 @@ def test_page_blends_the_styles_live_on_the_camera(still_camera, duo_url):
     started = open_page(still_camera, f"{duo_url}?model=duo&backend=wasm&camera=off&style=udnie:1,brick:3")
     assert started.evaluate("window.mirror.blend") == {"udnie": 0.25, "brick": 0.75}
     started.close()
+
+
+def test_a_picture_on_show_follows_the_blend_and_the_model(still_camera, duo_url, tmp_path):
+    """In picture mode a new blend, or another model, stylizes the picture on show again."""
+    from test_mirror import canvas_pixels, open_page
+
+    net = multi_net(styles=2)
+    picture = photo((61, 45))
+    picture.save(tmp_path / "picture.png")
+    page = open_page(still_camera, f"{duo_url}?model=duo&backend=wasm&camera=off&style=udnie")
+
+    def stylized(count, action):
+        action()
+        page.wait_for_function(f"window.mirror.pictures >= {count} && document.body.dataset.state === 'image-done'",
+                               timeout=120000)
+        return canvas_pixels(page, "output").astype(int)
+
+    def python(model):
+        return np.asarray(Stylizer(model).picture(picture)).astype(int)
+
+    udnie = stylized(1, lambda: page.set_input_files("#image-input", str(tmp_path / "picture.png")))
+    assert np.abs(udnie - python(net.select([1.0, 0.0]))).max() <= 3
+    brick = stylized(2, lambda: page.click("#styles-panel button[data-index='1']"))
+    assert np.abs(brick - python(net.select([0.0, 1.0]))).max() <= 3 and np.abs(brick - udnie).mean() > 10
+    solo = stylized(3, lambda: page.select_option("#model-select", "solo"))
+    assert np.abs(solo - python(formats.load_model(tmp_path / "models" / "solo.safetensors"))).max() <= 3
+    assert not page.errors
+    page.close()
 
 
 def test_bench_quality_styles_runs_at_tiny_settings(workdir, tmp_path):  # noqa: F811

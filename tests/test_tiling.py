@@ -80,6 +80,22 @@ def test_big_pictures_go_through_tiles_in_stylize(monkeypatch):
         assert np.abs(out.astype(int) - untiled.astype(int)).mean() <= 1.0
 
 
+def test_tiles_apply_the_options_and_hold_the_frame_only_as_uint8(monkeypatch):
+    """--strength and --preserve-colors are applied tile by tile, to the untiled result within a
+    level; the tiled path is handed the frame and its output as uint8, never a float copy."""
+    net = random_net(5, "lite")
+    frame = np.asarray(photo((150, 120)))
+    options = dict(edge_pad=8, strength=0.6, preserve_colors=True)
+    untiled = Stylizer(net, options=Options(**options), engine="torch").frames([frame])[0]
+    seen = []
+    original = tiling.stylize_tiled
+    monkeypatch.setattr(tiling, "stylize_tiled", lambda *args: seen.append((args[1].dtype, args[5].dtype)) or original(*args))
+    tiled = Stylizer(net, options=Options(**options, max_pixels=100 * 100), engine="torch").frames([frame])[0]
+    assert seen == [(torch.uint8, torch.uint8)]
+    assert tiled.shape == frame.shape and tiled.dtype == np.uint8
+    assert np.abs(tiled.astype(int) - untiled.astype(int)).mean() <= 1.0
+
+
 def test_random_sizes_keep_their_size_within_the_memory_bound():
     """Property: sizes from 1 px to a few thousand, odd and even, come out at their size, and
     no activation of any layer is larger than the tile bound allows (untiled, a picture above

@@ -103,6 +103,26 @@ def test_watch_waits_for_a_run_not_started_then_follows_it(tmp_path):
         srv.shutdown()
 
 
+def test_a_killed_run_says_stopped_not_training(tmp_path):
+    """live.json names the process that wrote it: once that process is gone the run is
+    "stopped" (to be resumed), not "training" forever. A run on another machine cannot be
+    checked, and a finished one is finished."""
+    watch.write_live(tmp_path / "run", random_net(seed=1), {"step": 5, "total_steps": 10})
+    run = watch.runs([tmp_path / "run"])[0]
+    assert run.latest()["state"] == "training"  # this test's own process wrote it
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    status_file = tmp_path / "run" / "live" / "live.json"
+    status = json.loads(status_file.read_text())
+    assert status["trainer"]["pid"] == os.getpid()
+    status["trainer"]["pid"] = int(dead.stdout)
+    status_file.write_text(json.dumps(status))
+    assert run.latest()["state"] == "stopped" and run.entry()["label"] == "run (stopped, step 5)"
+    status_file.write_text(json.dumps({**status, "trainer": {"host": "another-machine", "pid": int(dead.stdout)}}))
+    assert run.latest()["state"] == "training"
+    status_file.write_text(json.dumps({**status, "step": 10}))
+    assert run.latest()["state"] == "finished"
+
+
 def test_a_long_log_is_thinned_keeping_the_newest_row(tmp_path):
     write_log(tmp_path / "run", range(1, 1001))
     rows = watch.runs([tmp_path / "run"])[0].history()

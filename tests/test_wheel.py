@@ -60,7 +60,7 @@ def wheel(tmp_path_factory) -> Path:
     if missing:
         pytest.skip(f"web/{missing[0]} is missing, so no wheel can be built: run `make setup` first")
     source = tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "setup.py", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, source / name)
     shutil.copytree(ROOT / "licenses", source / "licenses")
     shutil.copytree(ROOT / "src", source / "src", symlinks=True,
@@ -119,9 +119,10 @@ def test_the_wheel_holds_the_page_and_nothing_more(wheel):
         # Byte for byte what the checkout serves, and the licences where PEP 639 puts them.
         for f in page_files() + THIRD_PARTY:
             assert z.read(f"stylemirror/web/{f}") == (WEB / f).read_bytes(), f
-        licences = {n.removeprefix(f"{dist_info}licenses/licenses/") for n in names
+        licences = {n.removeprefix(f"{dist_info}licenses/") for n in names
                     if n.startswith(f"{dist_info}licenses/")}
-        assert licences == {"Apache-2.0.txt", "THIRD-PARTY.md"}
+        assert licences == {"LICENSE", "licenses/Apache-2.0.txt", "licenses/THIRD-PARTY.md"}
+        assert z.read(f"{dist_info}licenses/LICENSE") == (ROOT / "LICENSE").read_bytes()
         entry_points = z.read(f"{dist_info}entry_points.txt").decode()
     assert "stylemirror = stylemirror.cli:main" in entry_points
     print(f"\n{wheel.name}: {wheel.stat().st_size / 1e6:.1f} MB")

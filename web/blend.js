@@ -31,6 +31,7 @@ const Blend = (() => {
     if (!net || !net.styles.length) throw new Error('this model holds one style: there is nothing to blend');
     net.setBlend(weightsOf(net, blend));
     sync(net, !fromSliders);
+    if (window.mirror.restylePicture) window.mirror.restylePicture();
   }
 
   // "a" or "a:0.7,b:0.3" -> {name: weight}

@@ -18,6 +18,8 @@ const mirror = {
   capture: null, // ImageCapture of the camera's track, where the browser has it
   mode: 'camera', // or 'image'
   pendingPicture: null, // a picture chosen while the style was loading: stylized once it is ready
+  picture: null, // the picture on show in picture mode: stylized again when the style or blend changes
+  pictures: 0, // pictures stylized so far
   frames: 0,
   frameTimes: [],
   loopRunning: false,
@@ -130,6 +132,8 @@ async function useModel(name) {
     const file = mirror.pendingPicture;
     mirror.pendingPicture = null;
     stylizePicture(file);
+  } else {
+    restylePicture(); // in picture mode, the picture on show in the new style
   }
   if (entry.watch) Watch.follow(entry);
   return true;
@@ -240,6 +244,7 @@ async function stylizePicture(file) {
     return;
   }
   mirror.mode = 'image';
+  mirror.picture = file;
   document.body.dataset.state = 'image';
   // The camera's fps means nothing for a picture: blank it until the camera runs again.
   $('fps').textContent = '– fps';
@@ -261,9 +266,31 @@ async function stylizePicture(file) {
   bitmap.close();
   await tf.browser.toPixels(out, canvas);
   out.dispose();
+  mirror.pictures += 1;
   say('');
   document.body.dataset.state = 'image-done';
 }
+
+// A slider sends many changes while a picture takes a while: one more pass after the one
+// running catches them all.
+let restyling = null;
+async function restylePicture() {
+  if (mirror.mode !== 'image' || !mirror.picture) return;
+  if (restyling) {
+    restyling.again = true;
+    return;
+  }
+  restyling = { again: false };
+  try {
+    do {
+      restyling.again = false;
+      await stylizePicture(mirror.picture);
+    } while (restyling.again && mirror.mode === 'image');
+  } finally {
+    restyling = null;
+  }
+}
+mirror.restylePicture = restylePicture;
 
 // --- camera ---------------------------------------------------------------------------
 

@@ -325,32 +325,35 @@ const StyleNet = (() => {
   }
 
   // Zero padding in the network's convolutions paints a coloured frame along the edges: run
-  // it on the image mirrored `pad` pixels past every edge and crop the frame away with the
-  // reflection (stylemirror's Stylizer does the same, in reflect_pad). A reflection adds at
-  // most size - 1 pixels, so an image smaller than the pad is reflected again; a single row
-  // or column is repeated.
-  function reflectPad(x, pad) {
+  // it on the image mirrored past every edge and crop the frame away with the reflection
+  // (stylemirror's Stylizer does the same, in reflect_pad). sides: [[top, bottom], [left,
+  // right]]. A reflection adds at most size - 1 pixels, so an image smaller than the pad is
+  // reflected again; a single row or column is repeated.
+  function reflectPad(x, sides) {
     for (const axis of [0, 1]) {
-      for (let left = pad; left > 0;) {
+      let [before, after] = sides[axis];
+      while (before > 0 || after > 0) {
         const size = x.shape[axis];
-        const step = Math.min(left, size - 1) || left;
-        if (size > 1) {
-          x = tf.mirrorPad(x, axis === 0 ? [[step, step], [0, 0], [0, 0]] : [[0, 0], [step, step], [0, 0]], 'reflect');
-        } else {
-          x = tf.tile(x, axis === 0 ? [2 * step + 1, 1, 1] : [1, 2 * step + 1, 1]);
-        }
-        left -= step;
+        const steps = [before, after].map((n) => Math.min(n, size - 1) || n);
+        const paddings = axis === 0 ? [steps, [0, 0], [0, 0]] : [[0, 0], steps, [0, 0]];
+        const copies = steps[0] + steps[1] + 1; // a single row or column: repeated
+        x = size > 1 ? tf.mirrorPad(x, paddings, 'reflect') : tf.tile(x, axis === 0 ? [copies, 1, 1] : [1, copies, 1]);
+        before -= steps[0];
+        after -= steps[1];
       }
     }
     return x;
   }
 
   // net.apply on an HxWx3 image with `pad` mirrored pixels around it (0: none, as ml5.js
-  // runs): HxWx3 float32 in 0..255. Call inside tf.tidy.
+  // runs), and up to 3 more at the bottom and right, so that the padded size is a multiple of
+  // 4: at other sizes the stride-2 convs' grid starts 1-3 pixels off, and the whole output
+  // with it (stylize.edge_padding). HxWx3 float32 in 0..255. Call inside tf.tidy.
   function stylize(net, image, pad) {
     if (!pad) return net.apply(image);
     const [h, w] = image.shape;
-    return net.apply(reflectPad(image.toFloat(), pad)).slice([pad, pad, 0], [h, w, 3]);
+    const sides = [[pad, pad + (4 - ((h + 2 * pad) % 4)) % 4], [pad, pad + (4 - ((w + 2 * pad) % 4)) % 4]];
+    return net.apply(reflectPad(image.toFloat(), sides)).slice([pad, pad, 0], [h, w, 3]);
   }
 
   return { load, stylize };

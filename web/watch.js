@@ -86,7 +86,8 @@ const Watch = (() => {
     el('watch-step').textContent = now.step === null ? 'waiting' : `${now.state}, step ${now.step}${total}`;
     el('watch-epoch').textContent = now.epoch != null ? `${now.epoch.toFixed(2)} epochs` : '';
     el('watch-speed').textContent = now.images_per_s ? `${now.images_per_s.toFixed(1)} images/s` : '';
-    el('watch-eta').textContent = now.state === 'finished' ? 'done' : now.eta_s != null ? `ETA ${seconds(now.eta_s)}` : '';
+    const eta = { finished: 'done', stopped: 'rerun its train command to resume' }[now.state];
+    el('watch-eta').textContent = eta || (now.eta_s != null ? `ETA ${seconds(now.eta_s)}` : '');
     plot(now.losses || []);
     const option = [...el('model-select').options].find((o) => o.value === now.name);
     if (option && now.step !== null) option.textContent = `${now.name} (${now.state}, step ${now.step})`;

@@ -264,7 +264,14 @@ def bench_flicker(models, strip=None):
         short = Path(m).stem if Path(m).suffix else Path(m).name
         twins = [o for o in models if (Path(o).stem if Path(o).suffix else Path(o).name) == short]
         return f"{Path(m).parent.name}/{short}" if len(twins) > 1 else short
-    stylizers = {name(m): stylize.Stylizer(formats.load_model(m)) for m in models}
+    stylizers = {}
+    for m in models:
+        net = formats.load_model(m)
+        if net.styles == 1:
+            stylizers[name(m)] = stylize.Stylizer(net)
+        else:  # a multi-style model: each of its styles as a row of its own
+            for style in formats.style_names(net):
+                stylizers[f"{name(m)}:{style}"] = stylize.Stylizer(stylize.pick_style(net, style))
     results = bench_flicker(stylizers)
     w, h = FRAME_SIZE
     print(f"flicker: stylized change / input change between frames, {CLIP_FRAMES}-frame clips at {w}x{h} "
@@ -384,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure speed (beside a plain reference) or training quality")
     p.add_argument("what", choices=["train", "stylize", "data", "quality", "mirror", "flicker"])
     p.add_argument("--model", action="append", help="mirror: an ml5 model folder (default ../shared/ml5-models/wave); "
-                                                    "flicker: a model, several times for several (default: ml5's published ones)")
+                                                    "flicker: a model, several times for several (default: ml5's published ones); a multi-style "
+                                                    "model gives one row per style")
     p.add_argument("--arch", choices=list(ARCHITECTURES), default="standard", help="train/stylize/quality: the network")
     p.add_argument("--image-size", type=positive_int, help="train/data: crop size (256); quality: 128")
     p.add_argument("--batch-size", type=positive_int, help="default 4")

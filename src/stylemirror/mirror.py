@@ -93,6 +93,16 @@ def nonfinite_weights(model: Path) -> str | None:
     return None
 
 
+def style_count(meta: dict) -> int:
+    """How many styles a model file's metadata names (0: none named, a single-style model);
+    loading the model checks the names properly."""
+    try:
+        styles = json.loads(meta.get("styles") or "[]")
+    except (ValueError, TypeError):
+        return 0
+    return len(styles) if isinstance(styles, list) else 0
+
+
 def signature(model: Path) -> tuple:
     """Changes whenever the model's files do (name, size, modification time)."""
     files = [model] if model.is_file() else sorted(p for p in model.iterdir() if p.is_file())
@@ -130,12 +140,16 @@ class Mirror:
         for name, model in models.items():
             if self.problem(model):
                 continue
+            entry = {"name": name}
             if model.is_file():
-                url, fmt, arch = f"models/{name}.safetensors", "safetensors", formats.stylemirror_metadata(model)["arch"]
+                meta = formats.stylemirror_metadata(model)
+                url, fmt, arch = f"models/{name}.safetensors", "safetensors", meta["arch"]
+                if (styles := style_count(meta)) > 1:
+                    entry["label"] = f"{name} ({styles} styles)"
             else:
                 url, fmt, arch = f"models/{name}/", "ml5", "standard"
             self.mounts["/" + url.rstrip("/")] = model
-            entries.append({"name": name, "format": fmt, "arch": arch, "size": model_size(model), "url": url})
+            entries.append({**entry, "format": fmt, "arch": arch, "size": model_size(model), "url": url})
         return "application/json", json.dumps({"models": entries}).encode()
 
     def serve(self, host="127.0.0.1", port=8000):

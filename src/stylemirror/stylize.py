@@ -2,6 +2,7 @@
 
 import contextlib
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,28 +74,43 @@ class Stylizer:
         """The network on x reflect-padded by Options.edge_pad, cropped back to x's size."""
         pad = self.options.edge_pad
         h, w = x.shape[-2:]
-        if (h + 2 * pad) * (w + 2 * pad) > self.options.max_pixels:
-            # Tiled, reading the padding tile by tile: the padded copy would cost more memory.
-            return tiling.stylize_tiled(self.net, x, min(self.options.max_pixels, tiling.TILE_PIXELS), pad)
         if pad == 0:
-            return self.network(x)
-        return self.network(reflect_pad(x, pad))[..., pad:pad + h, pad:pad + w]
+            return self.network(x)  # as ml5.js runs it
+        return self.network(reflect_pad(x, edge_padding(h, w, pad)))[..., pad:pad + h, pad:pad + w]
 
-    @torch.inference_mode()
-    def frames(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        """Stylize equally sized frames (uint8 HxWx3) as one batch."""
-        # One float copy, laid out as the network wants it (.float().contiguous() made two).
-        x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).to(
-            torch.float32, memory_format=torch.contiguous_format)
-        y = self.network_with_edges(x)
+    def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The network's output y for input x (floats, N x 3 x H x W) -> uint8, with the
+        user's options applied."""
         if self.options.preserve_colors:
             # Keep the original's chroma: add the stylized luma change to every channel.
             luma = LUMA.to(y).view(1, 3, 1, 1)
             y = x + ((y - x) * luma).sum(1, keepdim=True)
         if self.options.strength < 1.0:
             y = torch.lerp(x, y, self.options.strength)
-        y = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # in place: big pictures
-        return list(y)
+        return y.round_().clamp_(0, 255).to(torch.uint8)  # in place: big pictures
+
+    @torch.inference_mode()
+    def frames(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """Stylize equally sized frames (uint8 HxWx3) as one batch."""
+        h, w = frames[0].shape[:2]
+        pad = self.options.edge_pad
+        if (h + 2 * pad) * (w + 2 * pad) > self.options.max_pixels:
+            return [self.tiled(frame) for frame in frames]
+        # One float copy, laid out as the network wants it (.float().contiguous() made two).
+        x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).to(
+            torch.float32, memory_format=torch.contiguous_format)
+        return list(self.finish(x, self.network_with_edges(x)).permute(0, 2, 3, 1).cpu().numpy())
+
+    def tiled(self, frame: np.ndarray) -> np.ndarray:
+        """A frame too big for one pass, in tiles (tiling.py), the padding read tile by tile:
+        the whole frame is held only as uint8, in and out, never as float."""
+        with warnings.catch_warnings():  # a decoded picture is read-only; tiles are only read out of it
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            x = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None]
+        out = torch.empty((1, *frame.shape), dtype=torch.uint8, device=self.device)
+        tiling.stylize_tiled(self.net, x, min(self.options.max_pixels, tiling.TILE_PIXELS), self.options.edge_pad,
+                             self.finish, out.permute(0, 3, 1, 2))
+        return out[0].cpu().numpy()
 
     def prepare(self, image: Image.Image):
         """A PIL picture of any mode -> (uint8 RGB array, alpha channel or None), upright
@@ -190,19 +206,27 @@ def pick_style(net, spec: str | None):
     return net.select(style_weights(spec, names)).eval()
 
 
-def reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, H + 2 pad, W + 2 pad), mirrored at every edge (the edge pixel not
-    repeated). A reflection can add at most size - 1 pixels, so a picture smaller than the pad
-    is reflected again and again (a mirrored tiling); a single row or column is repeated.
-    web/stylenet.js pads the same way."""
-    for axis in (-2, -1):
-        left = pad
-        while left > 0:
+def edge_padding(h: int, w: int, pad: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) for an h x w picture and Options.edge_pad `pad`: `pad` on
+    every side, and up to 3 more at the bottom and right so that the padded size is a multiple
+    of 4. At other sizes the two stride-2 convs' grid (TensorFlow's 'same' padding, as ml5.js
+    runs it) starts 1-3 pixels off, and the whole output with it."""
+    return pad, pad + -(h + 2 * pad) % 4, pad, pad + -(w + 2 * pad) % 4
+
+
+def reflect_pad(x: torch.Tensor, pad) -> torch.Tensor:
+    """(N, C, H, W) mirrored past every edge (the edge pixel not repeated) by `pad`: a number
+    of pixels for every side, or (top, bottom, left, right). A reflection can add at most
+    size - 1 pixels, so a picture smaller than the pad is reflected again and again (a
+    mirrored tiling); a single row or column is repeated. web/stylenet.js pads the same way."""
+    top, bottom, left, right = (pad,) * 4 if isinstance(pad, int) else pad
+    for axis, (before, after) in ((-2, (top, bottom)), (-1, (left, right))):
+        while before > 0 or after > 0:
             size = x.shape[axis]
-            step = min(left, size - 1) or left
-            sides = (step, step, 0, 0) if axis == -1 else (0, 0, step, step)
+            steps = [min(n, size - 1) or n for n in (before, after)]
+            sides = (*steps, 0, 0) if axis == -1 else (0, 0, *steps)
             x = F.pad(x, sides, mode="reflect" if size > 1 else "replicate")
-            left -= step
+            before, after = before - steps[0], after - steps[1]
     return x
 
 

@@ -35,9 +35,9 @@ import torch
 from .network import EPS, InstanceNorm
 
 # The largest tile (halo included), in pixels. Eager fp32 inference holds about 0.5 KB a pixel
-# at its peak in the standard network (measured at 1024x1024), so a tile costs ~0.3 GB; with
-# the whole picture in and out as float (24 bytes a pixel) a 48 MP picture stays within 2 GB
-# (bench/README.md).
+# at its peak in the standard network (measured at 1024x1024), so a tile costs ~0.3 GB. The
+# whole picture is held only as uint8, in and out (6 bytes a pixel): as float (24 bytes) a
+# 48 MP picture went past 2 GB (bench/README.md).
 TILE_PIXELS = 768 * 768
 PROBE = 160  # side of the picture the receptive field is measured on (doubled if too small)
 
@@ -232,53 +232,69 @@ def gather_stats(net, x, plan):
     return stats
 
 
-def apply_stats(net, x, plan, stats, out, edge_pad):
+def apply_stats(net, x, plan, stats, out, edge_pad, finish):
     """The last pass: every tile of x with the gathered statistics; what each owns of the
-    picture (the padded picture less its `edge_pad` frame) goes into out."""
+    picture (the padded picture less its `edge_pad` frame) goes into out, through finish."""
     for tile in plan.tiles:
+        region = x.region(tile)
         with _norms_call(net, lambda index, norm, t: _affine(norm, t, *stats[index])):
-            y = net(x.region(tile))
+            y = net(region)
         place = []
         for axis, span, size in ((plan.rows, tile[0], out.shape[-2]), (plan.cols, tile[1], out.shape[-1])):
             lo, hi = max(span.own_lo, edge_pad), min(span.own_hi, edge_pad + size)
-            place.append((slice(lo - edge_pad, hi - edge_pad), slice(lo - axis.offset(span, 1, 0), hi - axis.offset(span, 1, 0))))
-        (out_rows, rows), (out_cols, cols) = place
+            offset = axis.offset(span, 1, 0)
+            # out's rows; the tile's output rows that go there; the input rows of the same index,
+            # as the untiled path pairs them (the network's output sits `shift` off its input).
+            place.append((slice(lo - edge_pad, hi - edge_pad), slice(lo - offset, hi - offset),
+                          slice(lo - span.start, hi - span.start)))
+        (out_rows, rows, in_rows), (out_cols, cols, in_cols) = place
         if out_rows.start < out_rows.stop and out_cols.start < out_cols.stop:
-            out[..., out_rows, out_cols] = y[..., rows, cols]
+            out[..., out_rows, out_cols] = finish(region[..., in_rows, in_cols], y[..., rows, cols])
 
 
 class Padded:
-    """x (1, 3, H, W) as stylize.reflect_pad would pad it by `pad` on every side, read one
-    tile at a time, so that the padded picture is never held whole."""
+    """x (1, 3, H, W) as Stylizer pads it (stylize.edge_padding: `pad` on every side), read one
+    tile at a time as float, so that neither the padded picture nor a float copy of x is ever
+    held whole."""
 
     def __init__(self, x, pad: int):
-        from .stylize import reflect_pad  # the same reflection as the untiled path
+        from .stylize import edge_padding, reflect_pad  # the same padding as the untiled path
 
         self.x = x
         h, w = x.shape[-2:]
+        top, bottom, left, right = edge_padding(h, w, pad) if pad else (0, 0, 0, 0)
         rows = torch.arange(h, dtype=torch.float64, device=x.device).view(1, 1, h, 1)
         cols = torch.arange(w, dtype=torch.float64, device=x.device).view(1, 1, 1, w)
-        self.rows = reflect_pad(rows, pad)[0, 0, :, 0].long()
-        self.cols = reflect_pad(cols, pad)[0, 0, 0, :].long()
+        self.rows = reflect_pad(rows, (top, bottom, 0, 0))[0, 0, :, 0].long()
+        self.cols = reflect_pad(cols, (0, 0, left, right))[0, 0, 0, :].long()
         self.shape = (*x.shape[:2], len(self.rows), len(self.cols))
 
     def region(self, tile):
         r, c = tile
-        return self.x.index_select(-2, self.rows[r.start:r.stop]).index_select(-1, self.cols[c.start:c.stop])
+        region = self.x.index_select(-2, self.rows[r.start:r.stop]).index_select(-1, self.cols[c.start:c.stop])
+        return region.float()
+
+
+def _as_is(x, y):
+    return y
 
 
 @torch.no_grad()
-def stylize_tiled(net, x, tile_pixels: int = TILE_PIXELS, edge_pad: int = 0):
+def stylize_tiled(net, x, tile_pixels: int = TILE_PIXELS, edge_pad: int = 0, finish=_as_is, out=None):
     """net(reflect_pad(x, edge_pad)) cropped back to x's size (as Stylizer.network_with_edges),
-    for x (N, 3, H, W) of any size, in tiles of at most about `tile_pixels` (halo included),
-    frame by frame."""
+    for x (N, 3, H, W) of any size, float or uint8, in tiles of at most about `tile_pixels`
+    (halo included), frame by frame. Each tile's owned part goes through finish(its input,
+    its output) into `out` (N, 3, H, W), which may be of any dtype (default: float, as x)."""
     n, _, h, w = x.shape
-    out = x.new_empty(n, 3, h, w)
+    if out is None:
+        out = torch.empty(n, 3, h, w, device=x.device)
     for i in range(n):
         frame = Padded(x[i:i + 1], edge_pad)
         plan = Plan(net, *frame.shape[-2:], tile_pixels)
         if len(plan.tiles) == 1:
-            out[i:i + 1] = net(frame.region(plan.tiles[0]))[..., edge_pad:edge_pad + h, edge_pad:edge_pad + w]
+            crop = (..., slice(edge_pad, edge_pad + h), slice(edge_pad, edge_pad + w))
+            region = frame.region(plan.tiles[0])
+            out[i:i + 1] = finish(region[crop], net(region)[crop])
             continue
-        apply_stats(net, frame, plan, gather_stats(net, frame, plan), out[i:i + 1], edge_pad)
+        apply_stats(net, frame, plan, gather_stats(net, frame, plan), out[i:i + 1], edge_pad, finish)
     return out

@@ -8,7 +8,9 @@ read the old live.json can still fetch the network it names. Everything is writt
 a folder synced from another machine only ever shows whole files."""
 
 import json
+import os
 import re
+import socket
 from pathlib import Path
 from urllib.parse import quote
 
@@ -35,16 +37,35 @@ def read_status(folder) -> dict | None:
 
 
 def write_live(folder, net, status: dict):
-    """The network at status["step"], then live.json saying so (status plus the file's name);
-    older networks are removed, except the one live.json named until now."""
+    """The network at status["step"], then live.json saying so (status plus the file's name and
+    the process writing it); older networks are removed, except the one live.json named until now."""
     live = Path(folder) / LIVE
     name = model_file_name(status["step"])
     previous = (read_status(folder) or {}).get("model")
     formats.save_safetensors(net, live / name, {"step": status["step"]})
-    atomic.write_bytes(live / STATUS, json.dumps({**status, "model": name}).encode())
+    trainer = {"host": socket.gethostname(), "pid": os.getpid()}
+    atomic.write_bytes(live / STATUS, json.dumps({**status, "model": name, "trainer": trainer}).encode())
     for old in live.glob("step_*.safetensors"):
         if old.name not in (name, previous):
             old.unlink(missing_ok=True)
+
+
+def trainer_gone(status: dict) -> bool:
+    """Whether the run that wrote live.json was killed: its process, on this machine, is no
+    longer there. A run on another machine (a synced folder) cannot be checked: not gone."""
+    trainer = status.get("trainer")
+    if os.name != "posix" or not isinstance(trainer, dict) or trainer.get("host") != socket.gethostname():
+        return False
+    pid = trainer.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # there, but another user's
+        return False
+    return False
 
 
 def check_folder(path) -> Path:
@@ -114,7 +135,11 @@ class WatchedRun:
         if status is None:
             return {"name": self.name, "state": "waiting", "step": None, "model": None, "losses": self.history()}
         total = status.get("total_steps")
-        return {"name": self.name, "state": "finished" if isinstance(total, int) and status["step"] >= total else "training",
+        if isinstance(total, int) and status["step"] >= total:
+            state = "finished"
+        else:  # a run killed (or stopped by a signal, to be resumed) says so instead of "training" forever
+            state = "stopped" if trainer_gone(status) else "training"
+        return {"name": self.name, "state": state,
                 "step": status["step"], "epoch": status.get("epoch"), "total_steps": total,
                 "images_per_s": status.get("images_per_s"), "eta_s": status.get("eta_s"),
                 "model": f"{self.prefix}/{quote(model.name)}" if model else None,
