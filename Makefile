@@ -40,7 +40,7 @@ browser:
 		fi; }
 
 test: setup browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25  # the slowest tests in every log: CI must stay well under 20 minutes
 
 mirror: setup
 	$(BIN)/stylemirror mirror

@@ -7,7 +7,7 @@ pytest.importorskip("skimage", reason="the flicker clips are made from scikit-im
 
 from conftest import random_net  # noqa: E402
 from stylemirror.bench import flicker  # noqa: E402
-from stylemirror.stylize import Stylizer  # noqa: E402
+from stylemirror.stylize import Steadier, Stylizer  # noqa: E402
 
 
 class Identity:
@@ -118,3 +118,41 @@ def test_pan_warp_tells_texture_that_moves_from_shimmer():
     assert flicker.pan_warp(clip, doubled) < 2.1
     assert flicker.pan_warp(clip, shimmer) > 10
     assert flicker.pan_warp(clip, [clip[0]] * 8) > 3  # a frozen picture does not follow the pan
+
+
+def steadied(frames, steadier):
+    return [steadier(f).astype(float) for f in frames]
+
+
+def test_the_steadier_quiets_a_still_camera_and_never_holds_a_pixel_far():
+    clips = flicker.clips(frames=30, size=(64, 48))
+    still = np.stack(clips["still"]).astype(float)
+    quiet = np.stack(steadied(clips["still"], Steadier()))
+    assert quiet[5:].std(axis=0).mean() < 0.5 * still[5:].std(axis=0).mean()  # after settling
+    assert np.abs(quiet.mean(axis=0) - still.mean(axis=0)).mean() < 1  # the same picture
+    for frames in clips.values():  # never further than LOUD levels (rounding aside) from the camera's
+        held = np.abs(np.stack(steadied(frames, Steadier())) - np.stack(frames)).max(axis=3)
+        assert held.max() <= Steadier.LOUD + 0.5
+
+
+class Averager(Steadier):
+    """A plain running average: steady, but it smears what moves."""
+    QUIET, LOUD = 1e9, 2e9
+
+
+def test_a_moving_hand_leaves_no_trail():
+    rng = np.random.default_rng(1)
+    room = np.asarray(flicker._photo("astronaut").resize((96, 64)), dtype=float)
+    frames, hands = [], []
+    for t in range(12):  # a magenta square crossing the room, 6 pixels a frame
+        hand = np.zeros((64, 96), bool)
+        hand[20:36, 6 * t:6 * t + 16] = True
+        frame = room + rng.normal(0, 3, room.shape)
+        frame[hand] = (250, 20, 240)
+        frames.append(np.clip(frame, 0, 255).round().astype(np.uint8))
+        hands.append(hand)
+
+    def trail(steadier):  # where the hand was a frame ago and is no longer: how far from the room
+        out = steadied(frames, steadier)
+        return max(np.abs(out[t] - frames[t])[hands[t - 1] & ~hands[t]].mean() for t in range(1, 12))
+    assert trail(Steadier()) < 1 and trail(Averager()) > 50

@@ -107,6 +107,12 @@ def test_camera_frames_flow_fps_shows_and_memory_stays_flat(camera_browser, mirr
     start = page.evaluate("window.mirror.frames")
     page.wait_for_function(f"window.mirror.frames >= {start + 50}", timeout=300000)
     assert page.evaluate("tf.memory().numTensors") == tensors
+    # The camera goes through StyleNet.steady by default; unticked, its frame is dropped.
+    assert page.evaluate("window.mirror.steadyFrame.shape") == [120, 160, 3]
+    page.uncheck("#steady")
+    start = page.evaluate("window.mirror.frames")
+    page.wait_for_function(f"window.mirror.frames >= {start + 3}", timeout=120000)
+    assert page.evaluate("[window.mirror.steadyFrame, tf.memory().numTensors]") == [None, tensors - 1]
     fps = float(page.locator("#fps").inner_text().split()[0])
     assert fps > 0
     # Frames come from ImageCapture: no <video> plays.
@@ -118,6 +124,35 @@ def test_camera_frames_flow_fps_shows_and_memory_stays_flat(camera_browser, mirr
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "mirror.png"))  # for a person to look at
     assert not page.errors
+    page.close()
+
+
+def test_the_page_steadies_frames_as_stylize_does(browser, mirror_url):
+    """StyleNet.steady against stylize.Steadier on frames that change by less than noise,
+    by something between, and by a movement, in turns."""
+    from stylemirror.stylize import Steadier
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (6, 7, 3)).astype(np.uint8)]
+    for change in (3, 10, 40, 2, 14, 90, 5):
+        step = rng.integers(-change, change + 1, (6, 7, 3))
+        frames.append(np.clip(frames[-1] + step, 0, 255).astype(np.uint8))
+    steadier = Steadier()
+    expected = []
+    for f in frames:
+        steadier(f)
+        expected.append(steadier.state.copy())
+    page = open_page(browser, f"{mirror_url}?camera=off&backend=cpu")
+    got = page.evaluate("""(frames) => {
+        let state = null;
+        return frames.map((f) => {
+            const next = StyleNet.steady(state, tf.tensor3d(f, [6, 7, 3], 'int32'));
+            if (state) state.dispose();
+            state = next;
+            return Array.from(state.dataSync());
+        });
+    }""", [f.flatten().tolist() for f in frames])
+    assert np.abs(np.array(got) - np.array([e.flatten() for e in expected])).max() < 1e-3
     page.close()
 
 

@@ -275,6 +275,23 @@ def duo_url(tmp_path):
     srv.shutdown()
 
 
+@pytest.mark.parametrize("styles", ['{"a": 1}', '[{"nom": "a"}]', "[1, 2, 3]", "not json", "7"])
+def test_damaged_style_names_are_refused_on_loading_and_tolerated_in_the_list(tmp_path, styles):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from stylemirror import mirror
+
+    formats.save_safetensors(multi_net(styles=3), tmp_path / "trio.safetensors")
+    with safe_open(tmp_path / "trio.safetensors", "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    save_file(tensors, tmp_path / "trio.safetensors", metadata={**meta, "styles": styles})
+    with pytest.raises(UserError, match='"styles" metadata is damaged'):
+        formats.load_model(tmp_path / "trio.safetensors")
+    entries = json.loads(mirror.Mirror([tmp_path]).index()[1])["models"]
+    assert [e["name"] for e in entries] == ["trio"] and "label" not in entries[0]
+
+
 def test_the_model_list_says_how_many_styles_a_model_holds(tmp_path):
     from stylemirror import mirror
 

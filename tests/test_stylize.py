@@ -116,14 +116,18 @@ def test_batched_equals_one_by_one():
         assert np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max() <= 1
 
 
-def make_video(path, frames=12, rate=10, size=(64, 48), audio=True):
+def make_video(path, frames=12, rate=10, size=(64, 48), audio=True, move=1, noise=0.0):
+    """A photo sliding `move` pixels a frame, under fresh noise of `noise` levels every frame."""
+    rng = np.random.default_rng(0)
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=rate)
         video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+        video.options = {"crf": "10"} if noise else {}  # keep the noise: it is what is tested
         sound = out.add_stream("aac", rate=16000) if audio else None
         base = np.asarray(photo(size))
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.roll(base, i, axis=1), format="rgb24")
+            pixels = np.roll(base, i * move, axis=1) + rng.normal(0, noise, base.shape)
+            frame = av.VideoFrame.from_ndarray(np.clip(pixels, 0, 255).round().astype(np.uint8), format="rgb24")
             for packet in video.encode(frame):
                 out.mux(packet)
         if sound is not None:
@@ -155,6 +159,24 @@ def test_video_keeps_frame_rate_frames_and_audio(tmp_path):
         assert audio_out == audio_in and len(audio_in) > 5  # copied, not re-encoded
     # The frames were stylized: they are far from the original's.
     assert np.abs(frames[0].astype(int) - np.asarray(photo((64, 48))).astype(int)).mean() > 10
+
+
+def video_frames(path):
+    with av.open(str(path)) as v:
+        return np.stack([f.to_ndarray(format="rgb24") for f in v.decode(video=0)]).astype(float)
+
+
+def test_a_still_noisy_video_is_steadied_unless_told_not_to(tmp_path):
+    make_video(tmp_path / "still.mp4", frames=16, audio=False, move=0, noise=4)
+    for steady in (True, False):
+        run(stylizer(steady=steady), [tmp_path / "still.mp4"], tmp_path / f"steady-{steady}.mp4")
+    spread = {steady: video_frames(tmp_path / f"steady-{steady}.mp4")[4:].std(axis=0).mean() for steady in (True, False)}
+    assert spread[True] < 0.6 * spread[False]
+    formats.save_safetensors(NET, tmp_path / "net.safetensors")
+    result = cli("stylize", "--model", tmp_path / "net.safetensors", "--no-steady", tmp_path / "still.mp4",
+                 "-o", tmp_path / "cli.mp4")
+    assert result.returncode == 0, result.stderr
+    assert np.abs(video_frames(tmp_path / "cli.mp4") - video_frames(tmp_path / "steady-False.mp4")).mean() < 1
 
 
 def test_newcomer_command(tmp_path):

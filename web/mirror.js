@@ -25,6 +25,7 @@ const mirror = {
   loopRunning: false,
   watch: null, // a training run's network on show: {step, loaded_at (ms since 1970)} (watch.js)
   blend: null, // a multi-style model's weights in use, {style: weight} (blend.js; setBlend sets them)
+  steadyFrame: null, // the camera's last frame with its noise steadied (StyleNet.steady), kept for the next
 };
 window.mirror = mirror;
 
@@ -201,6 +202,24 @@ function grab(source, w, h) {
   return tf.browser.fromPixels(view);
 }
 
+// The camera frame with its sensor noise steadied, so that a still scene does not shimmer
+// (bench/README.md: `bench flicker --steady`), or as it came where "steady" is off.
+function steadied(frame) {
+  if (!$('steady').checked) {
+    forgetSteady();
+    return frame;
+  }
+  const next = StyleNet.steady(mirror.steadyFrame, frame);
+  forgetSteady();
+  mirror.steadyFrame = next;
+  return next;
+}
+
+function forgetSteady() {
+  if (mirror.steadyFrame) mirror.steadyFrame.dispose();
+  mirror.steadyFrame = null;
+}
+
 async function cameraLoop() {
   if (mirror.loopRunning) return;
   mirror.loopRunning = true;
@@ -212,7 +231,7 @@ async function cameraLoop() {
       if (mirror.net && (mirror.capture ? bitmap : video.readyState >= 2)) {
         const [w, h] = resolution();
         const frame = grab(bitmap || video, w, h);
-        const out = stylize(frame, EDGE_PAD.camera);
+        const out = stylize(steadied(frame), EDGE_PAD.camera);
         frame.dispose();
         if (canvas.width !== w || canvas.height !== h) [canvas.width, canvas.height] = [w, h];
         await tf.browser.toPixels(out, canvas);
@@ -224,6 +243,7 @@ async function cameraLoop() {
     }
   } finally {
     mirror.loopRunning = false;
+    forgetSteady();
     if (next) next.then((bitmap) => bitmap && bitmap.close());
   }
 }
@@ -386,6 +406,7 @@ function wireControls() {
 
 async function main() {
   wireControls();
+  if (params.get('steady') === 'off') $('steady').checked = false;
   const size = params.get('size');
   if (size && [...$('resolution-select').options].some((o) => o.value === size)) $('resolution-select').value = size;
   try {

@@ -356,5 +356,22 @@ const StyleNet = (() => {
     return net.apply(reflectPad(image.toFloat(), sides)).slice([pad, pad, 0], [h, w, 3]);
   }
 
-  return { load, stylize };
+  // A camera's sensor noise out of its frames, as `stylemirror stylize` does to videos
+  // (stylize.Steadier, which says why): each pixel follows a running average while it changes
+  // by no more than noise would, and the new frame where something moves. previous: the last
+  // steadied frame (HxWx3 float32, or null), frame: the next one; returns the steadied frame,
+  // a new tensor (the caller keeps it for the next call and disposes the old one).
+  const STEADY = { follow: 0.2, quiet: 6, loud: 16 };
+
+  function steady(previous, frame) {
+    return tf.tidy(() => {
+      const x = frame.toFloat();
+      if (!previous || previous.shape.join() !== x.shape.join()) return x.clone();
+      const change = x.sub(previous);
+      const loud = change.abs().max(2, true).sub(STEADY.quiet).div(STEADY.loud - STEADY.quiet).clipByValue(0, 1);
+      return previous.add(change.mul(loud.mul(1 - STEADY.follow).add(STEADY.follow)));
+    });
+  }
+
+  return { load, stylize, steady };
 })();

@@ -60,7 +60,8 @@ def cmd_stylize(args):
 
     net = stylize.pick_style(registry.open_model(args.model), args.style)
     options = stylize.Options(max_size=args.max_size, preserve_colors=args.preserve_colors,
-                              strength=args.strength, batch_size=args.batch_size, edge_pad=args.edge_pad)
+                              strength=args.strength, batch_size=args.batch_size, edge_pad=args.edge_pad,
+                              steady=args.steady)
     stylizer = stylize.Stylizer(net, pick_device(args.device), options)
     stylize.run(stylizer, args.inputs, args.output, on_written=print)
 
@@ -218,10 +219,12 @@ def cmd_bench(args):
               f"{result['ml5_fps']:.4f} fps ({result['ml5_backend']}): {result['speedup']:.1f}x; "
               f"lite network {result['lite_fps']:.2f} fps ({result['lite_vs_standard']:.1f}x the standard one; "
               f"ml5.js cannot run it) ({result['machine']}, headless Chromium)")
+        print(f"without the steadier (?steady=off): {result['unsteady_fps']:.3f} fps, "
+              f"{result['steady_cost']:.2f}x the page's default")
         print("the page with N mirrored pixels around each frame (?edgepad=N; the figure above: its default): " + ", ".join(
             f"{pad}: {fps:.3f} fps ({fps / result['ml5_fps']:.1f}x)" for pad, fps in result["edge_pad_fps"].items()))
     elif args.what == "flicker":
-        result = bench_flicker(args.model, args.strip)
+        result = bench_flicker(args.model, args.strip, args.steady)
     else:
         result = bench.bench_data(args.train_path, args.image_size or 256, args.batch_size or 4)
         print(f"data: {result['images_per_s']:.1f} images/s; naive decode+resize {result['reference_images_per_s']:.1f} "
@@ -247,10 +250,10 @@ def bench_styles(args):
     return result
 
 
-def bench_flicker(models, strip=None):
+def bench_flicker(models, strip=None, steady=False):
     """Flicker of each model (default: ml5's published styles in the shared folder); the
     figures of the first on the JSON's top level. `strip`: also a picture of the still clip
-    through each model."""
+    through each model. `steady`: each model also with its input steadied (stylize.Steadier)."""
     from . import formats, stylize
     from .bench.flicker import CLIP_FRAMES, FRAME_SIZE, bench_flicker
 
@@ -272,16 +275,16 @@ def bench_flicker(models, strip=None):
         else:  # a multi-style model: each of its styles as a row of its own
             for style in formats.style_names(net):
                 stylizers[f"{name(m)}:{style}"] = stylize.Stylizer(stylize.pick_style(net, style))
-    results = bench_flicker(stylizers)
+    results = bench_flicker(stylizers, steady=steady)
     w, h = FRAME_SIZE
     print(f"flicker: stylized change / input change between frames, {CLIP_FRAMES}-frame clips at {w}x{h} "
           "(1: the output moves as much as the input; lower is steadier)")
     for name, r in results.items():
-        print(f"  {name:24s} overall {r['flicker']:6.2f}   still {r['still']:6.2f}   pan {r['pan']:6.2f}   zoom {r['zoom']:6.2f}"
+        print(f"  {name:32s} overall {r['flicker']:6.2f}   still {r['still']:6.2f}   pan {r['pan']:6.2f}   zoom {r['zoom']:6.2f}"
               f"   pan warping error {r['pan_warp']:6.2f}")
     if strip:
         from .bench.flicker import still_strip
-        still_strip(stylizers, strip)
+        still_strip(stylizers, strip, steady=steady)
         print(f"the still clip through each model: {strip}")
     return {**next(iter(results.values())), "models": results}
 
@@ -314,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-pad", type=non_negative_int, default=Options.edge_pad, metavar="PIXELS",
                    help=f"mirror the picture this far past its edges before stylizing, so no coloured frame "
                         f"is painted along them (default {Options.edge_pad}; 0: off, as ml5.js does)")
+    p.add_argument("--steady", action=argparse.BooleanOptionalAction, default=Options.steady,
+                   help="videos: take the sensor noise out of still parts before stylizing, so they do not "
+                        "shimmer; moving parts pass untouched (default on)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     p.set_defaults(func=cmd_stylize)
 
@@ -422,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train: also the real `stylemirror train` loop on JPEG files, its images/s against the step's")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on the last line")
     p.add_argument("--strip", help="flicker: also write a .png of the still clip through each model, with its temporal spread")
+    p.add_argument("--steady", action="store_true",
+                   help="flicker: also measure each model with its input steadied, as videos and the mirror's camera run it")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("fetch", help="download COCO train2014 or MatConvNet's VGG19 (resumable, checked)",

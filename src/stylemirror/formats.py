@@ -215,15 +215,21 @@ def net_for(state: dict) -> TransformNet:
     return TransformNet(widths, blocks, decoder, styles)
 
 
-def read_style_info(path, styles: int) -> tuple:
-    """The "styles" records of a multi-style model file's metadata ({"name", "sha256"} each),
-    checked against the network's number of styles; unnamed styles are style1, style2 ..."""
-    meta = stylemirror_metadata(path) or {}
+def style_records(meta: dict) -> list[dict] | None:
+    """The "styles" records ({"name", "sha256"} each) of a model file's metadata: [] when it
+    names none (a single-style model), None when they are damaged."""
     try:
-        records = json.loads(meta.get("styles", "[]"))
-        records = [{"name": str(r["name"]), "sha256": r.get("sha256")} for r in records]
+        return [{"name": str(r["name"]), "sha256": r.get("sha256")} for r in json.loads(meta.get("styles") or "[]")]
     except (ValueError, TypeError, KeyError, AttributeError):
-        raise UserError(f"{path}: its \"styles\" metadata is damaged (expected a list of names and hashes)") from None
+        return None
+
+
+def read_style_info(path, styles: int) -> tuple:
+    """The "styles" records of a multi-style model file's metadata, checked against the
+    network's number of styles; unnamed styles are style1, style2 ..."""
+    records = style_records(stylemirror_metadata(path) or {})
+    if records is None:
+        raise UserError(f"{path}: its \"styles\" metadata is damaged (expected a list of names and hashes)")
     if not records:
         return tuple({"name": f"style{i + 1}", "sha256": None} for i in range(styles))
     if len(records) != styles or len({r["name"] for r in records}) != styles:

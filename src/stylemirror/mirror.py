@@ -93,16 +93,6 @@ def nonfinite_weights(model: Path) -> str | None:
     return None
 
 
-def style_count(meta: dict) -> int:
-    """How many styles a model file's metadata names (0: none named, a single-style model);
-    loading the model checks the names properly."""
-    try:
-        styles = json.loads(meta.get("styles") or "[]")
-    except (ValueError, TypeError):
-        return 0
-    return len(styles) if isinstance(styles, list) else 0
-
-
 def signature(model: Path) -> tuple:
     """Changes whenever the model's files do (name, size, modification time)."""
     files = [model] if model.is_file() else sorted(p for p in model.iterdir() if p.is_file())
@@ -144,7 +134,7 @@ class Mirror:
             if model.is_file():
                 meta = formats.stylemirror_metadata(model)
                 url, fmt, arch = f"models/{name}.safetensors", "safetensors", meta["arch"]
-                if (styles := style_count(meta)) > 1:
+                if (styles := len(formats.style_records(meta) or ())) > 1:
                     entry["label"] = f"{name} ({styles} styles)"
             else:
                 url, fmt, arch = f"models/{name}/", "ml5", "standard"

@@ -34,6 +34,35 @@ class Options:
     # Bigger pictures and frames go through the network in tiles (tiling.py), with memory
     # bounded by the tile's size; untiled, the network holds about 0.4 GB a megapixel.
     max_pixels: int = 4_000_000
+    # Videos: steady the frames' sensor noise before the network (Steadier).
+    steady: bool = True
+
+
+class Steadier:
+    """Takes a camera's sensor noise out of a sequence of frames before the network sees them,
+    so that a still scene stops shimmering (bench/README.md, `bench flicker --steady`).
+
+    Each pixel follows a running average of its frames while it changes by no more than noise
+    would (QUIET levels, the largest of its three channels), and the new frame itself from LOUD
+    levels on: where something moves, nothing lags, so a moving hand leaves no trail. Between
+    the two the share of the new frame rises from FOLLOW to 1. A pixel is never held further
+    than LOUD levels from the camera's. web/stylenet.js's `steady` computes the same."""
+
+    FOLLOW, QUIET, LOUD = 0.2, 6.0, 16.0
+
+    def __init__(self):
+        self.state = None  # float32 HxWx3: the steadied frame so far
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """The next uint8 HxWx3 frame -> the steadied one (uint8); a frame of another size starts over."""
+        x = frame.astype(np.float32)
+        if self.state is None or self.state.shape != x.shape:
+            self.state = x
+        else:
+            change = x - self.state
+            loud = (np.abs(change).max(axis=2, keepdims=True) - self.QUIET) / (self.LOUD - self.QUIET)
+            self.state += change * (self.FOLLOW + (1 - self.FOLLOW) * np.clip(loud, 0, 1))
+        return self.state.round().astype(np.uint8)
 
 
 class Stylizer:
@@ -314,6 +343,7 @@ def stylize_video(stylizer: Stylizer, src, dest):
             total = vin.frames or (int(source.duration * float(vin.average_rate) / 1e6)
                                    if source.duration and vin.average_rate else None)
             pending = []  # (pts, frame) waiting to be stylized in one batch
+            steady = Steadier() if stylizer.options.steady else (lambda frame: frame)
 
             def flush():
                 if not pending:
@@ -338,7 +368,7 @@ def stylize_video(stylizer: Stylizer, src, dest):
                         continue
                     for frame in packet.decode():
                         rgb = frame.reformat(width, height, "rgb24", interpolation="AREA")
-                        pending.append((frame.pts, rgb.to_ndarray()))
+                        pending.append((frame.pts, steady(rgb.to_ndarray())))
                         if len(pending) >= stylizer.options.batch_size:
                             flush()
                 flush()

@@ -13,7 +13,8 @@ over pixels). 1 means the output moves as much as the input. Overall: the mean o
 The pan's flicker also counts texture that moves with the picture, as it should: a model
 stylizing one wide picture once, each frame a crop of it, scores higher than ours frame by
 frame (0.82 vs 0.70). So the pan is also scored as a warping error, `pan_warp` (see there):
-the shimmer alone.
+the shimmer alone. `--steady` also measures each model with its input steadied
+(stylize.Steadier), as videos and the mirror's camera run it.
 ml5's published la_muse, wave and udnie score 1.48, 1.19 and 0.76 overall (bench/README.md)."""
 
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
+from ..stylize import Steadier
 
 CLIP_FRAMES = 60
 FRAME_SIZE = (256, 192)  # width, height: small enough for a CPU, large enough for texture
@@ -86,28 +88,42 @@ def pan_warp(inputs: list[np.ndarray], outputs: list[np.ndarray]) -> float:
     return float(moved_difference(outputs) / moved_difference(inputs))
 
 
-def bench_flicker(stylizers: dict, frames: int = CLIP_FRAMES, size=FRAME_SIZE) -> dict:
-    """{model name: {"flicker", "still", "pan", "zoom"}} for each Stylizer in `stylizers`."""
+def through(stylizer, inputs: list[np.ndarray], steady: bool = False) -> list[np.ndarray]:
+    """A clip through a stylizer, 8 frames a batch; `steady`: through a fresh Steadier first,
+    as videos and the mirror's camera go."""
+    if steady:
+        steadier = Steadier()
+        inputs = [steadier(f) for f in inputs]
+    outputs = []
+    for start in range(0, len(inputs), 8):
+        outputs += stylizer.frames(inputs[start:start + 8])
+    return outputs
+
+
+def bench_flicker(stylizers: dict, frames: int = CLIP_FRAMES, size=FRAME_SIZE, steady: bool = False) -> dict:
+    """{model name: {"flicker", "still", "pan", "pan_warp", "zoom"}} for each Stylizer in
+    `stylizers`; `steady`: also each model with its input steadied (stylize.Steadier), as
+    "NAME +steady", scored against the clip as filmed."""
     made = clips(frames, size)
     results = {}
     for name, stylizer in stylizers.items():
-        scores = {}
-        for clip, inputs in made.items():
-            outputs = []
-            for start in range(0, len(inputs), 8):
-                outputs += stylizer.frames(inputs[start:start + 8])
-            scores[clip] = flicker(inputs, outputs, still=clip == "still")
-            if clip == "pan":
-                scores["pan_warp"] = pan_warp(inputs, outputs)
-        scores["flicker"] = float(np.mean([scores[c] for c in made]))
-        results[name] = scores
+        for steadied in (False, True) if steady else (False,):
+            scores = {}
+            for clip, inputs in made.items():
+                outputs = through(stylizer, inputs, steadied)
+                scores[clip] = flicker(inputs, outputs, still=clip == "still")
+                if clip == "pan":
+                    scores["pan_warp"] = pan_warp(inputs, outputs)
+            scores["flicker"] = float(np.mean([scores[c] for c in made]))
+            results[name + " +steady" * steadied] = scores
     return results
 
 
-def still_strip(stylizers: dict, dest, frames: int = 4):
+def still_strip(stylizers: dict, dest, frames: int = 4, steady: bool = False):
     """A picture of the still clip through each model, one row each (the input first): its
     first `frames` frames and, last, the per-pixel temporal standard deviation over the whole
-    clip (x16, as grey): where a still camera's picture shimmers. Written atomically."""
+    clip (x16, as grey): where a still camera's picture shimmers. `steady`: each model also
+    with its input steadied. Written atomically."""
     from PIL import ImageDraw
 
     from .. import atomic
@@ -115,9 +131,8 @@ def still_strip(stylizers: dict, dest, frames: int = 4):
     clip = clips()["still"]
     rows = {"input": clip}
     for name, stylizer in stylizers.items():
-        rows[name] = []
-        for start in range(0, len(clip), 8):
-            rows[name] += stylizer.frames(clip[start:start + 8])
+        for steadied in (False, True) if steady else (False,):
+            rows[name + " +steady" * steadied] = through(stylizer, clip, steadied)
     w, h = FRAME_SIZE
     label = 18
     sheet = Image.new("RGB", ((frames + 1) * w, len(rows) * (h + label)), "white")

@@ -42,8 +42,9 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
     """Frames per second of the mirror page and of ml5.js 0.12.2 (the classic sketch, on its
     only correct backend, WebGL) on the same ml5 model, in the same headless Chromium, with a
     fake camera; and of the page on the lite network (random weights: speed does not depend
-    on them), which ml5.js cannot run; and of the page with each of `edge_pads` (?edgepad=N:
-    the mirrored pixels around each frame) in place of its camera's default."""
+    on them), which ml5.js cannot run; of the page with each of `edge_pads` (?edgepad=N:
+    the mirrored pixels around each frame) in place of its camera's default; and of the page
+    without its steadier (?steady=off)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -73,6 +74,7 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
                 context = p.chromium.launch_persistent_context(tmp / "profile", executable_path=chromium,
                                                                headless=True, args=args)
                 ours, backend = page_fps(context, f"{base}?model={name}&size={width}x{height}", frames)
+                unsteady_fps, _ = page_fps(context, f"{base}?model={name}&size={width}x{height}&steady=off", frames)
                 lite_fps, _ = page_fps(context, f"{base}?model={lite}&size={width}x{height}", frames)
                 by_pad = {pad: page_fps(context, f"{base}?model={name}&size={width}x{height}&edgepad={pad}", frames)[0]
                           for pad in edge_pads}
@@ -88,5 +90,6 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
         finally:
             srv.shutdown()
     return {"fps": ours, "ml5_fps": theirs, "speedup": ours / theirs, "backend": backend,
-            "ml5_backend": "webgl", "lite_fps": lite_fps, "edge_pad_fps": by_pad, "lite_vs_standard": lite_fps / ours,
+            "ml5_backend": "webgl", "lite_fps": lite_fps, "edge_pad_fps": by_pad,
+            "unsteady_fps": unsteady_fps, "steady_cost": unsteady_fps / ours, "lite_vs_standard": lite_fps / ours,
             "size": f"{width}x{height}", "model": name, "machine": machine()}
