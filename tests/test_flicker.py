@@ -53,6 +53,9 @@ def test_bench_reports_every_clip_for_every_model():
     assert results["identity"]["still"] == pytest.approx(1) and results["flat"]["flicker"] == 0
     r = results["random"]
     assert r["flicker"] == pytest.approx(np.mean([r["still"], r["pan"], r["zoom"]])) and r["flicker"] > 0
+    steadied = flicker.bench_flicker({"identity": Identity()}, frames=6, size=(64, 48), steady=True)
+    assert list(steadied) == ["identity", "identity +steady"]
+    assert steadied["identity"]["still"] == pytest.approx(1) and steadied["identity +steady"]["still"] < 0.7
 
 
 def test_stability_loss_on_networks_whose_answer_is_known():

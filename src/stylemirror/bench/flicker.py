@@ -100,22 +100,28 @@ def through(stylizer, inputs: list[np.ndarray], steady: bool = False) -> list[np
     return outputs
 
 
+def rows(stylizers: dict, steady: bool):
+    """(row name, stylizer, steadied) for each model, and with `steady` each again as "NAME +steady"."""
+    for name, stylizer in stylizers.items():
+        for steadied in (False, True) if steady else (False,):
+            yield name + " +steady" * steadied, stylizer, steadied
+
+
 def bench_flicker(stylizers: dict, frames: int = CLIP_FRAMES, size=FRAME_SIZE, steady: bool = False) -> dict:
     """{model name: {"flicker", "still", "pan", "pan_warp", "zoom"}} for each Stylizer in
     `stylizers`; `steady`: also each model with its input steadied (stylize.Steadier), as
     "NAME +steady", scored against the clip as filmed."""
     made = clips(frames, size)
     results = {}
-    for name, stylizer in stylizers.items():
-        for steadied in (False, True) if steady else (False,):
-            scores = {}
-            for clip, inputs in made.items():
-                outputs = through(stylizer, inputs, steadied)
-                scores[clip] = flicker(inputs, outputs, still=clip == "still")
-                if clip == "pan":
-                    scores["pan_warp"] = pan_warp(inputs, outputs)
-            scores["flicker"] = float(np.mean([scores[c] for c in made]))
-            results[name + " +steady" * steadied] = scores
+    for row, stylizer, steadied in rows(stylizers, steady):
+        scores = {}
+        for clip, inputs in made.items():
+            outputs = through(stylizer, inputs, steadied)
+            scores[clip] = flicker(inputs, outputs, still=clip == "still")
+            if clip == "pan":
+                scores["pan_warp"] = pan_warp(inputs, outputs)
+        scores["flicker"] = float(np.mean([scores[c] for c in made]))
+        results[row] = scores
     return results
 
 
@@ -129,15 +135,14 @@ def still_strip(stylizers: dict, dest, frames: int = 4, steady: bool = False):
     from .. import atomic
 
     clip = clips()["still"]
-    rows = {"input": clip}
-    for name, stylizer in stylizers.items():
-        for steadied in (False, True) if steady else (False,):
-            rows[name + " +steady" * steadied] = through(stylizer, clip, steadied)
+    shown = {"input": clip}
+    for row, stylizer, steadied in rows(stylizers, steady):
+        shown[row] = through(stylizer, clip, steadied)
     w, h = FRAME_SIZE
     label = 18
-    sheet = Image.new("RGB", ((frames + 1) * w, len(rows) * (h + label)), "white")
+    sheet = Image.new("RGB", ((frames + 1) * w, len(shown) * (h + label)), "white")
     draw = ImageDraw.Draw(sheet)
-    for r, (name, row) in enumerate(rows.items()):
+    for r, (name, row) in enumerate(shown.items()):
         top = r * (h + label)
         for c in range(frames):
             sheet.paste(Image.fromarray(row[c]), (c * w, top + label))
