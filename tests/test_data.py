@@ -69,6 +69,25 @@ def test_threads_give_the_same_batches_and_report_unreadable_files(jpegs):
     assert threaded[0][0].shape[1:] == (3, 32, 32)
 
 
+def test_the_loader_takes_the_order_batch_by_batch(jpegs):
+    """A run of many epochs over a small folder (bench quality asks for 10**6) starts at once:
+    the loader reads only as far into the order as the batches it has made or queued."""
+    files = data.find_images(jpegs)
+    taken = []
+
+    def order():
+        for i in range(100_000):  # listed whole, as before, this fails the bound below
+            taken.append(i)
+            yield i % len(files)
+
+    for workers, most in ((0, 4), (2, 4 * 6)):  # inline: one batch; threads: up to prefetch + 1 ahead
+        taken.clear()
+        batches = data.loader(files, 32, 4, order(), workers)
+        next(batches)
+        batches.close()
+        assert 4 <= len(taken) <= most, (workers, len(taken))
+
+
 def test_stopping_early_leaves_no_thread_behind(jpegs):
     files = data.find_images(jpegs) * 20
     batches = data.loader(files, 64, 4, data.TrainingOrder(len(files), 4, 1, seed=0), workers=2)

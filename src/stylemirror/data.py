@@ -7,6 +7,7 @@ straight from the DCT (Pillow's draft mode). A file that cannot be read is skipp
 counted, never fatal."""
 
 import collections
+import itertools
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -118,18 +119,24 @@ def loader(files, size, batch_size, order: TrainingOrder, workers=None, pin_memo
     worker processes (1.2x faster than those here, `bench data`), and Ctrl-C reaches only the
     training loop, which saves a checkpoint on it. workers=0 decodes in the caller's thread."""
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
-    indices = list(order)
-    batches = [indices[i:i + batch_size] for i in range(0, len(indices) - batch_size + 1, batch_size)]
     rng = rng if rng is not None else np.random.default_rng(0)
-    windows = iter(random_windows(rng, len(batches) * batch_size, max_zoom))
+    # Batch by batch, as the order yields them: a run of many epochs over a small folder
+    # (bench quality asks for 10**6) would otherwise be listed whole before its first step.
+    indices = iter(order)
+    batches = iter(lambda: list(itertools.islice(indices, batch_size)), [])
+
+    def jobs():
+        for batch_indices in batches:
+            if len(batch_indices) == batch_size:
+                yield batch_indices, random_windows(rng, batch_size, max_zoom)
 
     def finish(batch_indices, crops):
         batch, bad = collate(batch_indices, crops)
         return (batch.pin_memory() if pin_memory else batch), bad
 
     if workers == 0:
-        for batch_indices in batches:
-            yield finish(batch_indices, [try_load_crop(files[i], size, next(windows)) for i in batch_indices])
+        for batch_indices, windows in jobs():
+            yield finish(batch_indices, [try_load_crop(files[i], size, w) for i, w in zip(batch_indices, windows)])
         return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="pictures")
     pending = collections.deque()
@@ -139,9 +146,9 @@ def loader(files, size, batch_size, order: TrainingOrder, workers=None, pin_memo
         return finish(batch_indices, [f.result() for f in futures])
 
     try:
-        for batch_indices in batches:
-            pending.append((batch_indices, [pool.submit(try_load_crop, files[i], size, next(windows))
-                                            for i in batch_indices]))
+        for batch_indices, windows in jobs():
+            pending.append((batch_indices, [pool.submit(try_load_crop, files[i], size, w)
+                                            for i, w in zip(batch_indices, windows)]))
             if len(pending) > prefetch:
                 yield oldest()
         while pending:
