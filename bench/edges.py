@@ -60,7 +60,7 @@ class Padding:
             if isinstance(module, torch.nn.Conv2d) and module.padding != (0, 0):
                 module.padding_mode = "reflect"
         original = network.same_pad_stride2
-        network.same_pad_stride2 = lambda t: F.pad(t, (t.shape[-1] % 2, 1, t.shape[-2] % 2, 1), mode="reflect")
+        network.same_pad_stride2 = lambda t, kernel=3: original(t, kernel, mode="reflect")
         try:
             return net(x)
         finally:

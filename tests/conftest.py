@@ -33,11 +33,11 @@ def ml5_model(name: str) -> Path:
     return path
 
 
-def random_net(seed=0, arch="standard", decoder="resize", styles=1, shift=0.5) -> TransformNet:
+def random_net(seed=0, arch="standard", decoder="resize", styles=1, shift=0.5, encoder="blur") -> TransformNet:
     """A random network whose instance norms have non-trivial scale and shift (in +-shift), so
     that a swapped or transposed variable shows up in the output."""
     torch.manual_seed(seed)
-    net = TransformNet.named(arch, decoder, styles)
+    net = TransformNet.named(arch, decoder, styles, encoder)
     with torch.no_grad():
         for name, p in net.named_parameters():
             if name.endswith("scale"):

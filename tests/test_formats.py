@@ -51,8 +51,9 @@ def test_safetensors_carries_metadata_and_loads(tmp_path):
         assert f.metadata()["format"] == formats.SAFETENSORS_FORMAT
         assert f.metadata()["style"] == "udnie.jpg"
         assert f.metadata()["decoder"] == "deconv4"  # the resize decoder, stored as the transposed conv it is
+        assert f.metadata()["encoder"] == "conv5"  # the blur encoder, stored as the 5x5 conv it is
     loaded = formats.load_model(tmp_path / "m.safetensors")
-    for (k, a), b in zip(net.transposed().state_dict().items(), loaded.state_dict().values()):
+    for (k, a), b in zip(net.plain().state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), k
 
 
@@ -70,25 +71,31 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     assert not os.path.exists("/tmp/stylemirror-pwned")
 
 
+@pytest.mark.parametrize("encoder", ["conv3", "conv5"])
 @pytest.mark.parametrize("decoder", ["resize", "deconv4", "deconv3"])
-def test_plain_state_dict_pt_loads(tmp_path, decoder):
-    """A state dict of any decoder is recognised by its shapes and computes the same function."""
-    net = random_net(seed=2, decoder=decoder)
+def test_plain_state_dict_pt_loads(tmp_path, decoder, encoder):
+    """A state dict of any decoder and plain encoder is recognised by its shapes and computes
+    the same function (a "blur" encoder's 3x3 weights read as "conv3": formats.py says so)."""
+    net = random_net(seed=2, decoder=decoder, encoder=encoder)
     torch.save(net.state_dict(), tmp_path / "m.pt")
     loaded = formats.load_model(tmp_path / "m.pt")
-    assert loaded.decoder == decoder
+    assert (loaded.decoder, loaded.encoder) == (decoder, encoder)
     x = torch.rand(1, 3, 21, 30) * 255
     with torch.no_grad():
         assert torch.equal(loaded(x), net(x))
 
 
+@pytest.mark.parametrize("encoder,down", [("blur", 5), ("conv5", 5), ("conv3", 3)])
 @pytest.mark.parametrize("decoder,kernel", [("resize", 4), ("deconv4", 4), ("deconv3", 3)])
-def test_every_decoder_round_trips_through_ml5_and_safetensors(tmp_path, decoder, kernel):
-    """Files hold the decoder as a transposed conv (the resize decoder as its 4x4 kernel):
-    ml5 -> safetensors -> ml5 is bit-exact, and the function is kept."""
-    net = random_net(seed=8, decoder=decoder)
+def test_every_decoder_round_trips_through_ml5_and_safetensors(tmp_path, decoder, kernel, encoder, down):
+    """Files hold the decoder as a transposed conv (the resize decoder as its 4x4 kernel) and
+    the encoder as plain convs (the blur encoder as its 5x5 kernel): ml5 -> safetensors -> ml5
+    is bit-exact, and the function is kept."""
+    net = random_net(seed=8, decoder=decoder, encoder=encoder)
     formats.write_ml5(net, tmp_path / "a")
-    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["Variable_39"]["shape"] == [kernel, kernel, 64, 128]
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["Variable_39"]["shape"] == [kernel, kernel, 64, 128]
+    assert manifest["Variable_3"]["shape"] == [down, down, 32, 64] and manifest["Variable_6"]["shape"][0] == down
     loaded = formats.load_model(tmp_path / "a")
     formats.save_safetensors(loaded, tmp_path / "a.safetensors")
     formats.write_ml5(formats.load_model(tmp_path / "a.safetensors"), tmp_path / "b")

@@ -1,5 +1,6 @@
 """Our network against real ml5.js 0.12.2 (webgl backend) in headless Chromium."""
 
+import json
 import shutil
 
 import numpy as np
@@ -46,13 +47,17 @@ def run_ml5(browser, base_url, tmp_path, model_dir, picture):
 
 
 @pytest.mark.parametrize("size", [(64, 48), (37, 29)], ids=["even", "odd"])
-# "ours": the grid-free resize decoder that `stylemirror train` trains, which ml5.js runs as a
-# 4x4 transposed conv; "ours-deconv3": the 3x3 one of ml5's published models.
+# "ours": the network `stylemirror train` trains, which ml5.js runs with a 4x4 transposed conv
+# (the grid-free resize decoder) and 5x5 stride-2 convs (the blur encoder); "ours-deconv3": the
+# 3x3 transposed and stride-2 convs of ml5's published models.
 @pytest.mark.parametrize("model", ML5_MODEL_NAMES + ["ours", "ours-deconv3"])
 def test_stylize_matches_ml5(browser, static_server, tmp_path, model, size):
     if model.startswith("ours"):
         model_dir = tmp_path / "exported"
-        formats.write_ml5(random_net(seed=3, decoder="deconv3" if model == "ours-deconv3" else "resize"), model_dir)
+        old = model == "ours-deconv3"
+        formats.write_ml5(random_net(seed=3, decoder="deconv3" if old else "resize", encoder="conv3" if old else "blur"),
+                          model_dir)
+        assert json.loads((model_dir / "manifest.json").read_text())["Variable_3"]["shape"][0] == (3 if old else 5)
     else:
         model_dir = ml5_model(model)
     picture = photo(size)

@@ -209,7 +209,7 @@ def test_training_cycles_the_styles_and_writes_every_format(workdir, styles, tmp
     for i, name in enumerate(["brick", "grass"]):
         alone = formats.load_model(model / "ml5" / name)
         assert all((a - b).abs().max() < 1e-4 for a, b in zip(alone.state_dict().values(),
-                                                             net.select(one_hot(i, 2)).transposed().state_dict().values()))
+                                                             net.select(one_hot(i, 2)).plain().state_dict().values()))
     import onnxruntime
     assert [i.name for i in onnxruntime.InferenceSession(str(model / "model.onnx")).get_inputs()] == ["image", "style"]
 

@@ -8,7 +8,7 @@ import torch
 
 from conftest import photo, random_net
 from stylemirror.metrics import grid_score
-from stylemirror.network import DECODERS, InferenceNet, TransformNet
+from stylemirror.network import DECODERS, ENCODERS, InferenceNet, TransformNet, same_pad_stride2
 
 
 def tf_same_pads(n, k, s):
@@ -72,14 +72,15 @@ def ref_forward(variables, image):
 
 def ml5_variables(net):
     from stylemirror.formats import _to_ml5, ml5_layout
-    state = net.transposed().state_dict()
+    state = net.plain().state_dict()
     return [_to_ml5(state[k]).astype(np.float64) for k in ml5_layout(net)]
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("h,w", [(16, 16), (13, 10), (9, 15), (6, 7), (3, 2)])
-def test_matches_float64_reference(h, w, decoder):
-    net = random_net(seed=h * w, decoder=decoder)
+def test_matches_float64_reference(h, w, decoder, encoder):
+    net = random_net(seed=h * w, decoder=decoder, encoder=encoder)
     image = np.random.default_rng(1).uniform(0, 255, (h, w, 3))
     want = ref_forward(ml5_variables(net), image)
     with torch.no_grad():
@@ -97,11 +98,12 @@ def test_output_size_equals_input_size(h, w):
     assert 0 <= y.min() and y.max() <= 255
 
 
+@pytest.mark.parametrize("encoder,e", [("conv3", 3), ("conv5", 5), ("blur", 5)])
 @pytest.mark.parametrize("decoder,k", [("deconv3", 3), ("deconv4", 4), ("resize", 4)])
-def test_layer_shapes_are_ml5s(decoder, k):
-    shapes = [list(v.shape) for v in ml5_variables(TransformNet(decoder=decoder))]
+def test_layer_shapes_are_ml5s(decoder, k, encoder, e):
+    shapes = [list(v.shape) for v in ml5_variables(TransformNet(decoder=decoder, encoder=encoder))]
     assert len(shapes) == 48
-    assert shapes[0] == [9, 9, 3, 32] and shapes[3] == [3, 3, 32, 64] and shapes[6] == [3, 3, 64, 128]
+    assert shapes[0] == [9, 9, 3, 32] and shapes[3] == [e, e, 32, 64] and shapes[6] == [e, e, 64, 128]
     assert shapes[39] == [k, k, 64, 128] and shapes[42] == [k, k, 32, 64] and shapes[45] == [9, 9, 32, 3]
     assert all(shapes[i] == [3, 3, 128, 128] for i in range(9, 39, 3))
 
@@ -117,7 +119,31 @@ def test_resize_decoder_is_nearest_upsampling_then_a_3x3_conv():
     torch.testing.assert_close(layer(x), want)
     image = torch.rand(1, 3, 21, 18) * 255
     with torch.no_grad():
-        assert (net.float()(image) - net.transposed()(image)).abs().max() < 0.01
+        assert (net.float()(image) - net.plain()(image)).abs().max() < 0.01
+
+
+def test_blur_encoder_is_a_3x3_conv_blurred_then_every_other_pixel():
+    """What the encoder computes, written the plain way (Zhang 2019's anti-aliased
+    downsampling): the 3x3 conv at every pixel, blurred by [1, 2, 1] x [1, 2, 1] / 16, then
+    every other pixel, the one TF 'same' centres each output on (2m + 1 for an even size, 2m
+    for an odd one). Inside the picture (the two ways pad its edges apart)."""
+    import torch.nn.functional as F
+
+    net = random_net(seed=4).double()
+    layer = net.conv2
+    blur = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
+    blur = (blur[:, None] * blur[None, :] / 16).expand(64, 1, 3, 3)
+    for h, w in ((20, 16), (19, 17)):
+        x = torch.rand(2, 32, h, w, dtype=torch.float64)
+        full = F.conv2d(F.conv2d(x, layer.conv.weight, padding=1), blur, padding=1, groups=64)
+        want = full[..., 1 - h % 2::2, 1 - w % 2::2]
+        got = F.conv2d(same_pad_stride2(x, 5), layer.kernel(), stride=2)
+        assert got.shape == (2, 64, (h + 1) // 2, (w + 1) // 2)
+        torch.testing.assert_close(got[..., 2:-2, 2:-2], want[..., 2:-2, 2:-2])
+        torch.testing.assert_close(layer(x), F.relu(layer.norm(got)))
+    image = torch.rand(1, 3, 21, 18) * 255
+    with torch.no_grad():  # stored as the plain 5x5 conv it is
+        assert net.float().plain().encoder == "conv5" and (net.float()(image) - net.plain()(image)).abs().max() < 0.01
 
 
 def test_resize_decoder_paints_no_grid():

@@ -66,8 +66,9 @@ def test_training_writes_everything_and_the_loss_falls(workdir, tmp_path, browse
     log = rows(ckpt)
     assert {"step", "epoch", "content", "style", "tv", "total", "images_per_s"} <= set(log[0])
     assert [r["step"] for r in log] == list(range(2, 25, 2))
-    # Measured 0.55x with the default steadiness term, most of it learned in the first steps.
-    assert np.mean([r["total"] for r in log[-3:]]) < 0.65 * np.mean([r["total"] for r in log[:2]])
+    # Measured 0.67x (seeds 1-3: 0.54-0.82x); a network that learns nothing (--learning-rate
+    # 1e-9) gives 0.94-1.14x over four seeds, the batches' own spread.
+    assert np.mean([r["total"] for r in log[-3:]]) < 0.8 * np.mean([r["total"] for r in log[:2]])
     assert sorted(p.name for p in ckpt.glob("ckpt_*.pt")) == ["ckpt_00000010.pt", "ckpt_00000020.pt", "ckpt_00000024.pt"]
     assert Image.open(ckpt / "losses.png").size[0] > 300
     previews = sorted(p.name for p in (tmp_path / "previews").iterdir())
@@ -205,7 +206,8 @@ def test_lite_network_trains_and_exports_what_can_run_it(workdir, tmp_path):
 
 @pytest.mark.parametrize("change,named", [(["--arch", "lite", "--style-weight", "5"], "--style-weight 100.0 (now 5.0)"),
                                           (["--arch", "standard"], "--arch lite (now standard)"),
-                                          (["--arch", "lite", "--decoder", "deconv3"], "--decoder resize (now deconv3)")])
+                                          (["--arch", "lite", "--decoder", "deconv3", "--encoder", "conv3"],
+                                           "--decoder resize (now deconv3), --encoder blur (now conv3)")])
 def test_resuming_with_another_recipe_is_refused(workdir, tmp_path, change, named):
     ckpt = tmp_path / "ckpt"
     first = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "1"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import __version__, loss_network
 from .errors import UserError
-from .network import ARCHITECTURES, DECODERS
+from .network import ARCHITECTURES, DECODERS, ENCODERS
 from .stylize import Options
 
 # The shared folder beside a checkout holds real VGG19 weights and pictures for `bench quality`.
@@ -157,11 +157,11 @@ def cmd_bench(args):
         same_style = Path(args.style).stem == "udnie" and (published / "manifest.json").exists()
         result = bench.quality(args.style, args.photo, args.vgg_path, args.out, steps=args.steps or 1200,
                                image_size=args.image_size or 128, batch_size=args.batch_size or 4, arch=args.arch,
-                               decoder=args.decoder, reference=args.reference, published=published if same_style else None,
-                               stability_weight=args.stability_weight)
+                               decoder=args.decoder, encoder=args.encoder, reference=args.reference, published=published if same_style else None,
+                               stability_weight=args.stability_weight, seed=args.seed)
         print(f"style score {result['style_score']:.3f} (Gram distance to the style, stylized / photo; < 1 is better), "
               f"content drift {result['content_drift']:.3f}, grid {result['grid']:.2f} (the photo's own "
-              f"{result['photo_grid']:.2f}), {result['steps']} steps in {result['train_seconds']:.0f} s")
+              f"{result['photo_grid']:.2f}), {result['steps']} steps in {result['train_seconds']:.0f} s, seed {args.seed}")
         print(f"edges of a flat wall {result['edges']:.1f} levels from the rest (target <= 8; "
               f"{result['edges_unpadded']:.1f} with --edge-pad 0)")
         if "reference_style_score" in result:
@@ -361,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", choices=list(DECODERS), default="resize",
                    help="upsampling: resize (nearest 2x + 3x3 conv: no checkerboard grid; ml5.js runs it as a 4x4 "
                         "transposed conv) or deconv3 (ml5's published models' 3x3 transposed conv, which paints a grid)")
+    p.add_argument("--encoder", choices=list(ENCODERS), default="blur",
+                   help="downsampling: blur (3x3 conv blurred before keeping every other pixel: no aliasing, so no "
+                        "grid either; ml5.js runs it as a 5x5 stride-2 conv) or conv3 (ml5's published models' 3x3 "
+                        "stride-2 conv)")
     p.add_argument("--stability-weight", type=non_negative_float, default=loss_network.STABILITY_WEIGHT,
                    help="train against flicker: a slightly moved, noisier copy of a picture should stylize to the "
                         f"stylized picture, moved (default {loss_network.STABILITY_WEIGHT:g}; 0: off, one style-network "
@@ -416,8 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quality: VGG19 weights with conv1_1..conv3_1")
     p.add_argument("--out", default="bench/quality", help="quality: where the figures and picture go")
     p.add_argument("--decoder", choices=list(DECODERS), default="resize", help="quality: the network's upsampling")
+    p.add_argument("--encoder", choices=list(ENCODERS), default="blur", help="quality: the network's downsampling")
     p.add_argument("--stability-weight", type=non_negative_float, default=loss_network.STABILITY_WEIGHT,
                    help="quality: train's --stability-weight (the same default)")
+    p.add_argument("--seed", type=int, default=42,
+                   help="quality: the runs' seed (initialisation, crops); the grid score swings with it, so compare "
+                        "recipes over several")
     p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                    help="quality: also train the plain reference in the same run (default on)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,

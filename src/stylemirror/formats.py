@@ -7,7 +7,10 @@ to `{"filename": ..., "shape": [...]}`, each file raw little-endian float32. Eac
 layers owns three variables in order: conv weight, instance-norm shift, instance-norm scale.
 Conv weights are HWIO `[k, k, in, out]`; transposed convs are `[k, k, out, in]`, 3x3 in ml5's
 published models, 4x4 in ours (grid-free: network.py's "resize" decoder, which ml5.js 0.12.2
-runs as it is: tests/test_ml5_browser.py). Every format stores the decoder as a transposed conv.
+runs as it is: tests/test_ml5_browser.py). Every format stores the decoder as a transposed conv,
+and the two stride-2 convs as plain convs: 3x3 in ml5's models, 5x5 in ours (the "blur" encoder
+folded into one kernel, which ml5.js runs too). A PyTorch state dict (.pt) is read as it is:
+3x3 stride-2 convs there are plain ones ("conv3"), never "blur".
 
 A multi-style network (conditional instance norm: network.InstanceNorm) keeps its norms'
 [styles, channels] scales and shifts in safetensors and ONNX (whose graph takes the style
@@ -33,6 +36,7 @@ from .network import ConvLayer, InferenceNet, TransformNet, UpsampleLayer
 SAFETENSORS_FORMAT = "stylemirror-transformnet-v1"
 
 
+ML5_CONV2 = 3  # the index of the first stride-2 conv's weight among ml5's variables
 ML5_UP1 = 39  # the index of the first transposed conv's weight among ml5's variables
 
 
@@ -74,10 +78,15 @@ def read_ml5(folder) -> TransformNet:
     if not isinstance(manifest, dict):
         raise UserError(f"{manifest_path}: expected a JSON object mapping variable names to files")
 
-    # The decoder's kernel size tells ml5's 3x3 transposed convs from our 4x4 ones.
-    up1 = manifest.get(ml5_variable_name(ML5_UP1))
-    shape = up1.get("shape") if isinstance(up1, dict) else None
-    net = TransformNet(decoder="deconv4" if isinstance(shape, list) and shape[:1] == [4] else "deconv3")
+    # The kernel sizes tell ml5's 3x3 transposed convs from our 4x4 ones, and ml5's 3x3 stride-2
+    # convs from our 5x5 ones.
+    def kernel_size(i):
+        entry = manifest.get(ml5_variable_name(i))
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        return shape[0] if isinstance(shape, list) and shape else None
+
+    net = TransformNet(decoder="deconv4" if kernel_size(ML5_UP1) == 4 else "deconv3",
+                       encoder="conv5" if kernel_size(ML5_CONV2) == 5 else "conv3")
     expected = net.state_dict()
     state = {}
     for i, key in enumerate(ml5_layout(net)):
@@ -107,7 +116,7 @@ def read_ml5(folder) -> TransformNet:
 
 
 def _write_ml5_files(net: TransformNet, folder: Path):
-    net = net.transposed()
+    net = net.plain()
     state = net.state_dict()
     folder.mkdir(exist_ok=True)
     manifest = {}
@@ -143,10 +152,10 @@ def style_names(net: TransformNet) -> list[str]:
 
 
 def save_safetensors(net: TransformNet, path, metadata: dict | None = None):
-    net = net.transposed()
+    net = net.plain()
     state = {k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}
     meta = {"format": SAFETENSORS_FORMAT, "arch": net.arch, "widths": ",".join(map(str, net.widths)),
-            "blocks": str(net.blocks), "decoder": net.decoder, **{k: str(v) for k, v in (metadata or {}).items()}}
+            "blocks": str(net.blocks), "decoder": net.decoder, "encoder": net.encoder, **{k: str(v) for k, v in (metadata or {}).items()}}
     if net.styles > 1:
         records = net.style_info or [{"name": name, "sha256": None} for name in style_names(net)]
         meta["styles"] = json.dumps(list(records))
@@ -203,6 +212,7 @@ def net_for(state: dict) -> TransformNet:
     try:
         widths = tuple(state[f"conv{i}.conv.weight"].shape[0] for i in (1, 2, 3))
         up1 = state["up1.conv.weight"].shape
+        down = state["conv2.conv.weight"].shape
     except (KeyError, IndexError):
         return TransformNet()
     blocks = 0
@@ -212,7 +222,8 @@ def net_for(state: dict) -> TransformNet:
     decoder = "deconv4" if up1[-1] == 4 else "resize" if up1[0] == widths[1] != widths[2] else "deconv3"
     scale = state.get("conv1.norm.scale")
     styles = scale.shape[0] if scale is not None and scale.dim() == 2 else 1
-    return TransformNet(widths, blocks, decoder, styles)
+    encoder = "conv5" if down[-1] == 5 else "conv3"
+    return TransformNet(widths, blocks, decoder, styles, encoder)
 
 
 def style_records(meta: dict) -> list[dict] | None:

@@ -3,6 +3,7 @@
 Input and output are RGB images in 0..255, shape (N, 3, H, W). The layers:
 
     conv 9x9/1 -> 32, conv 3x3/2 -> 64, conv 3x3/2 -> 128   (each + instance norm + ReLU)
+                                                             ("blur": 5x5/2, see below)
     5 residual blocks: x + IN(conv(ReLU(IN(conv(x)))))      at 128 channels
     2x upsampling -> 64, -> 32                               (each + instance norm + ReLU)
     conv 9x9/1 -> 3 + instance norm, then clip(150 * tanh(y) + 127.5, 0, 255)
@@ -22,6 +23,17 @@ The upsampling ("decoder") comes in three forms, all of which ml5.js 0.12.2 runs
   it runs as one at a quarter of the resize's cost and exports to ml5 as one.
 - "deconv4": a free 4x4 transposed conv (padding 1), how "resize" is stored in every exported
   format; every output pixel gets 2x2 taps.
+
+The two stride-2 convs ("encoder") come in three forms too, which ml5.js runs as `conv2d`
+with the kernel's shape from the manifest:
+- "conv3": a 3x3 stride-2 conv, ml5's. It keeps every other pixel of what it computes, so
+  detail finer than 2 pixels folds into coarser patterns (aliasing), and the network's
+  output depends on where a feature falls modulo 2 and 4: one source of a periodic grid.
+- "blur": a 3x3 conv, blurred by [1, 2, 1] x [1, 2, 1] / 16, then every other pixel: the
+  anti-aliased downsampling of Zhang, "Making Convolutional Networks Shift-Invariant Again"
+  (ICML 2019), with the blur before the norm and ReLU so that the two fold into one 5x5
+  stride-2 conv (`blur_kernel`); what `stylemirror train` trains.
+- "conv5": a free 5x5 stride-2 conv, how "blur" is stored in every exported format.
 """
 
 import torch
@@ -38,6 +50,7 @@ ARCHITECTURES = {
     "lite": {"widths": (16, 32, 64), "blocks": 3},
 }
 DECODERS = ("resize", "deconv4", "deconv3")  # see the module's docstring
+ENCODERS = ("blur", "conv5", "conv3")
 
 # The last instance norm's initial scale. At 1 a new network's output, 150 tanh(z) + 127.5 of a
 # unit-variance z, is mostly clipped noise, and tanh's gradient there is small; at 0.5 it starts
@@ -56,6 +69,18 @@ def resize_kernel(weight):
     [in, out, 4, 4] of the same function."""
     m = RESIZE_TAPS.to(weight)
     return torch.einsum("ab,oibc,dc->ioad", m, weight, m)
+
+
+# The blur encoder's 3x3 kernel convolved with [1, 2, 1] / 4 along each axis: 5x5 tap t takes
+# 3x3 tap u with weight BLUR_TAPS[t][u] = [1, 2, 1][t - u] / 4.
+BLUR_TAPS = torch.tensor([[1., 0., 0.], [2., 1., 0.], [1., 2., 1.], [0., 1., 2.], [0., 0., 1.]]) / 4
+
+
+def blur_kernel(weight):
+    """Conv2d weight [out, in, 3, 3] of the blur encoder -> the [out, in, 5, 5] stride-2 conv
+    weight of the same function."""
+    m = BLUR_TAPS.to(weight)
+    return torch.einsum("ab,oibc,dc->oiad", m, weight, m)
 
 
 class InstanceNorm(nn.Module):
@@ -95,29 +120,40 @@ class InstanceNorm(nn.Module):
         return F.instance_norm(x, weight=scale, bias=shift, eps=EPS)
 
 
-def same_pad_stride2(x):
-    """TensorFlow 'same' padding for a 3x3 stride-2 conv: one zero row/column at the
-    bottom/right, plus one at the top/left only when the size is odd."""
+def same_pad_stride2(x, kernel: int = 3, mode: str = "constant"):
+    """TensorFlow 'same' padding for a stride-2 conv of an odd kernel: kernel - 2 zero rows
+    (columns) for an even size, kernel - 1 for an odd one, the extra one at the bottom/right.
+    3x3: one at the bottom/right, plus one at the top/left only when the size is odd."""
     h, w = x.shape[-2:]
-    return F.pad(x, (w % 2, 1, h % 2, 1))
+    rows, cols = kernel - 2 + h % 2, kernel - 2 + w % 2
+    return F.pad(x, (cols // 2, cols - cols // 2, rows // 2, rows - rows // 2), mode=mode)
 
 
 class ConvLayer(nn.Module):
-    """Conv (TF 'same' padding, no bias) + instance norm + optional ReLU."""
+    """Conv (TF 'same' padding, no bias) + instance norm + optional ReLU. With `blur`, a 3x3
+    stride-2 conv runs as its blurred 5x5 kernel (the "blur" encoder: blur_kernel)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, relu: bool = True, styles: int = 1):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, relu: bool = True, styles: int = 1,
+                 blur: bool = False):
         super().__init__()
-        assert stride == 1 or kernel == 3, "stride 2 is only used with 3x3 kernels"
-        self.stride, self.relu = stride, relu
+        assert not blur or (kernel, stride) == (3, 2), "blur is a 3x3 stride-2 conv's"
+        self.stride, self.relu, self.blur = stride, relu, blur
         # Stride 1 with an odd kernel is symmetric zero padding, which the conv does itself.
         padding = kernel // 2 if stride == 1 else 0
         self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=padding, bias=False)
         self.norm = InstanceNorm(cout, styles)
 
+    def kernel(self):
+        """The weight of the conv this layer computes."""
+        return blur_kernel(self.conv.weight) if self.blur else self.conv.weight
+
     def forward(self, x, style=None):
         if self.stride == 2:
-            x = same_pad_stride2(x)
-        x = self.norm(self.conv(x), style)
+            weight = self.kernel()
+            x = F.conv2d(same_pad_stride2(x, weight.shape[-1]), weight, stride=2)
+        else:
+            x = self.conv(x)
+        x = self.norm(x, style)
         return F.relu(x) if self.relu else x
 
 
@@ -165,16 +201,16 @@ class ResidualBlock(nn.Module):
 class TransformNet(nn.Module):
     """Feed-forward style network. `widths` and `blocks` describe the architecture (the
     defaults are ml5's, Johnson's: the only widths ml5.js can run), `decoder` its upsampling,
-    `styles` how many styles it holds (conditional instance norm: see InstanceNorm; forward
-    then takes a style selection)."""
+    `encoder` its downsampling, `styles` how many styles it holds (conditional instance norm:
+    see InstanceNorm; forward then takes a style selection)."""
 
     # The styles' records ({"name", "sha256"} each) as a multi-style model file holds them:
     # formats.py reads and writes them.
     style_info: tuple = ()
 
     @classmethod
-    def named(cls, arch: str, decoder: str = "resize", styles: int = 1) -> "TransformNet":
-        return cls(**ARCHITECTURES[arch], decoder=decoder, styles=styles)
+    def named(cls, arch: str, decoder: str = "resize", styles: int = 1, encoder: str = "blur") -> "TransformNet":
+        return cls(**ARCHITECTURES[arch], decoder=decoder, styles=styles, encoder=encoder)
 
     @property
     def arch(self) -> str:
@@ -182,15 +218,19 @@ class TransformNet(nn.Module):
         mine = {"widths": self.widths, "blocks": self.blocks}
         return next((name for name, spec in ARCHITECTURES.items() if spec == mine), "custom")
 
-    def __init__(self, widths=(32, 64, 128), blocks: int = 5, decoder: str = "resize", styles: int = 1):
+    def __init__(self, widths=(32, 64, 128), blocks: int = 5, decoder: str = "resize", styles: int = 1,
+                 encoder: str = "blur"):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"decoder {decoder!r}: use one of {DECODERS}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder {encoder!r}: use one of {ENCODERS}")
         c1, c2, c3 = widths
-        self.widths, self.blocks, self.decoder, self.styles = tuple(widths), blocks, decoder, styles
+        self.widths, self.blocks, self.decoder, self.encoder, self.styles = tuple(widths), blocks, decoder, encoder, styles
         self.conv1 = ConvLayer(3, c1, 9, styles=styles)
-        self.conv2 = ConvLayer(c1, c2, 3, stride=2, styles=styles)
-        self.conv3 = ConvLayer(c2, c3, 3, stride=2, styles=styles)
+        down = {"kernel": 5 if encoder == "conv5" else 3, "stride": 2, "styles": styles, "blur": encoder == "blur"}
+        self.conv2 = ConvLayer(c1, c2, **down)
+        self.conv3 = ConvLayer(c2, c3, **down)
         self.res = nn.Sequential(*(ResidualBlock(c3, styles) for _ in range(blocks)))
         self.up1 = UpsampleLayer(c3, c2, decoder, styles)
         self.up2 = UpsampleLayer(c2, c1, decoder, styles)
@@ -207,21 +247,26 @@ class TransformNet(nn.Module):
         shift the selection's combination of the styles' own, as the paper blends styles."""
         device = next(self.parameters()).device
         style = torch.as_tensor(style, dtype=torch.float32, device=device)
-        net = TransformNet(self.widths, self.blocks, self.decoder).to(device)
+        net = TransformNet(self.widths, self.blocks, self.decoder, encoder=self.encoder).to(device)
         net.load_state_dict({k: style @ v if k.endswith(("norm.scale", "norm.shift")) else v
                              for k, v in self.state_dict().items()})
         return net.train(self.training)
 
-    def transposed(self) -> "TransformNet":
-        """The same function with its decoder as a plain transposed conv ("resize" becomes
-        "deconv4"): what every file format stores."""
-        if self.decoder != "resize":
+    def plain(self) -> "TransformNet":
+        """The same function with plain kernels: the decoder as a transposed conv ("resize"
+        becomes "deconv4"), the encoder's blur folded in ("blur" becomes "conv5"); what every
+        file format stores."""
+        if self.decoder != "resize" and self.encoder != "blur":
             return self
-        net = TransformNet(self.widths, self.blocks, "deconv4", self.styles).to(next(self.parameters()).device)
+        decoder = "deconv4" if self.decoder == "resize" else self.decoder
+        encoder = "conv5" if self.encoder == "blur" else self.encoder
+        net = TransformNet(self.widths, self.blocks, decoder, self.styles, encoder).to(next(self.parameters()).device)
         net.style_info = self.style_info
         state = self.state_dict()
         for name in ("up1", "up2"):
             state[f"{name}.conv.weight"] = getattr(self, name).transposed_weight().detach()
+        for name in ("conv2", "conv3"):
+            state[f"{name}.conv.weight"] = getattr(self, name).kernel().detach()
         net.load_state_dict(state)
         return net.train(self.training)
 
@@ -317,7 +362,7 @@ class InferenceNet(nn.Module):
 
     def __init__(self, net: TransformNet):
         super().__init__()
-        net = net.transposed()
+        net = net.plain()
         self.size = net.up1.conv.weight.shape[-1]
         self.encoder = nn.Sequential(net.conv1, net.conv2, net.conv3, net.res)
         self.norms = nn.ModuleList([net.up1.norm, net.up2.norm, net.conv4.norm])

@@ -25,12 +25,12 @@ from tqdm import tqdm
 from . import atomic, data, formats, loss_network, watch
 from .devices import pick_device
 from .errors import UserError
-from .network import ARCHITECTURES, DECODERS, TransformNet
+from .network import ARCHITECTURES, DECODERS, ENCODERS, TransformNet
 
 MAX_BAD_STEPS = 5  # consecutive non-finite losses before giving up
 # What a resumed run must share with the run that wrote the checkpoint (the rest, such as
 # --epochs, --checkpoint-iterations or the paths, may change between runs).
-RECIPE = ("arch", "decoder", "stability_weight", "batch_size", "image_size", "style_size", "content_weight", "style_weight", "tv_weight",
+RECIPE = ("arch", "decoder", "encoder", "stability_weight", "batch_size", "image_size", "style_size", "content_weight", "style_weight", "tv_weight",
           "learning_rate", "style_layers", "content_layer", "seed")
 
 
@@ -56,6 +56,7 @@ class TrainConfig:
     content_layer: str = loss_network.CONTENT_LAYER
     arch: str = "standard"  # a name in network.ARCHITECTURES
     decoder: str = "resize"  # a name in network.DECODERS: "resize" paints no checkerboard grid
+    encoder: str = "blur"  # a name in network.ENCODERS: "blur" downsamples without aliasing
     stability_weight: float = loss_network.STABILITY_WEIGHT  # the steadiness term (loss_network.stability_loss); 0: off
     crop_zoom: float = 2.0  # random crops of 1/1 .. 1/crop_zoom of a picture's shorter side; 1: centre crops
     seed: int = 42
@@ -197,7 +198,8 @@ class Run:
         """Refuse to go on with other weights, sizes or architecture than the checkpoint's
         run: the result would silently be neither recipe."""
         mine = json.loads(json.dumps(dataclasses.asdict(self.cfg)))  # tuples as JSON has them
-        stored = {"arch": "standard", "decoder": "deconv3", **stored}  # checkpoints from before --arch, --decoder
+        # Checkpoints from before --arch, --decoder, --encoder.
+        stored = {"arch": "standard", "decoder": "deconv3", "encoder": "conv3", **stored}
         changed = [k for k in RECIPE if k in stored and stored[k] != mine[k]]
         what = [f"--{k.replace('_', '-')} {stored[k]} (now {mine[k]})" for k in changed]
         # The styles by name, in order (a style's row of norm parameters is its place in the
@@ -260,12 +262,12 @@ class Run:
         cfg = self.cfg
         out = claim_model_dir(cfg)  # again: files may have appeared there while it trained
         paths = style_paths(cfg.style)
-        net = TransformNet.named(cfg.arch, cfg.decoder, len(paths))
+        net = TransformNet.named(cfg.arch, cfg.decoder, len(paths), cfg.encoder)
         net.load_state_dict({k: v.float().cpu() for k, v in self.net.state_dict().items()})
         net.eval()
         net.style_info = self.net.style_info
         style = str(Path(paths[0]).resolve()) if len(paths) == 1 else [str(Path(p).resolve()) for p in paths]
-        info = {"style": style, "arch": cfg.arch, "trained_decoder": cfg.decoder, "steps": step, "epochs": cfg.epochs,
+        info = {"style": style, "arch": cfg.arch, "trained_decoder": cfg.decoder, "trained_encoder": cfg.encoder, "steps": step, "epochs": cfg.epochs,
                 "batch_size": cfg.batch_size, "image_size": cfg.image_size,
                 "content_weight": cfg.content_weight, "style_weight": cfg.style_weight,
                 "tv_weight": cfg.tv_weight, "learning_rate": cfg.learning_rate,
@@ -426,6 +428,8 @@ def check_config(cfg):
         raise UserError(f"--arch {cfg.arch}: unknown (use {' or '.join(ARCHITECTURES)})")
     if cfg.decoder not in DECODERS:
         raise UserError(f"--decoder {cfg.decoder}: unknown (use {' or '.join(DECODERS)})")
+    if cfg.encoder not in ENCODERS:
+        raise UserError(f"--encoder {cfg.encoder}: unknown (use {' or '.join(ENCODERS)})")
     if cfg.test and not cfg.test_dir:
         raise UserError("--test needs --test-dir (where the preview pictures go)")
     names = [style_name(p) for p in style_paths(cfg.style)]
@@ -466,7 +470,7 @@ def train(cfg: TrainConfig) -> int:
     # only on the step number, so it is deterministic and a resumed run goes on where it stopped.
     selections = [row.clone() for row in torch.eye(len(styles), device=device)] if len(styles) > 1 else None
 
-    net = TransformNet.named(cfg.arch, cfg.decoder, len(styles)).to(device)
+    net = TransformNet.named(cfg.arch, cfg.decoder, len(styles), cfg.encoder).to(device)
     if len(styles) > 1:  # the names travel with it into every file written of it (live ones too)
         net.style_info = tuple(style_record(p) for p in paths)
     optimizer = adam(net, cfg.learning_rate)

@@ -107,17 +107,20 @@ def zoomed(picture: Image.Image, box) -> Image.Image:
 
 def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128, batch_size=4,
             style_weight=4000.0, learning_rate=1e-3, style_size=256, workers=None, arch="standard",
-            decoder="resize", crop_zoom=2.0, reference=True, published=None,
-            stability_weight=loss_network.STABILITY_WEIGHT):
+            decoder="resize", encoder="blur", crop_zoom=2.0, reference=True, published=None,
+            stability_weight=loss_network.STABILITY_WEIGHT, seed=42, steadiness=True):
     """Train on scikit-image's photos with real VGG19 weights (ours through `stylemirror
     train`'s own loop, then the plain reference), score a photo neither run saw, and write
     pictures into out_dir: photo | ours | reference, and zoomed crops of ours beside
-    `published` (an ml5 model of the same style, e.g. ml5's udnie) to show the grid."""
+    `published` (an ml5 model of the same style, e.g. ml5's udnie) to show the grid.
+    `seed` sets both runs' initialisation, crops and steadiness shifts: a 300-step run's
+    grid score swings with it (bench/README.md), so compare recipes over several.
+    `steadiness=False` leaves out the flicker clips and the edge scores (half a minute on a
+    CPU), for tests that do not look at them."""
     from ..train import TrainConfig, train
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seed = 42
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         photos = write_skimage_photos(tmp / "photos")
@@ -126,7 +129,7 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
                           checkpoint_iterations=10**9, style_weight=style_weight, learning_rate=learning_rate,
                           image_size=image_size, style_size=style_size, style_layers=QUALITY_LAYERS,
                           content_layer="relu3_1", max_steps=steps, workers=workers, log_interval=max(1, steps // 10),
-                          arch=arch, decoder=decoder, crop_zoom=crop_zoom, seed=seed, stability_weight=stability_weight)
+                          arch=arch, decoder=decoder, encoder=encoder, crop_zoom=crop_zoom, seed=seed, stability_weight=stability_weight)
         start = time.perf_counter()
         train(cfg)
         seconds = time.perf_counter() - start
@@ -145,24 +148,26 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
     photo = Image.open(photo_path).convert("RGB")
     photo.thumbnail((256, 256))
     score, drift, stylized = style_score(net, vgg, photo, style)
-    name = "quality" if (arch, decoder) == ("standard", "resize") else f"quality-{arch}-{decoder}"
+    name = "quality" if (arch, decoder, encoder) == ("standard", "resize", "blur") else f"quality-{arch}-{decoder}-{encoder}"
     if stability_weight != loss_network.STABILITY_WEIGHT:
         name += f"-stability{stability_weight:g}"
     formats.save_safetensors(net, out_dir / f"{name}.safetensors", {"steps": steps, "style": Path(style_path).name})
     result = {"style_score": score, "content_drift": drift, "grid": grid_score(stylized), "photo_grid": grid_score(photo),
-              "arch": arch, "decoder": decoder, "steps": steps, "image_size": image_size, "batch_size": batch_size,
+              "arch": arch, "decoder": decoder, "encoder": encoder, "steps": steps, "image_size": image_size, "batch_size": batch_size,
               "style_weight": style_weight, "crop_zoom": crop_zoom, "stability_weight": stability_weight,
-              "flicker": flicker_of(net), "edges": wall_edge_score(net), "edges_unpadded": wall_edge_score(net, 0),
-              "train_seconds": seconds,
+              "seed": seed, "train_seconds": seconds,
               "first_loss": log[0]["total"], "last_loss": log[-1]["total"]}
+    if steadiness:
+        result.update(flicker=flicker_of(net), edges=wall_edge_score(net), edges_unpadded=wall_edge_score(net, 0))
     panels = [photo, stylized]
     if ref_net is not None:
         ref_score, ref_drift, ref_stylized = style_score(ref_net, vgg, photo, style)
         result.update(reference_style_score=ref_score, reference_content_drift=ref_drift,
                       reference_grid=grid_score(ref_stylized), reference_train_seconds=ref_seconds,
-                      reference_flicker=flicker_of(ref_net),
                       style_score_ratio=score / ref_score, content_drift_ratio=drift / ref_drift)
         panels.append(ref_stylized)
+        if steadiness:
+            result["reference_flicker"] = flicker_of(ref_net)
     side = Image.new("RGB", (photo.width * len(panels), photo.height))
     for i, panel in enumerate(panels):
         side.paste(panel, (i * photo.width, 0))
