@@ -157,8 +157,9 @@ def cmd_bench(args):
         same_style = Path(args.style).stem == "udnie" and (published / "manifest.json").exists()
         result = bench.quality(args.style, args.photo, args.vgg_path, args.out, steps=args.steps or 1200,
                                image_size=args.image_size or 128, batch_size=args.batch_size or 4, arch=args.arch,
-                               decoder=args.decoder, encoder=args.encoder, reference=args.reference, published=published if same_style else None,
-                               stability_weight=args.stability_weight, seed=args.seed)
+                               decoder=args.decoder, encoder=args.encoder, reference=args.reference,
+                               published=published if same_style else None, stability_weight=args.stability_weight,
+                               seed=args.seed)
         print(f"style score {result['style_score']:.3f} (Gram distance to the style, stylized / photo; < 1 is better), "
               f"content drift {result['content_drift']:.3f}, grid {result['grid']:.2f} (the photo's own "
               f"{result['photo_grid']:.2f}), {result['steps']} steps in {result['train_seconds']:.0f} s, seed {args.seed}")
@@ -362,9 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upsampling: resize (nearest 2x + 3x3 conv: no checkerboard grid; ml5.js runs it as a 4x4 "
                         "transposed conv) or deconv3 (ml5's published models' 3x3 transposed conv, which paints a grid)")
     p.add_argument("--encoder", choices=list(ENCODERS), default="blur",
-                   help="downsampling: blur (3x3 conv blurred before keeping every other pixel: no aliasing, so no "
-                        "grid either; ml5.js runs it as a 5x5 stride-2 conv) or conv3 (ml5's published models' 3x3 "
-                        "stride-2 conv)")
+                   help="downsampling: blur (3x3 conv blurred before keeping every other pixel: anti-aliased, less "
+                        "content drift, steadier on moving pictures; ml5.js runs it as a 5x5 stride-2 conv; 1.1x the "
+                        "time) or conv3 (ml5's published models' 3x3 stride-2 conv)")
     p.add_argument("--stability-weight", type=non_negative_float, default=loss_network.STABILITY_WEIGHT,
                    help="train against flicker: a slightly moved, noisier copy of a picture should stylize to the "
                         f"stylized picture, moved (default {loss_network.STABILITY_WEIGHT:g}; 0: off, one style-network "

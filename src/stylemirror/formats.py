@@ -155,7 +155,8 @@ def save_safetensors(net: TransformNet, path, metadata: dict | None = None):
     net = net.plain()
     state = {k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}
     meta = {"format": SAFETENSORS_FORMAT, "arch": net.arch, "widths": ",".join(map(str, net.widths)),
-            "blocks": str(net.blocks), "decoder": net.decoder, "encoder": net.encoder, **{k: str(v) for k, v in (metadata or {}).items()}}
+            "blocks": str(net.blocks), "decoder": net.decoder, "encoder": net.encoder,
+            **{k: str(v) for k, v in (metadata or {}).items()}}
     if net.styles > 1:
         records = net.style_info or [{"name": name, "sha256": None} for name in style_names(net)]
         meta["styles"] = json.dumps(list(records))
