@@ -56,7 +56,7 @@ class TrainConfig:
     content_layer: str = loss_network.CONTENT_LAYER
     arch: str = "standard"  # a name in network.ARCHITECTURES
     decoder: str = "resize"  # a name in network.DECODERS: "resize" paints no checkerboard grid
-    encoder: str = "blur"  # a name in network.ENCODERS: "blur" downsamples without aliasing
+    encoder: str = "blur"  # a name in network.ENCODERS: "blur" blurs before downsampling (less aliasing)
     stability_weight: float = loss_network.STABILITY_WEIGHT  # the steadiness term (loss_network.stability_loss); 0: off
     crop_zoom: float = 2.0  # random crops of 1/1 .. 1/crop_zoom of a picture's shorter side; 1: centre crops
     seed: int = 42
