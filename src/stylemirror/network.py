@@ -172,8 +172,8 @@ class UpsampleLayer(nn.Module):
             self.conv = nn.ConvTranspose2d(cin, cout, kernel, 2, padding=kernel - 3, bias=False)
         self.norm = InstanceNorm(cout, styles)
 
-    def transposed_weight(self):
-        """The [in, out, k, k] kernel of the stride-2 transposed conv this layer computes."""
+    def kernel(self):
+        """The [in, out, k, k] weight of the stride-2 transposed conv this layer computes."""
         w = self.conv.weight
         return resize_kernel(w) if self.decoder == "resize" else w
 
@@ -184,7 +184,7 @@ class UpsampleLayer(nn.Module):
             # only at the bottom/right) is its first 2n rows and columns.
             x = self.conv(x)[..., : 2 * h, : 2 * w]
         else:
-            x = F.conv_transpose2d(x, self.transposed_weight(), stride=2, padding=1)
+            x = F.conv_transpose2d(x, self.kernel(), stride=2, padding=1)
         return F.relu(self.norm(x, style))
 
 
@@ -263,9 +263,7 @@ class TransformNet(nn.Module):
         net = TransformNet(self.widths, self.blocks, decoder, self.styles, encoder).to(next(self.parameters()).device)
         net.style_info = self.style_info
         state = self.state_dict()
-        for name in ("up1", "up2"):
-            state[f"{name}.conv.weight"] = getattr(self, name).transposed_weight().detach()
-        for name in ("conv2", "conv3"):
+        for name in ("conv2", "conv3", "up1", "up2"):
             state[f"{name}.conv.weight"] = getattr(self, name).kernel().detach()
         net.load_state_dict(state)
         return net.train(self.training)
