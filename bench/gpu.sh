@@ -5,6 +5,8 @@
 #   sh bench/gpu.sh            # the figures land in $OUT (default bench/gpu/), a summary at the end
 #   TINY=1 PYTHON=.venv/bin/python sh bench/gpu.sh   # the same at toy sizes on the CPU: proves it runs
 #   LITE=1 sh bench/gpu.sh     # also the lite network's step variants (~2 more minutes)
+#   QUALITY=1 sh bench/gpu.sh  # only issue 10's long run: 5000 steps at 256 px, the grid of ml5's
+#                              # layout (3x3 decoder and encoder, no grid term) against the default's
 # Targets: step >= 30% of the card's dense bf16 peak; end to end >= 95% of the step alone; two
 # epochs of COCO <= 3 minutes (>= 920 images/s end to end); stylize 1920x1080 >= 1.5x plain eager.
 OUT=${OUT:-bench/gpu}
@@ -13,9 +15,9 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1
 PYTHON=${PYTHON:-python3}
 STYLEMIRROR="$PYTHON -m stylemirror"
 if [ -n "${TINY:-}" ]; then
-    DEVICE=cpu IMAGE=32 BATCH=2 STEPS=1 E2E_STEPS=1 FRAME=64x48 COMPILE=--no-compile
+    DEVICE=cpu IMAGE=32 BATCH=2 STEPS=1 E2E_STEPS=1 FRAME=64x48 COMPILE=--no-compile QUALITY_STEPS=2
 else
-    DEVICE=cuda IMAGE=256 BATCH=16 STEPS=10 E2E_STEPS=50 FRAME=1920x1080 COMPILE=--compile
+    DEVICE=cuda IMAGE=256 BATCH=16 STEPS=10 E2E_STEPS=50 FRAME=1920x1080 COMPILE=--compile QUALITY_STEPS=5000
 fi
 failed=""
 run() {  # run NAME ARGS...: `stylemirror bench ARGS --json`, into $OUT/NAME.txt; go on if it fails
@@ -30,6 +32,16 @@ run() {  # run NAME ARGS...: `stylemirror bench ARGS --json`, into $OUT/NAME.txt
 }
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"; } | tee "$OUT/gpu.csv"
 $PYTHON -c "import torch, sys; print('torch', torch.__version__, 'python', sys.version.split()[0])" | tee -a "$OUT/gpu.csv"
+if [ -n "${QUALITY:-}" ]; then
+    # `bench quality` trains on the device `train` picks (the GPU) with the shared VGG19 layers;
+    # the plain reference would train on the CPU, so it is left out. Each run prints its grid
+    # score beside the photo's and ml5's published udnie's (a few minutes each on an H100).
+    run quality-default quality --steps "$QUALITY_STEPS" --image-size "$IMAGE" --no-reference --out "$OUT/quality"
+    run quality-ml5-layout quality --steps "$QUALITY_STEPS" --image-size "$IMAGE" --no-reference --out "$OUT/quality" \
+        --decoder deconv3 --encoder conv3 --grid-weight 0
+    [ -z "$failed" ] || { echo "failed:$failed (their stderr: $OUT/NAME.err)"; exit 1; }
+    exit 0
+fi
 # The step: the plain fp32 reference, ours (as `train` runs it), then fp32 eager, + channels_last,
 # + bf16, + compile, + CUDA graphs, each with TFLOP/s and its share of the card's bf16 peak.
 run train train --device "$DEVICE" --image-size "$IMAGE" --batch-size "$BATCH" --steps "$STEPS" --variants

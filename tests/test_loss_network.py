@@ -49,6 +49,33 @@ def test_losses_by_hand():
     assert out["total"].item() == pytest.approx(sum(out[k].item() for k in ("content", "style", "tv")))
 
 
+def test_grid_loss_is_the_energy_at_the_grids_frequencies_and_nothing_else():
+    # Parseval, in float64: the phase means' variance is the spectrum at the 15 non-zero
+    # multiples of 1/4 cycle per pixel, over (H W)^2; rows and columns past a multiple of 4 are left out.
+    y = torch.rand(2, 3, 26, 21, dtype=torch.float64) * 255
+    spectrum = torch.fft.fft2(y[..., :24, :20]).abs() ** 2
+    at_grid = spectrum[..., ::6, ::5].sum(dim=(-2, -1)) - spectrum[..., 0, 0]  # 24 / 4 and 20 / 4 bins apart
+    assert loss_network.grid_loss(y).item() == pytest.approx((at_grid / (24 * 20) ** 2).mean().item(), rel=1e-9)
+    # A 4-pixel grid of +-2 levels on a flat picture: its whole energy, 4 levels^2 (each
+    # channel's phases are +-2); stripes of 3 and 6 pixels (other frequencies) leave it at 0.
+    rows = torch.arange(24, dtype=torch.float64).view(-1, 1)
+    cols = torch.arange(24, dtype=torch.float64).view(1, -1)
+    grid = 2 * torch.where((rows % 4 < 2) ^ (cols % 2 == 0), 1.0, -1.0).double()
+    stripes = 30 * torch.cos(2 * torch.pi * cols / 3) + 20 * torch.sin(2 * torch.pi * rows / 6)
+    assert loss_network.grid_loss((100 + grid).expand(1, 3, 24, 24)).item() == pytest.approx(4.0)
+    assert loss_network.grid_loss((100 + stripes).expand(1, 3, 24, 24)).item() == pytest.approx(0.0, abs=1e-9)
+    assert loss_network.grid_loss((100 + stripes + grid).expand(1, 3, 24, 24)).item() == pytest.approx(4.0)
+
+
+def test_the_grid_term_is_off_unless_weighted_and_then_counts_in_the_total():
+    style, content = torch.rand(1, 3, 8, 8) * 255, torch.rand(1, 3, 8, 8) * 255
+    y = torch.rand(1, 3, 8, 8) * 255
+    assert "grid" not in PerceptualLoss(Identity(), style, "a", ("a",))(y, content)
+    out = PerceptualLoss(Identity(), style, "a", ("a",), grid_weight=3.0)(y, content)
+    assert out["grid"].item() == pytest.approx(3.0 * loss_network.grid_loss(y).item())
+    assert out["total"].item() == pytest.approx(sum(out[k].item() for k in ("content", "style", "tv", "grid")))
+
+
 def test_style_loss_averages_over_the_batch():
     style = torch.rand(1, 3, 4, 4)
     loss = PerceptualLoss(Identity(), style, "a", ("a",), 1.0, 1.0, 0.0)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stylemirror.metrics import grid_score
+from stylemirror.metrics import grid_score, shifted_grid_score
 
 
 def smooth_picture(size=256, seed=0):
@@ -38,6 +38,17 @@ def test_colour_pictures_and_odd_sizes_work():
     rgb = np.stack([picture] * 3, axis=2).astype(np.uint8)
     assert grid_score(rgb) == pytest.approx(grid_score(picture.astype(np.uint8)))
     assert grid_score(rgb) > 10
+
+
+def test_the_shifted_score_is_the_geometric_mean_over_positions():
+    picture = smooth_picture().astype(np.uint8)
+
+    def grid_at_one_position(x):  # a "network" that paints a grid only where the picture starts at (0, 0)
+        return with_grid(x.astype(float), 16).astype(np.uint8) if (x[:8] == picture[:8, :x.shape[1]]).all() else x
+    crops = [picture[s: s + 252, s: s + 252] for s in range(4)]
+    by_hand = np.exp(np.mean(np.log([grid_score(grid_at_one_position(c)) for c in crops])))
+    assert shifted_grid_score(grid_at_one_position, picture) == pytest.approx(by_hand)
+    assert grid_score(grid_at_one_position(crops[0])) > 4 * by_hand > 4 * shifted_grid_score(lambda x: x, picture)
 
 
 def test_too_small_a_picture_is_refused():

@@ -148,16 +148,21 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(workdir, tmp_path, signum, 
     assert f"stopped by {signum.name} at step {int(saved.stem.split('_')[1])}" in out
 
 
-def test_non_finite_loss_stops_with_last_good_checkpoint(workdir, tmp_path):
+@pytest.mark.parametrize("grid_weight", ["0", "1e7"])
+def test_non_finite_loss_stops_with_last_good_checkpoint(workdir, tmp_path, grid_weight):
+    """Without the grid term the loss turns non-finite; with it, a first step's gradients are
+    large enough that Adam's lr x moment overflows the weights while the loss was finite. Either
+    way the run stops in one line, and no checkpoint holds a non-finite weight."""
+    import torch
     ckpt = tmp_path / "ckpt"
     result = stylemirror(*train_args(workdir, ckpt, "--epochs", "20", "--checkpoint-iterations", "1",
-                                     "--learning-rate", "1e30"))
+                                     "--learning-rate", "1e30", "--grid-weight", grid_weight))
     assert result.returncode == 2
     assert "non-finite" in result.stderr and "Traceback" not in result.stderr
-    newest = max(ckpt.glob("ckpt_*.pt"))
-    import torch
-    state = torch.load(newest, weights_only=True)
-    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    saved = sorted(ckpt.glob("ckpt_*.pt"))
+    assert f"Last good checkpoint: {saved[-1] if saved else 'none yet'}." in result.stderr
+    for path in saved:
+        assert all(torch.isfinite(v).all() for v in torch.load(path, weights_only=True)["model"].values())
 
 
 @pytest.mark.parametrize("change,message", [
@@ -207,7 +212,8 @@ def test_lite_network_trains_and_exports_what_can_run_it(workdir, tmp_path):
 @pytest.mark.parametrize("change,named", [(["--arch", "lite", "--style-weight", "5"], "--style-weight 100.0 (now 5.0)"),
                                           (["--arch", "standard"], "--arch lite (now standard)"),
                                           (["--arch", "lite", "--decoder", "deconv3", "--encoder", "conv3"],
-                                           "--decoder resize (now deconv3), --encoder blur (now conv3)")])
+                                           "--decoder resize (now deconv3), --encoder blur (now conv3)"),
+                                          (["--arch", "lite", "--grid-weight", "0"], "--grid-weight 10000000.0 (now 0.0)")])
 def test_resuming_with_another_recipe_is_refused(workdir, tmp_path, change, named):
     ckpt = tmp_path / "ckpt"
     first = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "1"))
@@ -236,14 +242,15 @@ def test_bf16_where_it_is_native_unless_told(monkeypatch):
     assert args.bf16 is False and "bf16" in train.TrainConfig.__dataclass_fields__
 
 
-def test_the_steadiness_term_is_on_by_default_logged_and_counted_in_the_total(workdir, tmp_path):
+def test_the_steadiness_and_grid_terms_are_on_by_default_logged_and_counted_in_the_total(workdir, tmp_path):
     ckpt = tmp_path / "ckpt"
     result = stylemirror(*train_args(workdir, ckpt, "--epochs", "1", "--log-interval", "1"))
     assert result.returncode == 0, result.stderr
     for row in rows(ckpt):
-        assert row["stability"] > 0
-        parts = row["content"] + row["style"] + row["tv"] + row["stability"]
+        assert row["stability"] > 0 and row["grid"] > 0
+        parts = row["content"] + row["style"] + row["tv"] + row["grid"] + row["stability"]
         assert abs(row["total"] - parts) <= 1e-4 * row["total"]
     plain = tmp_path / "plain"
-    assert stylemirror(*train_args(workdir, plain, "--epochs", "1", "--stability-weight", "0")).returncode == 0
-    assert "stability" not in rows(plain)[0]  # off: nothing to log
+    off = stylemirror(*train_args(workdir, plain, "--epochs", "1", "--stability-weight", "0", "--grid-weight", "0"))
+    assert off.returncode == 0, off.stderr[-2000:]
+    assert "stability" not in rows(plain)[0] and "grid" not in rows(plain)[0]  # off: nothing to log

@@ -159,16 +159,18 @@ def cmd_bench(args):
                                image_size=args.image_size or 128, batch_size=args.batch_size or 4, arch=args.arch,
                                decoder=args.decoder, encoder=args.encoder, reference=args.reference,
                                published=published if same_style else None, stability_weight=args.stability_weight,
-                               seed=args.seed)
+                               grid_weight=args.grid_weight, seed=args.seed)
         print(f"style score {result['style_score']:.3f} (Gram distance to the style, stylized / photo; < 1 is better), "
               f"content drift {result['content_drift']:.3f}, grid {result['grid']:.2f} (the photo's own "
               f"{result['photo_grid']:.2f}), {result['steps']} steps in {result['train_seconds']:.0f} s, seed {args.seed}")
+        print(f"grid over 4 positions of the photo {result['grid_shifted']:.2f} (the photo's own "
+              f"{result['photo_grid_shifted']:.2f}; the grid's strength moves with where the photo falls modulo 4)")
         print(f"edges of a flat wall {result['edges']:.1f} levels from the rest (target <= 8; "
               f"{result['edges_unpadded']:.1f} with --edge-pad 0)")
         if "reference_style_score" in result:
             print(f"plain reference (pytorch/examples' network, eager fp32, same data, steps and loss): style score "
                   f"{result['reference_style_score']:.3f}, content drift {result['reference_content_drift']:.3f}, grid "
-                  f"{result['reference_grid']:.2f}, in {result['reference_train_seconds']:.0f} s; ours / reference: style "
+                  f"{result['reference_grid']:.2f} ({result['reference_grid_shifted']:.2f} over 4 positions), in {result['reference_train_seconds']:.0f} s; ours / reference: style "
                   f"{result['style_score_ratio']:.2f}x, drift {result['content_drift_ratio']:.2f}x")
 
         def steadiness(f):
@@ -185,8 +187,8 @@ def cmd_bench(args):
               f"plain eager fp32 reference "
               f"{result['reference_images_per_s']:.3f} images/s: {result['speedup']:.2f}x "
               f"({result['image_size']}px, batch {result['batch_size']}, {result['device']}, {result['machine']})")
-        print(f"with the steadiness term (train's default --stability-weight): {result['steadiness_images_per_s']:.3f} "
-              f"images/s ({result['images_per_s'] / result['steadiness_images_per_s']:.2f}x the time of a step without)")
+        print(f"with train's default steadiness and grid terms: {result['default_images_per_s']:.3f} "
+              f"images/s ({result['images_per_s'] / result['default_images_per_s']:.2f}x the time of a step without)")
         if "variants" in result:
             print(f"variants ({result['tflops_per_step']:.3f} TFLOP a step; x: against the reference):")
             for name, v in result.get("variants", {}).items():
@@ -370,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train against flicker: a slightly moved, noisier copy of a picture should stylize to the "
                         f"stylized picture, moved (default {loss_network.STABILITY_WEIGHT:g}; 0: off, one style-network "
                         "pass less per step; `stylemirror bench flicker`)")
+    p.add_argument("--grid-weight", type=non_negative_float, default=loss_network.GRID_WEIGHT,
+                   help="train against a grid: penalise what of each stylized picture repeats every 2 or 4 "
+                        f"pixels, the pattern stride-2 layers paint (default {loss_network.GRID_WEIGHT:g}; 0: off; "
+                        "`stylemirror bench quality` measures the grid)")
     p.add_argument("--crop-zoom", type=zoom_factor, default=2.0,
                    help="train on random square crops of 1/1 to 1/Z of each picture's shorter side (default 2; "
                         "1: the centre square only)")
@@ -424,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", choices=list(ENCODERS), default="blur", help="quality: the network's downsampling")
     p.add_argument("--stability-weight", type=non_negative_float, default=loss_network.STABILITY_WEIGHT,
                    help="quality: train's --stability-weight (the same default)")
+    p.add_argument("--grid-weight", type=non_negative_float, default=loss_network.GRID_WEIGHT,
+                   help="quality: train's --grid-weight (the same default)")
     p.add_argument("--seed", type=int, default=42,
                    help="quality: the runs' seed (initialisation, crops); the grid score swings with it, so compare "
                         "recipes over several")

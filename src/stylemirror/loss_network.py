@@ -179,17 +179,19 @@ class PerceptualLoss(nn.Module):
         tv      = w_tv * ( sum(dx^2) / (H (W-1) C) + sum(dy^2) / ((H-1) W C) ) / N
 
     with G(f) = f f^T / (C H W), y the stylized batch and x the content batch (both
-    0..255), s the style picture, dx/dy the differences of neighbouring pixels of y.
+    0..255), s the style picture, dx/dy the differences of neighbouring pixels of y; and one
+    term of our own, off unless `grid_weight` is given: grid = w_grid * grid_loss(y).
 
     `style_image` may be a list of pictures (a multi-style network): each one's Grams are
     computed once, and forward's `style` (weights over them, one-hot in training) picks the target.
     """
 
     def __init__(self, vgg: VGG19, style_image, content_layer=CONTENT_LAYER, style_layers=STYLE_LAYERS,
-                 content_weight=7.5, style_weight=100.0, tv_weight=200.0):
+                 content_weight=7.5, style_weight=100.0, tv_weight=200.0, grid_weight=0.0):
         super().__init__()
         self.vgg, self.content_layer, self.style_layers = vgg, content_layer, tuple(style_layers)
         self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
+        self.grid_weight = grid_weight
         with torch.no_grad():
             several = isinstance(style_image, (list, tuple))
             features = [vgg(s) for s in (style_image if several else [style_image])]
@@ -215,7 +217,30 @@ class PerceptualLoss(nn.Module):
                   "style": self.style_weight * style_loss,
                   "tv": self.tv_weight * tv_loss}
         losses["total"] = losses["content"] + losses["style"] + losses["tv"]
+        if self.grid_weight:
+            losses["grid"] = self.grid_weight * grid_loss(y)
+            losses["total"] = losses["total"] + losses["grid"]
         return losses
+
+
+# train's default --grid-weight: measured with `bench quality` (bench/README.md).
+GRID_WEIGHT = 1e7
+GRID_PERIOD = 4  # pixels: two stride-2 layers make the network's output depend on position modulo 4
+
+
+def grid_loss(y, period: int = GRID_PERIOD):
+    """How much of each stylized picture repeats every 2 or `period` pixels, in levels^2: the
+    variance, over the period x period pixel phases, of the picture's mean level at each phase
+    (per channel; a crop's last rows and columns beyond a multiple of the period left out).
+    A grid that stride-2 layers paint across a picture moves those means, and nothing else
+    does: by Parseval the variance is the picture's spectral energy at exactly the grid's 15
+    frequencies (the ones metrics.grid_score measures) over (H W)^2, so the term leaves every
+    other frequency of the texture free. Penalising it teaches the network to balance its
+    phases (bench/README.md): no cost where it runs."""
+    n, c, h, w = y.shape
+    h, w = h - h % period, w - w % period
+    phases = y[..., :h, :w].reshape(n, c, h // period, period, w // period, period).mean(dim=(2, 4))
+    return phases.flatten(2).var(dim=-1, unbiased=False).mean()
 
 
 # Sensor-like noise and a small movement: what separates two frames of a still or slowly

@@ -30,7 +30,7 @@ from .network import ARCHITECTURES, DECODERS, ENCODERS, TransformNet
 MAX_BAD_STEPS = 5  # consecutive non-finite losses before giving up
 # What a resumed run must share with the run that wrote the checkpoint (the rest, such as
 # --epochs, --checkpoint-iterations or the paths, may change between runs).
-RECIPE = ("arch", "decoder", "encoder", "stability_weight", "batch_size", "image_size", "style_size", "content_weight", "style_weight", "tv_weight",
+RECIPE = ("arch", "decoder", "encoder", "stability_weight", "grid_weight", "batch_size", "image_size", "style_size", "content_weight", "style_weight", "tv_weight",
           "learning_rate", "style_layers", "content_layer", "seed")
 
 
@@ -58,6 +58,7 @@ class TrainConfig:
     decoder: str = "resize"  # a name in network.DECODERS: "resize" paints no checkerboard grid
     encoder: str = "blur"  # a name in network.ENCODERS: "blur" blurs before downsampling (less aliasing)
     stability_weight: float = loss_network.STABILITY_WEIGHT  # the steadiness term (loss_network.stability_loss); 0: off
+    grid_weight: float = loss_network.GRID_WEIGHT  # the term against a 2- and 4-pixel grid (loss_network.grid_loss); 0: off
     crop_zoom: float = 2.0  # random crops of 1/1 .. 1/crop_zoom of a picture's shorter side; 1: centre crops
     seed: int = 42
     device: str = "auto"
@@ -147,7 +148,7 @@ def plot_losses(rows, dest):
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     steps = [r["step"] for r in rows]
-    for key in ("total", "content", "style", "tv", "stability"):
+    for key in ("total", "content", "style", "tv", "grid", "stability"):
         if key not in rows[0]:
             continue
         ax.plot(steps, [r[key] for r in rows], label=key, linewidth=2 if key == "total" else 1)
@@ -198,8 +199,8 @@ class Run:
         """Refuse to go on with other weights, sizes or architecture than the checkpoint's
         run: the result would silently be neither recipe."""
         mine = json.loads(json.dumps(dataclasses.asdict(self.cfg)))  # tuples as JSON has them
-        # Checkpoints from before --arch, --decoder, --encoder.
-        stored = {"arch": "standard", "decoder": "deconv3", "encoder": "conv3", **stored}
+        # Checkpoints from before --arch, --decoder, --encoder, --grid-weight.
+        stored = {"arch": "standard", "decoder": "deconv3", "encoder": "conv3", "grid_weight": 0.0, **stored}
         changed = [k for k in RECIPE if k in stored and stored[k] != mine[k]]
         what = [f"--{k.replace('_', '-')} {stored[k]} (now {mine[k]})" for k in changed]
         # The styles by name, in order (a style's row of norm parameters is its place in the
@@ -241,7 +242,7 @@ class Run:
         eta = (total_steps - step) * images_per_step / speed if speed else None
         watch.write_live(self.folder, self.net, {
             "step": step, "epoch": round(epoch, 4), "total_steps": total_steps, "images_per_s": speed, "eta_s": eta,
-            "losses": {k: row[k] for k in (*LOSS_KEYS, "stability") if k in row}})
+            "losses": {k: row[k] for k in (*LOSS_KEYS, "grid", "stability") if k in row}})
 
     def preview(self, step):
         from .stylize import Stylizer, open_picture, save_picture
@@ -412,6 +413,11 @@ def claim_model_dir(cfg) -> Path:
     return out
 
 
+def stopped(why: str, run) -> UserError:
+    return UserError(f"{why}; stopped. Last good checkpoint: {newest_checkpoint(run.folder) or 'none yet'}. "
+                     "Try a lower --learning-rate")
+
+
 def check_config(cfg):
     for name in ("epochs", "batch_size", "checkpoint_iterations", "image_size"):
         if getattr(cfg, name) <= 0:
@@ -464,7 +470,7 @@ def train(cfg: TrainConfig) -> int:
                                 (*cfg.style_layers, cfg.content_layer))
     criterion = loss_network.PerceptualLoss(
         vgg, styles[0] if len(styles) == 1 else styles, cfg.content_layer, cfg.style_layers,
-        cfg.content_weight, cfg.style_weight, cfg.tv_weight).to(device)
+        cfg.content_weight, cfg.style_weight, cfg.tv_weight, cfg.grid_weight).to(device)
     # Several styles: each step's batch trains toward one, cycled in --style's order (step %
     # count), not sampled: every style gets an equal share of the steps, and the order depends
     # only on the step number, so it is deterministic and a resumed run goes on where it stopped.
@@ -503,8 +509,8 @@ def train(cfg: TrainConfig) -> int:
     options = StepOptions.for_device(device, compile_, cfg.bf16)
     model, criterion = prepare(net, criterion, device, world, options)
     stop = Stop()
-    # The losses the next log row averages (and the steadiness term, when it is trained).
-    tally = Tally(device, LOSS_KEYS + (("stability",) if cfg.stability_weight else ()))
+    # The losses the next log row averages (and the grid and steadiness terms, when trained).
+    tally = Tally(device, LOSS_KEYS + (("grid",) if cfg.grid_weight else ()) + (("stability",) if cfg.stability_weight else ()))
     window = {"images": 0, "first_step": step + 1, "start": time.perf_counter()}
     unreadable, last_batch = set(), None
     progress = tqdm(total=total_steps, initial=step, unit="step", disable=rank != 0, dynamic_ncols=True)
@@ -548,9 +554,7 @@ def train(cfg: TrainConfig) -> int:
                     tqdm.write(f"steps {window['first_step']}-{step}: {seen['non_finite']} non-finite loss(es), "
                                "those steps skipped (weights unchanged)")
                 if seen["longest_bad_run"] >= MAX_BAD_STEPS:
-                    raise UserError(f"the loss was non-finite {seen['longest_bad_run']} steps in a row; stopped. "
-                                    f"Last good checkpoint: {newest_checkpoint(run.folder) or 'none yet'}. "
-                                    "Try a lower --learning-rate")
+                    raise stopped(f"the loss was non-finite {seen['longest_bad_run']} steps in a row", run)
                 if seen["losses"]:
                     row = {"step": step, "epoch": round(epoch + batch_in_epoch / steps_per_epoch, 4), **seen["losses"]}
                     row["images_per_s"] = window["images"] / elapsed
@@ -559,6 +563,10 @@ def train(cfg: TrainConfig) -> int:
                     progress.set_postfix(loss=f"{row['total']:.4g}", img_s=f"{row['images_per_s']:.1f}")
                 window = {"images": 0, "first_step": step + 1, "start": time.perf_counter()}
             if checkpoint_due:
+                # A step can overflow the weights while its loss was finite (Adam's lr x moment
+                # past fp32's range): such weights are never saved, exported or shown live.
+                if not torch.stack([torch.isfinite(p).all() for p in net.parameters()]).all():
+                    raise stopped(f"the weights became non-finite by step {step}", run)
                 run.checkpoint(step, epoch, batch_in_epoch)
                 run.write_live(step, epoch + batch_in_epoch / steps_per_epoch, total_steps, cfg.batch_size * world)
                 window["start"] = time.perf_counter()  # checkpoint time is not training speed

@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 from .. import data, formats, loss_network
-from ..metrics import grid_score
+from ..metrics import grid_score, shifted_grid_score
 from ..stylize import picture_tensor, wall_edge_score
 from .common import write_skimage_photos
 
@@ -36,6 +36,15 @@ def style_score(net, vgg, photo: Image.Image, style: Image.Image):
         drift = ((fy["relu3_1"] - fx["relu3_1"]) ** 2).sum() / (fx["relu3_1"] ** 2).sum()
     stylized = Image.fromarray(y[0].permute(1, 2, 0).round().byte().numpy())
     return distance(fy) / distance(fx), drift.item(), stylized
+
+
+def stylized_pixels(net):
+    """net as a function of uint8 HxWx3 pixels (metrics.shifted_grid_score's form)."""
+    def run(pixels):
+        with torch.no_grad():
+            y = net(torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float()).clamp(0, 255)
+        return y[0].permute(1, 2, 0).round().byte().numpy()
+    return run
 
 
 # --- The plain reference: pytorch/examples' fast_neural_style TransformerNet -------------------
@@ -108,7 +117,8 @@ def zoomed(picture: Image.Image, box) -> Image.Image:
 def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128, batch_size=4,
             style_weight=4000.0, learning_rate=1e-3, style_size=256, workers=None, arch="standard",
             decoder="resize", encoder="blur", crop_zoom=2.0, reference=True, published=None,
-            stability_weight=loss_network.STABILITY_WEIGHT, seed=42, steadiness=True):
+            stability_weight=loss_network.STABILITY_WEIGHT, grid_weight=loss_network.GRID_WEIGHT, seed=42,
+            steadiness=True):
     """Train on scikit-image's photos with real VGG19 weights (ours through `stylemirror
     train`'s own loop, then the plain reference), score a photo neither run saw, and write
     pictures into out_dir: photo | ours | reference, and zoomed crops of ours beside
@@ -129,7 +139,8 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
                           checkpoint_iterations=10**9, style_weight=style_weight, learning_rate=learning_rate,
                           image_size=image_size, style_size=style_size, style_layers=QUALITY_LAYERS,
                           content_layer="relu3_1", max_steps=steps, workers=workers, log_interval=max(1, steps // 10),
-                          arch=arch, decoder=decoder, encoder=encoder, crop_zoom=crop_zoom, seed=seed, stability_weight=stability_weight)
+                          arch=arch, decoder=decoder, encoder=encoder, crop_zoom=crop_zoom, seed=seed,
+                          stability_weight=stability_weight, grid_weight=grid_weight)
         start = time.perf_counter()
         train(cfg)
         seconds = time.perf_counter() - start
@@ -151,10 +162,15 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
     name = "quality" if (arch, decoder, encoder) == ("standard", "resize", "blur") else f"quality-{arch}-{decoder}-{encoder}"
     if stability_weight != loss_network.STABILITY_WEIGHT:
         name += f"-stability{stability_weight:g}"
+    if grid_weight != loss_network.GRID_WEIGHT:
+        name += f"-grid{grid_weight:g}"
     formats.save_safetensors(net, out_dir / f"{name}.safetensors", {"steps": steps, "style": Path(style_path).name})
     result = {"style_score": score, "content_drift": drift, "grid": grid_score(stylized), "photo_grid": grid_score(photo),
+              "grid_shifted": shifted_grid_score(stylized_pixels(net), photo),
+              "photo_grid_shifted": shifted_grid_score(lambda pixels: pixels, photo),
               "arch": arch, "decoder": decoder, "encoder": encoder, "steps": steps, "image_size": image_size, "batch_size": batch_size,
               "style_weight": style_weight, "crop_zoom": crop_zoom, "stability_weight": stability_weight,
+              "grid_weight": grid_weight,
               "seed": seed, "train_seconds": seconds,
               "first_loss": log[0]["total"], "last_loss": log[-1]["total"]}
     if steadiness:
@@ -164,6 +180,7 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
         ref_score, ref_drift, ref_stylized = style_score(ref_net, vgg, photo, style)
         result.update(reference_style_score=ref_score, reference_content_drift=ref_drift,
                       reference_grid=grid_score(ref_stylized), reference_train_seconds=ref_seconds,
+                      reference_grid_shifted=shifted_grid_score(stylized_pixels(ref_net), photo),
                       style_score_ratio=score / ref_score, content_drift_ratio=drift / ref_drift)
         panels.append(ref_stylized)
         if steadiness:
