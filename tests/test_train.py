@@ -254,3 +254,13 @@ def test_the_steadiness_and_grid_terms_are_on_by_default_logged_and_counted_in_t
     off = stylemirror(*train_args(workdir, plain, "--epochs", "1", "--stability-weight", "0", "--grid-weight", "0"))
     assert off.returncode == 0, off.stderr[-2000:]
     assert "stability" not in rows(plain)[0] and "grid" not in rows(plain)[0]  # off: nothing to log
+
+
+@pytest.mark.parametrize("name", ["grid_weight", "stability_weight", "tv_weight"])
+def test_a_negative_or_nan_weight_from_python_is_refused_by_name(tmp_path, name):
+    from stylemirror.errors import UserError
+    from stylemirror.train import TrainConfig, check_config
+    for bad in (-1.0, float("nan")):
+        cfg = TrainConfig(style="s.jpg", checkpoint_dir=str(tmp_path), **{name: bad})
+        with pytest.raises(UserError, match=f"--{name.replace('_', '-')} must be a number, 0 or more"):
+            check_config(cfg)

@@ -424,7 +424,7 @@ def check_config(cfg):
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
     if not (math.isfinite(cfg.learning_rate) and cfg.learning_rate > 0):
         raise UserError(f"--learning-rate must be a positive number, got {cfg.learning_rate}")
-    for name in ("content_weight", "style_weight", "tv_weight"):
+    for name in ("content_weight", "style_weight", "tv_weight", "grid_weight", "stability_weight"):
         if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
             raise UserError(f"--{name.replace('_', '-')} must be a number, 0 or more, got {getattr(cfg, name)}")
     if cfg.workers is not None and cfg.workers < 0:
