@@ -232,11 +232,11 @@ def grid_loss(y, period: int = GRID_PERIOD):
     """How much of each stylized picture repeats every 2 or `period` pixels, in levels^2: the
     variance, over the period x period pixel phases, of the picture's mean level at each phase
     (per channel; a crop's last rows and columns beyond a multiple of the period left out).
-    A grid that stride-2 layers paint across a picture moves those means, and nothing else
-    does: by Parseval the variance is the picture's spectral energy at exactly the grid's 15
-    frequencies (the ones metrics.grid_score measures) over (H W)^2, so the term leaves every
-    other frequency of the texture free. Penalising it teaches the network to balance its
-    phases (bench/README.md): no cost where it runs."""
+    A grid that stride-2 layers paint across a picture moves those means. By Parseval the
+    variance is the picture's spectral energy at exactly the grid's 15 frequencies (the ones
+    metrics.grid_score measures) over (H W)^2, so the term leaves every other frequency of the
+    texture free. Penalising it teaches the network to balance its phases (bench/README.md),
+    at no cost where it runs."""
     n, c, h, w = y.shape
     h, w = h - h % period, w - w % period
     phases = y[..., :h, :w].reshape(n, c, h // period, period, w // period, period).mean(dim=(2, 4))
