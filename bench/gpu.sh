@@ -30,6 +30,11 @@ run() {  # run NAME ARGS...: `stylemirror bench ARGS --json`, into $OUT/NAME.txt
     fi
     cat "$OUT/$name.txt"
 }
+finish() {  # names the runs that failed, if any, in the exit status too
+    [ -z "$failed" ] && exit 0
+    echo "failed:$failed (their stderr: $OUT/NAME.err)"
+    exit 1
+}
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"; } | tee "$OUT/gpu.csv"
 $PYTHON -c "import torch, sys; print('torch', torch.__version__, 'python', sys.version.split()[0])" | tee -a "$OUT/gpu.csv"
 if [ -n "${QUALITY:-}" ]; then
@@ -39,8 +44,7 @@ if [ -n "${QUALITY:-}" ]; then
     run quality-default quality --steps "$QUALITY_STEPS" --image-size "$IMAGE" --no-reference --out "$OUT/quality"
     run quality-ml5-layout quality --steps "$QUALITY_STEPS" --image-size "$IMAGE" --no-reference --out "$OUT/quality" \
         --decoder deconv3 --encoder conv3 --grid-weight 0
-    [ -z "$failed" ] || { echo "failed:$failed (their stderr: $OUT/NAME.err)"; exit 1; }
-    exit 0
+    finish
 fi
 # The step: the plain fp32 reference, ours (as `train` runs it), then fp32 eager, + channels_last,
 # + bf16, + compile, + CUDA graphs, each with TFLOP/s and its share of the card's bf16 peak.
@@ -79,7 +83,4 @@ if stylize:
     print(f"stylize {stylize['size']}: {stylize['ms_per_frame']:.1f} ms against {stylize['reference_ms_per_frame']:.1f} "
           f"ms plain eager: {stylize['speedup']:.2f}x (target >= 1.5x), max {stylize['max_level_difference']} level(s) apart")
 PY
-if [ -n "$failed" ]; then
-    echo "failed:$failed (their stderr: $OUT/NAME.err)"
-    exit 1
-fi
+finish

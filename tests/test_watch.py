@@ -129,6 +129,19 @@ def test_a_long_log_is_thinned_keeping_the_newest_row(tmp_path):
     assert len(rows) <= watch.HISTORY_POINTS and rows[-1]["step"] == 1000 and rows[0]["step"] < 10
 
 
+def test_the_history_holds_the_weighted_terms_a_run_logged(tmp_path):
+    """The chart draws the grid and steadiness terms beside the others where the run trained
+    them; a run without them has no such field (not a null the page would plot)."""
+    write_log(tmp_path / "run", [1, 2])
+    with open(tmp_path / "run" / "train_log.jsonl", "a") as f:
+        f.write(json.dumps({"step": 3, "epoch": 0.3, "content": 1.0, "style": 2.0, "tv": 0.1, "grid": 0.5,
+                            "stability": 0.25, "total": 3.85, "images_per_s": 3.0}) + "\n")
+    rows = watch.runs([tmp_path / "run"])[0].history()
+    assert set(rows[0]) == {"step", "epoch", "content", "style", "tv", "total"}
+    assert rows[-1] == {"step": 3, "epoch": 0.3, "content": 1.0, "style": 2.0, "tv": 0.1, "grid": 0.5,
+                        "stability": 0.25, "total": 3.85}
+
+
 def test_a_live_file_still_syncing_is_not_offered(tmp_path):
     """live.json may arrive before the network it names (a sync): the run waits for it."""
     (tmp_path / "run" / "live").mkdir(parents=True)

@@ -54,7 +54,9 @@ const Watch = (() => {
 
   // The losses on a log scale, each scaled to its own range: their sizes differ by orders of
   // magnitude, and what a user reads here is whether each still falls.
-  const COLORS = { total: '#f5b041', content: '#5dade2', style: '#af7ac5', tv: '#7f8c8d' };
+  const COLORS = {
+    total: '#f5b041', content: '#5dade2', style: '#af7ac5', tv: '#7f8c8d', grid: '#58d68d', stability: '#ec7063',
+  };
 
   function plot(rows) {
     const canvas = el('watch-losses');

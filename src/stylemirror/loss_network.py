@@ -171,6 +171,12 @@ def gram(features):
         return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
 
+# What every log row of a run holds, and the terms it holds only when they are weighted
+# (--grid-weight, --stability-weight): the log, its plot and the mirror's live chart read these.
+LOSS_KEYS = ("content", "style", "tv", "total")
+WEIGHTED_TERMS = ("grid", "stability")
+
+
 class PerceptualLoss(nn.Module):
     """The original's losses, normalised exactly as it does (so its weights mean the same):
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from . import atomic, data, formats, loss_network, watch
 from .devices import pick_device
 from .errors import UserError
+from .loss_network import LOSS_KEYS, WEIGHTED_TERMS
 from .network import ARCHITECTURES, DECODERS, ENCODERS, TransformNet
 
 MAX_BAD_STEPS = 5  # consecutive non-finite losses before giving up
@@ -148,7 +149,7 @@ def plot_losses(rows, dest):
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     steps = [r["step"] for r in rows]
-    for key in ("total", "content", "style", "tv", "grid", "stability"):
+    for key in (*LOSS_KEYS, *WEIGHTED_TERMS):
         if key not in rows[0]:
             continue
         ax.plot(steps, [r[key] for r in rows], label=key, linewidth=2 if key == "total" else 1)
@@ -242,7 +243,7 @@ class Run:
         eta = (total_steps - step) * images_per_step / speed if speed else None
         watch.write_live(self.folder, self.net, {
             "step": step, "epoch": round(epoch, 4), "total_steps": total_steps, "images_per_s": speed, "eta_s": eta,
-            "losses": {k: row[k] for k in (*LOSS_KEYS, "grid", "stability") if k in row}})
+            "losses": {k: row[k] for k in (*LOSS_KEYS, *WEIGHTED_TERMS) if k in row}})
 
     def preview(self, step):
         from .stylize import Stylizer, open_picture, save_picture
@@ -367,9 +368,6 @@ def step_unless(optimizer, non_finite):
     it. The host never reads the loss to decide, so the GPU's queue of kernels never drains."""
     optimizer.found_inf = non_finite.float()
     optimizer.step()
-
-
-LOSS_KEYS = ("content", "style", "tv", "total")
 
 
 class Tally:
@@ -510,7 +508,7 @@ def train(cfg: TrainConfig) -> int:
     model, criterion = prepare(net, criterion, device, world, options)
     stop = Stop()
     # The losses the next log row averages (and the grid and steadiness terms, when trained).
-    tally = Tally(device, LOSS_KEYS + (("grid",) if cfg.grid_weight else ()) + (("stability",) if cfg.stability_weight else ()))
+    tally = Tally(device, LOSS_KEYS + tuple(k for k in WEIGHTED_TERMS if getattr(cfg, f"{k}_weight")))
     window = {"images": 0, "first_step": step + 1, "start": time.perf_counter()}
     unreadable, last_batch = set(), None
     progress = tqdm(total=total_steps, initial=step, unit="step", disable=rank != 0, dynamic_ncols=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from . import atomic, formats
+from .loss_network import LOSS_KEYS, WEIGHTED_TERMS
 from .errors import UserError
 
 LIVE = "live"
@@ -121,7 +122,7 @@ class WatchedRun:
                     if isinstance(row, dict) and isinstance(row.get("step"), int):
                         if rows and row["step"] <= rows[-1]["step"]:
                             rows = []
-                        rows.append({k: row.get(k) for k in ("step", "epoch", "total", "content", "style", "tv")})
+                        rows.append({k: row[k] for k in ("step", "epoch", *LOSS_KEYS, *WEIGHTED_TERMS) if k in row})
                 self.rows_cache = (signature, rows)
         except OSError:
             return []
