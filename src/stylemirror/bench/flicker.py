@@ -43,28 +43,61 @@ def _noisy(frame: np.ndarray, sigma: float, rng) -> np.ndarray:
     return np.clip(frame + rng.normal(0, sigma, frame.shape), 0, 255).round().astype(np.uint8)
 
 
+def _sources(frames: int, size) -> tuple[Image.Image, Image.Image, Image.Image]:
+    """The clips' noise-free sources: the still picture at the frame size, the wide picture the
+    pan slides across (scaled so that `frames` one-pixel steps fit in it), and the zoom's scene."""
+    w, h = size
+    still = _photo("astronaut").resize(size, Image.Resampling.LANCZOS)
+    wide = _photo("coffee")
+    wide = wide.resize((w + frames, round((w + frames) * wide.height / wide.width)), Image.Resampling.LANCZOS)
+    return still, wide, _photo("chelsea")
+
+
+def _pan(wide: Image.Image, size, frames: int) -> list[np.ndarray]:
+    w, h = size
+    top = (wide.height - h) // 2
+    return [np.asarray(wide.crop((i, top, i + w, top + h)), dtype=np.float64) for i in range(frames)]
+
+
+def _zoom_windows(scene_size, size, frames: int) -> list[tuple]:
+    """The zoom's window in each frame, in the scene's pixels: 0.4% narrower a frame, centred."""
+    (sw, sh), (w, h) = scene_size, size
+    windows = []
+    for i in range(frames):
+        side_w = min(sw, sh * w / h) * 0.996 ** i
+        side_h = side_w * h / w
+        left, upper = (sw - side_w) / 2, (sh - side_h) / 2
+        windows.append((left, upper, left + side_w, upper + side_h))
+    return windows
+
+
+def _zoom(scene: Image.Image, windows, size, scale: float = 1.0) -> list[np.ndarray]:
+    return [np.asarray(scene.resize(size, Image.Resampling.BILINEAR, box=tuple(v * scale for v in box)), dtype=np.float64)
+            for box in windows]
+
+
 def clips(frames: int = CLIP_FRAMES, size=FRAME_SIZE, seed: int = 0) -> dict[str, list[np.ndarray]]:
     """{"still", "pan", "zoom"}: lists of uint8 HxWx3 frames."""
     rng = np.random.default_rng(seed)
-    w, h = size
-    still = np.asarray(_photo("astronaut").resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
-    # The pan slides across a photo scaled so that `frames` one-pixel steps fit in it.
-    wide = _photo("coffee")
-    wide = wide.resize((w + frames, round((w + frames) * wide.height / wide.width)), Image.Resampling.LANCZOS)
-    top = (wide.height - h) // 2
-    pan = [np.asarray(wide.crop((i, top, i + w, top + h)), dtype=np.float64) for i in range(frames)]
-    scene = _photo("chelsea")
-    zoom = []
-    for i in range(frames):
-        f = 0.996 ** i  # the window's size, as a share of the largest that fits
-        side_w = min(scene.width, scene.height * w / h) * f
-        side_h = side_w * h / w
-        left, upper = (scene.width - side_w) / 2, (scene.height - side_h) / 2
-        box = (left, upper, left + side_w, upper + side_h)
-        zoom.append(np.asarray(scene.resize(size, Image.Resampling.BILINEAR, box=box), dtype=np.float64))
+    still, wide, scene = _sources(frames, size)
+    still = np.asarray(still, dtype=np.float64)
+    zoom = _zoom(scene, _zoom_windows(scene.size, size, frames), size)
     return {"still": [_noisy(still, STILL_NOISE, rng) for _ in range(frames)],
-            "pan": [_noisy(f, MOTION_NOISE, rng) for f in pan],
+            "pan": [_noisy(f, MOTION_NOISE, rng) for f in _pan(wide, size, frames)],
             "zoom": [_noisy(f, MOTION_NOISE, rng) for f in zoom]}
+
+
+def glued_clips(stylizer, frames: int = CLIP_FRAMES, size=FRAME_SIZE) -> dict[str, list[np.ndarray]]:
+    """The pan and the zoom as a model with no shimmer at all would paint them, its texture
+    glued to the scene: the noise-free wide picture and scene stylized once (the scene at the
+    scale of the zoom's first frame, so the texture is the size the clip's frames get), and each
+    frame cut from them as the clip cuts its input."""
+    _, wide, scene = _sources(frames, size)
+    windows = _zoom_windows(scene.size, size, frames)
+    scale = size[0] / (windows[0][2] - windows[0][0])
+    scene = scene.resize((round(scene.width * scale), round(scene.height * scale)), Image.Resampling.LANCZOS)
+    wide, scene = (Image.fromarray(stylizer.frames([np.asarray(p)])[0]) for p in (wide, scene))
+    return {"pan": _pan(wide, size, frames), "zoom": _zoom(scene, windows, size, scale)}
 
 
 def flicker(inputs: list[np.ndarray], outputs: list[np.ndarray], still: bool) -> float:
@@ -101,19 +134,31 @@ def through(stylizer, inputs: list[np.ndarray], steady: bool = False) -> list[np
 
 
 def rows(stylizers: dict, steady: bool):
-    """(row name, stylizer, steadied) for each model, and with `steady` each again as "NAME +steady"."""
+    """(model name, row name, stylizer, steadied) for each model, and with `steady` each again
+    as "NAME +steady"."""
     for name, stylizer in stylizers.items():
         for steadied in (False, True) if steady else (False,):
-            yield name + " +steady" * steadied, stylizer, steadied
+            yield name, name + " +steady" * steadied, stylizer, steadied
+
+
+def floor(stylizer, made: dict, frames: int = CLIP_FRAMES, size=FRAME_SIZE) -> dict:
+    """What this model would score with no shimmer at all (glued_clips): the least flicker its
+    texture allows on the pan and the zoom, against the clips `made` as filmed; the still
+    clip's is 0. {"pan", "zoom", "flicker"}, the last the mean of the three clips, as overall."""
+    glued = glued_clips(stylizer, frames, size)
+    scores = {clip: flicker(made[clip], glued[clip], still=False) for clip in glued}
+    scores["flicker"] = float((0.0 + scores["pan"] + scores["zoom"]) / 3)
+    return scores
 
 
 def bench_flicker(stylizers: dict, frames: int = CLIP_FRAMES, size=FRAME_SIZE, steady: bool = False) -> dict:
-    """{model name: {"flicker", "still", "pan", "pan_warp", "zoom"}} for each Stylizer in
-    `stylizers`; `steady`: also each model with its input steadied (stylize.Steadier), as
-    "NAME +steady", scored against the clip as filmed."""
+    """{model name: {"flicker", "still", "pan", "pan_warp", "zoom", "floor"}} for each Stylizer
+    in `stylizers` (floor: see there); `steady`: also each model with its input steadied
+    (stylize.Steadier), as "NAME +steady", scored against the clip as filmed."""
     made = clips(frames, size)
+    floors = {name: floor(stylizer, made, frames, size) for name, stylizer in stylizers.items()}
     results = {}
-    for row, stylizer, steadied in rows(stylizers, steady):
+    for name, row, stylizer, steadied in rows(stylizers, steady):
         scores = {}
         for clip, inputs in made.items():
             outputs = through(stylizer, inputs, steadied)
@@ -121,6 +166,7 @@ def bench_flicker(stylizers: dict, frames: int = CLIP_FRAMES, size=FRAME_SIZE, s
             if clip == "pan":
                 scores["pan_warp"] = pan_warp(inputs, outputs)
         scores["flicker"] = float(np.mean([scores[c] for c in made]))
+        scores["floor"] = floors[name]
         results[row] = scores
     return results
 
@@ -136,7 +182,7 @@ def still_strip(stylizers: dict, dest, frames: int = 4, steady: bool = False):
 
     clip = clips()["still"]
     shown = {"input": clip}
-    for row, stylizer, steadied in rows(stylizers, steady):
+    for _, row, stylizer, steadied in rows(stylizers, steady):
         shown[row] = through(stylizer, clip, steadied)
     w, h = FRAME_SIZE
     label = 18
