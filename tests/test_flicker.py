@@ -22,7 +22,7 @@ class Flat:
         return [np.full_like(f, 100) for f in frames]
 
 
-def test_the_floor_glues_the_texture_to_the_scene():
+def test_glued_clips_glue_the_texture_to_the_scene():
     """glued_clips cuts each frame out of the stylized noise-free source as the clip cuts its
     input: through a 'style' that returns its input, the glued clips are the clips without
     their noise (the pan exactly moved a pixel a frame; the zoom within its resampling)."""
@@ -34,10 +34,10 @@ def test_the_floor_glues_the_texture_to_the_scene():
         assert off < {"pan": 1.5, "zoom": 3}[clip], (clip, off)  # noise of 1 level; the zoom resized twice
     assert np.array_equal(glued["pan"][1][:, :-1], glued["pan"][0][:, 1:])
     results = flicker.bench_flicker({"identity": Identity(), "flat": Flat()}, frames=8, size=(64, 48), steady=True)
-    floor = results["identity"]["floor"]
-    assert 0.5 < floor["pan"] < 1 and 0.5 < floor["zoom"] < 1  # the input's change less its noise
-    assert floor["flicker"] == pytest.approx((floor["pan"] + floor["zoom"]) / 3)  # and 0 for the still clip
-    assert results["identity +steady"]["floor"] == floor and results["flat"]["floor"]["flicker"] == 0
+    glued = results["identity"]["glued"]
+    assert 0.5 < glued["pan"] < 1 and 0.5 < glued["zoom"] < 1  # the input's change less its noise
+    assert glued["flicker"] == pytest.approx((glued["pan"] + glued["zoom"]) / 3)  # and 0 for the still clip
+    assert results["identity +steady"]["glued"] == glued and results["flat"]["glued"]["flicker"] == 0
 
 
 def test_the_measure_on_known_outputs():

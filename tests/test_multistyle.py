@@ -109,7 +109,7 @@ def test_bench_flicker_measures_each_style_of_a_multi_style_model(tmp_path, monk
     def fake_bench(stylizers, **_):
         seen.update(stylizers)
         scores = dict.fromkeys(("flicker", "still", "pan", "zoom", "pan_warp"), 0.5)
-        return {name: {**scores, "floor": dict.fromkeys(("flicker", "pan", "zoom"), 0.4)} for name in stylizers}
+        return {name: {**scores, "glued": dict.fromkeys(("flicker", "pan", "zoom"), 0.4)} for name in stylizers}
     monkeypatch.setattr(flicker, "bench_flicker", fake_bench)
     result = cli.bench_flicker([str(tmp_path / "duo.safetensors")])
     assert list(seen) == ["duo:udnie", "duo:brick"] and list(result["models"]) == list(seen)
