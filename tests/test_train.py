@@ -148,7 +148,7 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(workdir, tmp_path, signum, 
     assert f"stopped by {signum.name} at step {int(saved.stem.split('_')[1])}" in out
 
 
-@pytest.mark.parametrize("grid_weight", ["0", "3e7"])
+@pytest.mark.parametrize("grid_weight", ["0", "1e7"])
 def test_non_finite_loss_stops_with_last_good_checkpoint(workdir, tmp_path, grid_weight):
     """Without the grid term the loss turns non-finite; with it, a first step's gradients are
     large enough that Adam's lr x moment overflows the weights while the loss was finite. Either
@@ -213,7 +213,7 @@ def test_lite_network_trains_and_exports_what_can_run_it(workdir, tmp_path):
                                           (["--arch", "standard"], "--arch lite (now standard)"),
                                           (["--arch", "lite", "--decoder", "deconv3", "--encoder", "conv3"],
                                            "--decoder resize (now deconv3), --encoder blur (now conv3)"),
-                                          (["--arch", "lite", "--grid-weight", "0"], "--grid-weight 30000000.0 (now 0.0)")])
+                                          (["--arch", "lite", "--grid-weight", "0"], "--grid-weight 10000000.0 (now 0.0)")])
 def test_resuming_with_another_recipe_is_refused(workdir, tmp_path, change, named):
     ckpt = tmp_path / "ckpt"
     first = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "1"))

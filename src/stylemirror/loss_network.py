@@ -230,7 +230,7 @@ class PerceptualLoss(nn.Module):
 
 
 # train's default --grid-weight: measured with `bench quality` (bench/README.md).
-GRID_WEIGHT = 3e7
+GRID_WEIGHT = 1e7
 GRID_PERIOD = 4  # pixels: two stride-2 layers make the network's output depend on position modulo 4
 
 
