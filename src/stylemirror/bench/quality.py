@@ -38,13 +38,13 @@ def style_score(net, vgg, photo: Image.Image, style: Image.Image):
     return distance(fy) / distance(fx), drift.item(), stylized
 
 
-def stylized_pixels(net):
-    """net as a function of uint8 HxWx3 pixels (metrics.shifted_grid_score's form)."""
-    def run(pixels):
-        with torch.no_grad():
-            y = net(torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float()).clamp(0, 255)
-        return y[0].permute(1, 2, 0).round().byte().numpy()
-    return run
+def raw_frames(net, frames: list[np.ndarray]) -> list[np.ndarray]:
+    """The network itself, eager and clamped and rounded as a saved picture is, on uint8
+    HxWx3 frames of one size: what the scores read (Stylizer runs ONNX Runtime, with options)."""
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        y = net(x).clamp(0, 255).round().byte()
+    return list(y.permute(0, 2, 3, 1).numpy())
 
 
 # --- The plain reference: pytorch/examples' fast_neural_style TransformerNet -------------------
@@ -101,10 +101,7 @@ def flicker_of(net) -> dict:
     if isinstance(net, ReferenceNet):  # not a TransformNet: run it plainly, clamped as it is saved
         class Plain:
             def frames(self, frames):
-                x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
-                with torch.no_grad():
-                    y = net(x).clamp(0, 255).round().byte()
-                return list(y.permute(0, 2, 3, 1).numpy())
+                return raw_frames(net, frames)
         return bench_flicker({"net": Plain()})["net"]
     return bench_flicker({"net": Stylizer(net)})["net"]
 
@@ -166,7 +163,7 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
         name += f"-grid{grid_weight:g}"
     formats.save_safetensors(net, out_dir / f"{name}.safetensors", {"steps": steps, "style": Path(style_path).name})
     result = {"style_score": score, "content_drift": drift, "grid": grid_score(stylized), "photo_grid": grid_score(photo),
-              "grid_shifted": shifted_grid_score(stylized_pixels(net), photo),
+              "grid_shifted": shifted_grid_score(lambda pixels: raw_frames(net, [pixels])[0], photo),
               "photo_grid_shifted": shifted_grid_score(lambda pixels: pixels, photo),
               "arch": arch, "decoder": decoder, "encoder": encoder, "steps": steps, "image_size": image_size, "batch_size": batch_size,
               "style_weight": style_weight, "crop_zoom": crop_zoom, "stability_weight": stability_weight,
@@ -180,7 +177,7 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
         ref_score, ref_drift, ref_stylized = style_score(ref_net, vgg, photo, style)
         result.update(reference_style_score=ref_score, reference_content_drift=ref_drift,
                       reference_grid=grid_score(ref_stylized), reference_train_seconds=ref_seconds,
-                      reference_grid_shifted=shifted_grid_score(stylized_pixels(ref_net), photo),
+                      reference_grid_shifted=shifted_grid_score(lambda pixels: raw_frames(ref_net, [pixels])[0], photo),
                       style_score_ratio=score / ref_score, content_drift_ratio=drift / ref_drift)
         panels.append(ref_stylized)
         if steadiness:
