@@ -211,27 +211,49 @@ base = url.split("?")[0]
 index = json.load(urllib.request.urlopen(base + "models/index.json"))
 entry = index["models"][0]
 model = urllib.request.urlopen(base + entry["url"]).read()
-with open(sys.argv[2], "w") as f:
-    json.dump({"url": url, "entry": entry, "model_bytes": len(model)}, f)
+with open(sys.argv[2], "a") as f:  # one line per page opened
+    f.write(json.dumps({"url": url, "entry": entry, "model_bytes": len(model)}) + "\\n")
 """
 
 
-def test_train_mirror_serves_the_run_and_opens_it(workdir, tmp_path):
-    """The page is opened on the run while it trains (BROWSER stands in for the browser: it
-    fetches what the page would, while training waits for it)."""
+def browser_env(tmp_path):
+    """BROWSER stands in for the browser: it fetches what the page would, while training waits
+    for it, and notes each opening in the file returned."""
     (tmp_path / "browser.py").write_text(BROWSER_SCRIPT)
-    seen = tmp_path / "seen.json"
-    env = {**os.environ, "BROWSER": f"{sys.executable} {tmp_path / 'browser.py'} %s {seen}"}
+    seen = tmp_path / "seen.jsonl"
+    return {**os.environ, "BROWSER": f"{sys.executable} {tmp_path / 'browser.py'} %s {seen}"}, seen
+
+
+def test_train_mirror_serves_the_run_and_opens_it(workdir, tmp_path):
+    """The page is opened on the run while it trains."""
+    env, seen = browser_env(tmp_path)
     ckpt = tmp_path / "my-style"
     result = stylemirror(*train_args(workdir, ckpt, *TINY, "--arch", "lite", "--max-steps", "2", "--mirror"), env=env)
     assert result.returncode == 0, result.stderr
     said = [line for line in result.stdout.splitlines() if line.startswith("style mirror at ")]
     assert len(said) == 1 and said[0].endswith(f"/?model=my-style  (it stops with this run; `stylemirror mirror "
                                                f"--watch {ckpt}` serves it after)")
-    opened = json.loads(seen.read_text())
+    [opened] = [json.loads(line) for line in seen.read_text().splitlines()]
     assert opened["url"] == said[0].split()[3] and opened["url"].startswith("http://127.0.0.1:")
     assert opened["entry"]["label"] == "my-style (training, step 0)" and opened["entry"]["arch"] == "lite"
     assert opened["model_bytes"] == opened["entry"]["size"] > 1e5
+
+
+def test_train_mirror_under_torchrun_is_served_and_opened_once(workdir, tmp_path):
+    """Under torchrun only the first process serves the page, opens it and writes the live
+    networks it shows: the others train beside it without a server of their own."""
+    env, seen = browser_env(tmp_path)
+    ckpt = tmp_path / "together"
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "stylemirror",
+                             *map(str, train_args(workdir, ckpt, *TINY, "--arch", "lite", "--max-steps", "2",
+                                                  "--checkpoint-iterations", "1", "--mirror"))],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sum(line.startswith("style mirror at ") for line in result.stdout.splitlines()) == 1, result.stdout
+    [opened] = [json.loads(line) for line in seen.read_text().splitlines()]
+    assert opened["entry"]["label"] == "together (training, step 0)"
+    assert live_files(ckpt)[-1] == "step_00000002.safetensors"
 
 
 # --- in the browser -------------------------------------------------------------------------

@@ -425,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--styles", nargs="*", metavar="STYLE",
                    help="quality: train one network for these styles (4x the steps for 4) against one network per "
                         "style; each a picture, an ml5 model in the shared folder (wave, la_muse: a photo it renders), "
-                        "or a scikit-image texture (brick, grass, gravel). Given alone: udnie.jpg wave la_muse brick")
+                        "or a scikit-image texture (brick, grass, gravel), each kept as the picture used in OUT/styles/. "
+                        "Given alone: udnie.jpg wave la_muse brick")
     p.add_argument("--photo", default=str(SHARED / "images" / "amber.jpg"), help="quality: held-out photo")
     p.add_argument("--vgg-path", default=str(SHARED / "vgg19" / "imagenet-vgg19-conv1_1-conv3_4.mat"),
                    help="quality: VGG19 weights with conv1_1..conv3_1")
