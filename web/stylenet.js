@@ -361,7 +361,7 @@ const StyleNet = (() => {
   // by no more than noise would, and the new frame where something moves. previous: the last
   // steadied frame (HxWx3 float32, or null), frame: the next one; returns the steadied frame,
   // a new tensor (the caller keeps it for the next call and disposes the old one).
-  const STEADY = { follow: 0.2, quiet: 6, loud: 16 };
+  const STEADY = { follow: 0.1, quiet: 8, loud: 16 };  // stylize.Steadier's FOLLOW, QUIET, LOUD
 
   function steady(previous, frame) {
     return tf.tidy(() => {

@@ -48,7 +48,7 @@ class Steadier:
     the two the share of the new frame rises from FOLLOW to 1. A pixel is never held further
     than LOUD levels from the camera's. web/stylenet.js's `steady` computes the same."""
 
-    FOLLOW, QUIET, LOUD = 0.2, 6.0, 16.0
+    FOLLOW, QUIET, LOUD = 0.1, 8.0, 16.0  # chosen with bench flicker --steady (bench/README.md)
 
     def __init__(self):
         self.state = None  # float32 HxWx3: the steadied frame so far
