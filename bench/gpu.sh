@@ -7,7 +7,8 @@
 #   LITE=1 sh bench/gpu.sh     # also the lite network's step variants (~2 more minutes)
 #   QUALITY=1 sh bench/gpu.sh  # only issue 10's long run: 5000 steps at 256 px, the grid of ml5's
 #                              # layout (3x3 decoder and encoder, no grid term) against the default's,
-#                              # and the default at 3x its grid weight (3e7): style against grid
+#                              # and the default at 3x its grid weight (3e7): style against grid;
+#                              # and without the steadiness term: its flicker figures (issue 13)
 # Targets: step >= 30% of the card's dense bf16 peak; end to end >= 95% of the step alone; two
 # epochs of COCO <= 3 minutes (>= 920 images/s end to end); stylize 1920x1080 >= 1.5x plain eager.
 OUT=${OUT:-bench/gpu}
@@ -47,6 +48,8 @@ if [ -n "${QUALITY:-}" ]; then
         --decoder deconv3 --encoder conv3 --grid-weight 0
     run quality-grid3e7 quality --steps "$QUALITY_STEPS" --image-size "$IMAGE" --no-reference --out "$OUT/quality" \
         --grid-weight 3e7
+    run quality-stability0 quality --steps "$QUALITY_STEPS" --image-size "$IMAGE" --no-reference --out "$OUT/quality" \
+        --stability-weight 0
     finish
 fi
 # The step: the plain fp32 reference, ours (as `train` runs it), then fp32 eager, + channels_last,
