@@ -183,13 +183,17 @@ def test_bad_input_is_one_line_exit_2(workdir, tmp_path, change, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def torchrun_train(*args, env=None):
+    """`stylemirror train ARGS` as two processes under torchrun, on this machine."""
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    return subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "stylemirror", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
 def test_torchrun_two_processes_train_one_set_of_checkpoints(workdir, tmp_path):
     ckpt = tmp_path / "ckpt"
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "stylemirror",
-                             *map(str, train_args(workdir, ckpt, "--epochs", "4", "--checkpoint-iterations", "2",
-                                                  "--log-interval", "1"))],
-                            capture_output=True, text=True, timeout=300)
+    result = torchrun_train(*train_args(workdir, ckpt, "--epochs", "4", "--checkpoint-iterations", "2",
+                                        "--log-interval", "1"))
     assert result.returncode == 0, result.stderr[-3000:]
     # 7 readable pictures, 2 processes x batch 2 -> 1 step per epoch (broken file counted in the 8)
     assert sorted(p.name for p in ckpt.glob("ckpt_*.pt")) == ["ckpt_00000002.pt", "ckpt_00000004.pt"]

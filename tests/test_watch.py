@@ -17,7 +17,7 @@ from stylemirror import formats, mirror, watch
 from stylemirror.errors import UserError
 from stylemirror.network import TransformNet
 from test_mirror import ARTIFACTS, camera_browser, canvas_pixels, mirror_url, models  # noqa: F401 (fixtures)
-from test_train import stylemirror, train_args, workdir  # noqa: F401 (fixture)
+from test_train import stylemirror, torchrun_train, train_args, workdir  # noqa: F401 (fixture)
 
 TINY = ("--image-size", "64", "--batch-size", "1", "--log-interval", "1", "--epochs", "20")
 
@@ -244,11 +244,8 @@ def test_train_mirror_under_torchrun_is_served_and_opened_once(workdir, tmp_path
     networks it shows: the others train beside it without a server of their own."""
     env, seen = browser_env(tmp_path)
     ckpt = tmp_path / "together"
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "stylemirror",
-                             *map(str, train_args(workdir, ckpt, *TINY, "--arch", "lite", "--max-steps", "2",
-                                                  "--checkpoint-iterations", "1", "--mirror"))],
-                            capture_output=True, text=True, timeout=300, env=env)
+    result = torchrun_train(*train_args(workdir, ckpt, *TINY, "--arch", "lite", "--max-steps", "2",
+                                        "--checkpoint-iterations", "1", "--mirror"), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sum(line.startswith("style mirror at ") for line in result.stdout.splitlines()) == 1, result.stdout
     [opened] = [json.loads(line) for line in seen.read_text().splitlines()]
