@@ -77,8 +77,9 @@ def test_watch_waits_for_a_run_not_started_then_follows_it(tmp_path):
         [entry] = get_json(base, "/models/index.json")["models"]
         assert entry["name"] == "my-run" and entry["url"] is None and entry["watch"] == "watch/my-run/latest.json"
         assert entry["label"] == "my-run (waiting for its first checkpoint)"
-        assert get_json(base, "/watch/my-run/latest.json") == {"name": "my-run", "state": "waiting", "step": None,
-                                                               "model": None, "losses": []}
+        assert get_json(base, "/watch/my-run/latest.json") == {
+            "name": "my-run", "label": "my-run (waiting for its first checkpoint)", "state": "waiting", "step": None,
+            "model": None, "losses": []}
         write_log(ckpt, [1, 2, 3, 4, 5])
         watch.write_live(ckpt, random_net(seed=1), {"step": 5, "epoch": 0.5, "total_steps": 10,
                                                     "images_per_s": 3.0, "eta_s": 1.7})
@@ -308,7 +309,8 @@ def test_the_page_follows_a_training_run(camera_browser, workdir, tmp_path):  # 
 
 def test_several_runs_standard_networks_and_switching_between_them(camera_browser, tmp_path):  # noqa: F811
     """Two runs listed by their folders' names; the standard network swapped in as the lite one
-    is; choosing the other run, not started yet, waits for it, then follows it."""
+    is; choosing the other run, not started yet, waits for it, then follows it; the first run,
+    gone on meanwhile, is listed and chosen again at its newest step."""
     watch.write_live(tmp_path / "a", random_net(seed=0), {"step": 0, "total_steps": 20})
     srv = mirror.Mirror([tmp_path / "no models"], runs=watch.runs([tmp_path / "a", tmp_path / "b"])).serve(port=0)
     page = camera_browser.new_page()
@@ -335,7 +337,17 @@ def test_several_runs_standard_networks_and_switching_between_them(camera_browse
                                timeout=60000)
         page.wait_for_function("document.getElementById('watch-step').textContent === 'training, step 5 of 9'",
                                timeout=60000)
-        assert not errors
+        # Run a goes on while b is on show: its place in the list keeps up, and choosing it again
+        # loads its newest network (step 20's, the one the page had, is gone by then).
+        for step in (30, 40):
+            watch.write_live(tmp_path / "a", random_net(seed=step), {"step": step, "total_steps": 50})
+        assert not (tmp_path / "a" / "live" / "step_00000020.safetensors").exists()
+        page.wait_for_function("document.querySelector('#model-select option').textContent === 'a (training, step 40)'",
+                               timeout=60000)
+        page.select_option("#model-select", "a")
+        page.wait_for_function("window.mirror.model === 'a' && window.mirror.watch && window.mirror.watch.step === 40",
+                               timeout=60000)
+        assert "Could not load" not in page.locator("#message").inner_text() and not errors
     finally:
         page.close()
         srv.shutdown()

@@ -425,6 +425,7 @@ async function main() {
     return;
   }
   $('model-select').replaceChildren(...mirror.models.map((m) => new Option(m.label || m.name, m.name)));
+  if (mirror.models.some((m) => m.watch)) Watch.keepLabels();
   if (!mirror.models.length) {
     say(NO_MODELS);
     document.body.dataset.state = 'no-models';

@@ -20,23 +20,44 @@ const Watch = (() => {
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  // Before the run's first network has landed (train not started yet, a sync still on its
-  // way): wait, saying so. False when another style was chosen meanwhile.
+  // Before loading a run's network: ask for its newest (the one the list named may be gone: a
+  // run keeps its last two), and before its first has landed, wait, saying so. False when
+  // another style was chosen meanwhile.
   async function untilModel(entry) {
     const mine = session;
-    while (!entry.url) {
+    for (;;) {
       try {
         const now = await latest(entry);
         if (mine !== session) return false;
-        if (now.model) Object.assign(entry, { url: now.model, step: now.step, arch: now.arch, size: now.size });
-        else say(`Waiting for the training run "${entry.name}" to write its first network…`);
+        if (now.model) {
+          Object.assign(entry, { url: now.model, step: now.step, arch: now.arch, size: now.size });
+          return true;
+        }
+        say(`Waiting for the training run "${entry.name}" to write its first network…`);
       } catch (e) {
+        if (mine !== session) return false;
+        if (entry.url) return true; // the server did not answer: try the network listed
         say(`Waiting for the training run "${entry.name}" (${e.message})…`);
       }
-      if (!entry.url) await sleep(POLL_MS);
+      await sleep(POLL_MS);
       if (mine !== session) return false;
     }
-    return true;
+  }
+
+  // The runs not on show keep their place in the style list current ("b (training, step 40)"):
+  // a slow poll of each, beside the worker that follows the one on show.
+  const LABELS_MS = 2000;
+  const option = (name) => [...el('model-select').options].find((o) => o.value === name);
+
+  function keepLabels() {
+    setInterval(() => {
+      mirror.models.filter((m) => m.watch && !(poller && m.name === mirror.model)).forEach((entry) => {
+        latest(entry).then((now) => {
+          const listed = option(now.name);
+          if (listed) listed.textContent = now.label;
+        }, () => {}); // the server restarting: the next poll says
+      });
+    }, LABELS_MS);
   }
 
   function stop() {
@@ -91,8 +112,8 @@ const Watch = (() => {
     const eta = { finished: 'done', stopped: 'rerun its train command to resume' }[now.state];
     el('watch-eta').textContent = eta || (now.eta_s != null ? `ETA ${seconds(now.eta_s)}` : '');
     plot(now.losses || []);
-    const option = [...el('model-select').options].find((o) => o.value === now.name);
-    if (option && now.step !== null) option.textContent = `${now.name} (${now.state}, step ${now.step})`;
+    const listed = option(now.name);
+    if (listed) listed.textContent = now.label;
   }
 
   // After useModel has loaded the run's network: a worker polls (watch-worker.js says why there)
@@ -136,5 +157,5 @@ const Watch = (() => {
     poller.postMessage({ latest: new URL(entry.watch, location.href).href, base: location.href, step: entry.step });
   }
 
-  return { untilModel, follow, stop };
+  return { untilModel, follow, stop, keepLabels };
 })();

@@ -131,16 +131,18 @@ class WatchedRun:
         return rows[::-1][::stride][::-1] if stride > 1 else rows  # the newest row always in
 
     def latest(self) -> dict:
+        """Where the run is, and its label in the mirror's style list: "NAME (training, step N)"."""
         status = read_status(self.folder)
         model = self.model(status)
         if status is None:
-            return {"name": self.name, "state": "waiting", "step": None, "model": None, "losses": self.history()}
+            return {"name": self.name, "label": f"{self.name} (waiting for its first checkpoint)", "state": "waiting",
+                    "step": None, "model": None, "losses": self.history()}
         total = status.get("total_steps")
         if isinstance(total, int) and status["step"] >= total:
             state = "finished"
         else:  # a run killed (or stopped by a signal, to be resumed) says so instead of "training" forever
             state = "stopped" if trainer_gone(status) else "training"
-        return {"name": self.name, "state": state,
+        return {"name": self.name, "label": f"{self.name} ({state}, step {status['step']})", "state": state,
                 "step": status["step"], "epoch": status.get("epoch"), "total_steps": total,
                 "images_per_s": status.get("images_per_s"), "eta_s": status.get("eta_s"),
                 "model": f"{self.prefix}/{quote(model.name)}" if model else None,
@@ -148,15 +150,11 @@ class WatchedRun:
                 "size": model.stat().st_size if model else None, "losses": self.history()}
 
     def entry(self) -> dict:
-        """The run in the mirror's model list: "NAME (training, step N)"."""
+        """The run in the mirror's model list."""
         latest = self.latest()
-        if latest["step"] is None:
-            label = f"{self.name} (waiting for its first checkpoint)"
-        else:
-            label = f"{self.name} ({latest['state']}, step {latest['step']})"
-        return {"name": self.name, "label": label, "format": "safetensors", "arch": latest.get("arch") or "standard",
-                "size": latest.get("size") or 0, "url": latest["model"], "step": latest["step"],
-                "watch": f"{self.prefix}/latest.json"}
+        return {"name": self.name, "label": latest["label"], "format": "safetensors",
+                "arch": latest.get("arch") or "standard", "size": latest.get("size") or 0, "url": latest["model"],
+                "step": latest["step"], "watch": f"{self.prefix}/latest.json"}
 
     def latest_json(self):
         return "application/json", json.dumps(self.latest()).encode()
