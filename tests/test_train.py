@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,6 +110,26 @@ def test_compiled_training_runs_and_saves_plain_weights(workdir, tmp_path):
     formats.load_model(ckpt / "model" / "model.safetensors")
 
 
+def test_checkpoints_and_resuming_leave_the_run_as_trained_straight_through(workdir, tmp_path):
+    """A checkpoint (its live network, its preview) changes nothing in the training: a run
+    checkpointed every step, and one stopped and resumed, end with the weights of one run
+    straight through (a preempted run trains as if it never was)."""
+    import torch
+
+    def weights(name, *runs):
+        ckpt = tmp_path / name
+        for extra in runs:
+            result = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--test", workdir / "test.png",
+                                             "--test-dir", tmp_path / f"{name}-previews", *extra))
+            assert result.returncode == 0, result.stderr[-2000:]
+        return formats.load_model(ckpt / "model" / "model.safetensors").state_dict()
+
+    straight = weights("straight", ["--max-steps", "4"])
+    for other in (weights("every-step", ["--max-steps", "4", "--checkpoint-iterations", "1"]),
+                  weights("resumed", ["--max-steps", "2"], ["--max-steps", "4"])):
+        assert all(torch.equal(straight[k], other[k]) for k in straight)
+
+
 def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(workdir, tmp_path):
     ckpt = tmp_path / "ckpt"
     args = [sys.executable, "-m", "stylemirror", *map(str, train_args(
@@ -213,19 +234,31 @@ def test_lite_network_trains_and_exports_what_can_run_it(workdir, tmp_path):
     assert formats.load_model(model / "model.safetensors").arch == "lite"
 
 
+@pytest.fixture(scope="module")
+def lite_run(workdir, tmp_path_factory):
+    """A lite run one step in, trained once for the resume tests (each copies it)."""
+    ckpt = tmp_path_factory.mktemp("lite-run") / "ckpt"
+    first = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "1"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    return ckpt
+
+
 @pytest.mark.parametrize("change,named", [(["--arch", "lite", "--style-weight", "5"], "--style-weight 100.0 (now 5.0)"),
                                           (["--arch", "standard"], "--arch lite (now standard)"),
                                           (["--arch", "lite", "--decoder", "deconv3", "--encoder", "conv3"],
                                            "--decoder resize (now deconv3), --encoder blur (now conv3)"),
                                           (["--arch", "lite", "--grid-weight", "0"], "--grid-weight 10000000.0 (now 0.0)")])
-def test_resuming_with_another_recipe_is_refused(workdir, tmp_path, change, named):
-    ckpt = tmp_path / "ckpt"
-    first = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "1"))
-    assert first.returncode == 0, first.stderr[-2000:]
+def test_resuming_with_another_recipe_is_refused(workdir, lite_run, tmp_path, change, named):
+    ckpt = shutil.copytree(lite_run, tmp_path / "ckpt")
+    before = {p.name: p.read_bytes() for p in ckpt.rglob("*") if p.is_file()}
     again = stylemirror(*train_args(workdir, ckpt, "--max-steps", "2", *change))
     assert again.returncode == 2 and named in again.stderr and "--fresh" in again.stderr, again.stderr
     assert "Traceback" not in again.stderr
-    # What may change between runs (here --epochs and --max-steps) does not stop a resume.
+    assert {p.name: p.read_bytes() for p in ckpt.rglob("*") if p.is_file()} == before  # the run left as it was
+
+
+def test_what_may_change_between_runs_does_not_stop_a_resume(workdir, lite_run, tmp_path):
+    ckpt = shutil.copytree(lite_run, tmp_path / "ckpt")
     more = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "2", "--epochs", "3"))
     assert more.returncode == 0 and more.stdout.startswith("resuming from"), more.stderr[-2000:]
 

@@ -111,24 +111,26 @@ class TrainingOrder:
 
 
 def loader(files, size, batch_size, order: TrainingOrder, workers=None, pin_memory=False, prefetch=4,
-           max_zoom=1.0, rng=None):
+           max_zoom=1.0, seed=(0,), first_step=0):
     """(uint8 batch, unreadable indices) for each whole batch of `order`, each picture cropped
-    at a random window (random_windows with `rng`) where max_zoom > 1. Pictures decode on
+    at a random window where max_zoom > 1: the batch of step N draws its windows from
+    default_rng([*seed, N]), steps counted from `first_step`, so a resumed run crops as the run
+    straight through would have. Pictures decode on
     `workers` threads, `prefetch` batches ahead: Pillow lets go of the GIL while it decodes and
     resizes, so threads run in parallel without the start-up, pickling and shared memory of
     worker processes (1.2x faster than those here, `bench data`), and Ctrl-C reaches only the
     training loop, which saves a checkpoint on it. workers=0 decodes in the caller's thread."""
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
-    rng = rng if rng is not None else np.random.default_rng(0)
     # Batch by batch, as the order yields them: a run of many epochs over a small folder
     # (bench quality asks for 10**6) would otherwise be listed whole before its first step.
     indices = iter(order)
     batches = iter(lambda: list(itertools.islice(indices, batch_size)), [])
 
     def jobs():
+        steps = itertools.count(first_step)
         for batch_indices in batches:
             if len(batch_indices) == batch_size:
-                yield batch_indices, random_windows(rng, batch_size, max_zoom)
+                yield batch_indices, random_windows(np.random.default_rng([*seed, next(steps)]), batch_size, max_zoom)
 
     def finish(batch_indices, crops):
         batch, bad = collate(batch_indices, crops)

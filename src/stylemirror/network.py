@@ -260,7 +260,9 @@ class TransformNet(nn.Module):
             return self
         decoder = "deconv4" if self.decoder == "resize" else self.decoder
         encoder = "conv5" if self.encoder == "blur" else self.encoder
-        net = TransformNet(self.widths, self.blocks, decoder, self.styles, encoder).to(next(self.parameters()).device)
+        with torch.random.fork_rng(devices=[]):  # its random start, overwritten below, must not move a training's RNG
+            net = TransformNet(self.widths, self.blocks, decoder, self.styles, encoder)
+        net = net.to(next(self.parameters()).device)
         net.style_info = self.style_info
         state = self.state_dict()
         for name in ("conv2", "conv3", "up1", "up2"):

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
@@ -516,7 +515,7 @@ def train(cfg: TrainConfig) -> int:
     order = data.TrainingOrder(len(files), cfg.batch_size, cfg.epochs, cfg.seed, rank, world, epoch, batch_in_epoch)
     if step < total_steps:
         for batch, bad in data.loader(files, cfg.image_size, cfg.batch_size, order, cfg.workers, cuda,
-                                      max_zoom=cfg.crop_zoom, rng=np.random.default_rng([cfg.seed, step])):
+                                      max_zoom=cfg.crop_zoom, seed=(cfg.seed, rank), first_step=step):
             for i in set(bad) - unreadable:
                 unreadable.add(i)
                 if rank == 0:
