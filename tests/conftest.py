@@ -47,6 +47,11 @@ def random_net(seed=0, arch="standard", decoder="resize", styles=1, shift=0.5, e
     return net.eval()
 
 
+def snapshot(folder):
+    """Every file under `folder`, byte for byte, and every folder."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
 def photo(size=(64, 48)) -> Image.Image:
     path = IMAGES / "amber.jpg"
     if path.exists():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_vgg_mat, photo
+from conftest import make_vgg_mat, photo, snapshot
 from stylemirror import formats
 from stylemirror.stylize import Options, Stylizer
 from test_ml5_browser import run_ml5
@@ -250,11 +250,11 @@ def lite_run(workdir, tmp_path_factory):
                                           (["--arch", "lite", "--grid-weight", "0"], "--grid-weight 10000000.0 (now 0.0)")])
 def test_resuming_with_another_recipe_is_refused(workdir, lite_run, tmp_path, change, named):
     ckpt = shutil.copytree(lite_run, tmp_path / "ckpt")
-    before = {p.name: p.read_bytes() for p in ckpt.rglob("*") if p.is_file()}
+    before = snapshot(ckpt)
     again = stylemirror(*train_args(workdir, ckpt, "--max-steps", "2", *change))
     assert again.returncode == 2 and named in again.stderr and "--fresh" in again.stderr, again.stderr
     assert "Traceback" not in again.stderr
-    assert {p.name: p.read_bytes() for p in ckpt.rglob("*") if p.is_file()} == before  # the run left as it was
+    assert snapshot(ckpt) == before  # the run left as it was
 
 
 def test_what_may_change_between_runs_does_not_stop_a_resume(workdir, lite_run, tmp_path):

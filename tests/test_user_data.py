@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import make_vgg_mat, photo, random_net
+from conftest import make_vgg_mat, photo, random_net, snapshot
 from stylemirror import cli, formats, mirror, server
 from stylemirror.stylize import Options, Stylizer, run
 from test_stylize import make_video
@@ -38,11 +38,6 @@ def stylemirror(*args):
         except SystemExit as e:
             code = e.code
     return code, out.getvalue(), err.getvalue()
-
-
-def snapshot(folder):
-    """Every file under `folder`, byte for byte, and every folder."""
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
 
 
 def nan_net():

@@ -20,6 +20,9 @@ const Watch = (() => {
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+  // The run's newest network, as latest.json names it, becomes its entry in the style list.
+  const adopt = (entry, now) => Object.assign(entry, { url: now.model, step: now.step, arch: now.arch, size: now.size });
+
   // Before loading a run's network: ask for its newest (the one the list named may be gone: a
   // run keeps its last two), and before its first has landed, wait, saying so. False when
   // another style was chosen meanwhile.
@@ -30,7 +33,7 @@ const Watch = (() => {
         const now = await latest(entry);
         if (mine !== session) return false;
         if (now.model) {
-          Object.assign(entry, { url: now.model, step: now.step, arch: now.arch, size: now.size });
+          adopt(entry, now);
           return true;
         }
         say(`Waiting for the training run "${entry.name}" to write its first network…`);
@@ -151,7 +154,7 @@ const Watch = (() => {
       mirror.net = net;
       old.dispose();
       if (!sameStyles) Blend.show(net);
-      Object.assign(entry, { url: now.model, step: now.step, arch: now.arch, size: now.size });
+      adopt(entry, now);
       mirror.watch = { step: now.step, loaded_at: Date.now() };
     };
     poller.postMessage({ latest: new URL(entry.watch, location.href).href, base: location.href, step: entry.step });
