@@ -11,8 +11,8 @@ const video = $('camera'); // plays only where the browser has no ImageCapture
 const view = $('camera-view'); // the camera frame being stylized, beside its result
 const canvas = $('output');
 
-// For tests and `stylemirror bench mirror`: the page's state (with setBlend) and the network's module.
-Object.assign(window, { mirror: Object.assign(state, { setBlend: Blend.setBlend }), StyleNet });
+// For tests and `stylemirror bench mirror`: the page's state, with its entry points, and the network's module.
+Object.assign(window, { mirror: Object.assign(state, { setBlend: Blend.setBlend, useModel, stylizePicture }), StyleNet });
 
 const PICTURE_HINT = 'You can still stylize a picture: choose one with "picture…" or drop it on the page.';
 
