@@ -146,7 +146,7 @@ def test_the_page_steadies_frames_as_stylize_does(browser, mirror_url):
     got = page.evaluate("""(frames) => {
         let state = null;
         return frames.map((f) => {
-            const next = StyleNet.steady(state, tf.tensor3d(f, [6, 7, 3], 'int32'));
+            const next = StyleNet.steady(state, tf.tensor3d(f, [6, 7, 3], 'int32'), window.mirror.settings.steady);
             if (state) state.dispose();
             state = next;
             return Array.from(state.dataSync());
@@ -165,6 +165,27 @@ def test_camera_without_image_capture_plays_the_video(camera_browser, mirror_url
     assert page.evaluate("[window.mirror.capture, document.getElementById('camera').paused]") == [None, False]
     assert canvas_pixels(page, "output").std() > 10 and canvas_pixels(page, "camera-view").std() > 10
     page.close()
+
+
+def test_index_hands_the_page_what_python_computes_with(mirror_url):
+    """The page pads and steadies with Python's own values (index.json), and its scripts come
+    with a JavaScript MIME type, which module scripts require."""
+    from stylemirror.stylize import Options, Steadier, edge_padding
+    conn = http.client.HTTPConnection(mirror_url.split("//")[1].rstrip("/"))
+    conn.request("GET", "/models/index.json")
+    settings = json.loads(conn.getresponse().read())["settings"]
+    multiple = settings.pop("pad_multiple")
+    assert settings == {"edge_pad": Options.edge_pad,
+                        "steady": {"follow": Steadier.FOLLOW, "quiet": Steadier.QUIET, "loud": Steadier.LOUD}}
+    # edge_padding rounds every padded size up to that multiple, and adds less than one.
+    for size in range(1, 12):
+        top, bottom, *_ = edge_padding(size, size, 3)
+        assert (size + top + bottom) % multiple == 0 and 0 <= bottom - 3 < multiple
+    for script in ("mirror.js", "state.js", "stylenet.js", "watch-worker.js"):
+        conn.request("GET", f"/{script}")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200 and response.getheader("Content-Type") == "text/javascript", script
 
 
 def test_wasm_runs_on_every_core(browser, mirror_url):

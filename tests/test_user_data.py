@@ -357,11 +357,11 @@ def test_page_stylizes_a_picture_chosen_while_the_style_loads(browser, tmp_path)
             document.getElementById('fps').textContent = '12.0 fps';  // as a camera run leaves it
             mirror.net.dispose();
             mirror.net = null;
-            const loading = useModel('ours');
+            const loading = mirror.useModel('ours');
             const canvas = new OffscreenCanvas(23, 17);
             canvas.getContext('2d').fillRect(3, 3, 9, 9);
             const blob = await canvas.convertToBlob({ type: 'image/png' });
-            await stylizePicture(new File([blob], 'chosen.png', { type: 'image/png' }));
+            await mirror.stylizePicture(new File([blob], 'chosen.png', { type: 'image/png' }));
             const pending = mirror.pendingPicture !== null;
             await loading;
             return pending;

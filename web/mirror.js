@@ -1,38 +1,18 @@
 // The style mirror: the webcam (or a picture) through a style network, live, in the browser.
-'use strict';
+import * as Blend from './blend.js';
+import { $, download, say } from './dom.js';
+import { wireRecording } from './record.js';
+import { state } from './state.js';
+import * as StyleNet from './stylenet.js';
+import * as Watch from './watch.js';
 
-const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const video = $('camera'); // plays only where the browser has no ImageCapture
 const view = $('camera-view'); // the camera frame being stylized, beside its result
 const canvas = $('output');
 
-// Everything the page knows, in one place (tests read it too).
-const mirror = {
-  backend: null,
-  threads: null, // wasm's threads
-  net: null,
-  model: null,
-  models: [],
-  stream: null,
-  capture: null, // ImageCapture of the camera's track, where the browser has it
-  mode: 'camera', // or 'image'
-  pendingPicture: null, // a picture chosen while the style was loading: stylized once it is ready
-  picture: null, // the picture on show in picture mode: stylized again when the style or blend changes
-  pictures: 0, // pictures stylized so far
-  frames: 0,
-  frameTimes: [],
-  loopRunning: false,
-  watch: null, // a training run's network on show: {step, loaded_at (ms since 1970)} (watch.js)
-  blend: null, // a multi-style model's weights in use, {style: weight} (blend.js; setBlend sets them)
-  steadyFrame: null, // the camera's last frame with its noise steadied (StyleNet.steady), kept for the next
-};
-window.mirror = mirror;
-
-function say(text) {
-  $('message').textContent = text || '';
-  $('message').hidden = !text;
-}
+// For tests and `stylemirror bench mirror`: the page's state, with its entry points, and the network's module.
+Object.assign(window, { mirror: Object.assign(state, { setBlend: Blend.setBlend, useModel, stylizePicture }), StyleNet });
 
 const PICTURE_HINT = 'You can still stylize a picture: choose one with "picture…" or drop it on the page.';
 
@@ -77,7 +57,7 @@ async function pickBackend() {
       // setBackend resolves false (it does not throw) when a backend cannot start.
       if (await (name === 'wasm' ? startWasm() : tf.setBackend(name))) {
         await tf.ready();
-        mirror.threads = name === 'wasm' ? tf.wasm.getThreadsCount() : null;
+        state.threads = name === 'wasm' ? tf.wasm.getThreadsCount() : null;
         return name;
       }
     } catch (e) {
@@ -94,14 +74,15 @@ const NO_MODELS = `No style models yet. Get one, then reload this page:
   • or train your own:  stylemirror train --style painting.jpg --train-path photos/ --checkpoint-dir run/
 Models are looked for in ./models, in the folders given to \`stylemirror mirror --models\`, and in the user cache.`;
 
+// {models: [...], settings: {...}}, as mirror.py builds it.
 async function loadIndex() {
   const response = await fetch('models/index.json');
   if (!response.ok) throw new Error(`models/index.json: HTTP ${response.status}`);
-  return (await response.json()).models;
+  return response.json();
 }
 
 async function useModel(name) {
-  const entry = mirror.models.find((m) => m.name === name);
+  const entry = state.models.find((m) => m.name === name);
   document.body.dataset.state = 'loading-model';
   Watch.stop();
   if (entry.watch && !(await Watch.untilModel(entry))) return false; // another style was chosen meanwhile
@@ -114,10 +95,10 @@ async function useModel(name) {
     say(`Could not load the style "${name}": ${e.message}`);
     return false;
   }
-  if (mirror.net) mirror.net.dispose();
-  mirror.net = net;
-  mirror.model = name;
-  Blend.show(net); // a multi-style model's styles and blend control
+  if (state.net) state.net.dispose();
+  state.net = net;
+  state.model = name;
+  Blend.show(net, { onChange: restylePicture }); // a multi-style model's styles and blend control
   $('model-select').value = name;
   const details = [entry.arch !== 'standard' && entry.arch, `${(entry.size / 1e6).toFixed(1)} MB`];
   $('model-info').textContent = `${name} (${details.filter(Boolean).join(', ')})`;
@@ -128,16 +109,28 @@ async function useModel(name) {
   url.searchParams.set('model', name);
   history.replaceState(null, '', url);
   say('');
-  document.body.dataset.state = mirror.mode === 'image' ? 'image' : 'ready';
-  if (mirror.pendingPicture) {
-    const file = mirror.pendingPicture;
-    mirror.pendingPicture = null;
+  document.body.dataset.state = state.mode === 'image' ? 'image' : 'ready';
+  if (state.pendingPicture) {
+    const file = state.pendingPicture;
+    state.pendingPicture = null;
     stylizePicture(file);
   } else {
     restylePicture(); // in picture mode, the picture on show in the new style
   }
-  if (entry.watch) Watch.follow(entry);
+  if (entry.watch) Watch.follow(entry, swapNetwork);
   return true;
+}
+
+// A training run's newer network (watch.js), swapped in without stopping the camera: the
+// camera loop reads state.net once a frame, so a frame uses one network or the other, never a
+// freed one. A multi-style run keeps the blend in use; other styles than before get new controls.
+function swapNetwork(net) {
+  const old = state.net;
+  const sameStyles = (net.styles || []).join('\n') === (old.styles || []).join('\n');
+  if (sameStyles && old.blend) net.setBlend(old.blend);
+  state.net = net;
+  old.dispose();
+  if (!sameStyles) Blend.show(net, { onChange: restylePicture });
 }
 
 // --- stylizing ------------------------------------------------------------------------
@@ -147,18 +140,19 @@ function strength() {
 }
 
 // Pixels mirrored past the edges before the network, so that it paints no frame along them
-// (StyleNet.stylize). Pictures get what `stylemirror stylize` gives (its --edge-pad default),
-// so the two agree. The camera gets none by default: a pad that removes the frame (48) costs
-// 1.8x the work at 320x240 and one of 16, which barely helps, 1.25x, either taking the page
-// below 20x ml5.js's frame rate (bench/README.md). ?edgepad=N sets both (0: off, as ml5.js runs).
-const EDGE_PAD = { image: 48, camera: 0 };
-if (params.has('edgepad')) EDGE_PAD.image = EDGE_PAD.camera = Math.max(0, Math.floor(Number(params.get('edgepad')))) || 0;
+// (StyleNet.stylize). Pictures get what `stylemirror stylize` gives (index.json's edge_pad),
+// so the two agree. The camera gets none by default: a pad that removes the frame costs 1.8x
+// the work at 320x240 (bench/README.md). ?edgepad=N sets both (0: off, as ml5.js runs).
+function edgePad(source) {
+  if (params.has('edgepad')) return Math.max(0, Math.floor(Number(params.get('edgepad')))) || 0;
+  return source === 'image' ? state.settings.edge_pad : 0;
+}
 
 // HxWx3 pixels -> HxWx3 int32 stylized pixels, blended with the input by the strength.
 function stylize(pixels, pad) {
   return tf.tidy(() => {
     const x = pixels.toFloat();
-    let y = StyleNet.stylize(mirror.net, x, pad);
+    let y = StyleNet.stylize(state.net, x, pad, state.settings.pad_multiple);
     const s = strength();
     if (s < 1) y = x.add(y.sub(x).mul(s));
     return y.round().toInt();
@@ -167,18 +161,18 @@ function stylize(pixels, pad) {
 
 function resolution() {
   const [w, h] = $('resolution-select').value.split('x').map(Number);
-  const { width, height } = mirror.stream.getVideoTracks()[0].getSettings();
+  const { width, height } = state.stream.getVideoTracks()[0].getSettings();
   const aspect = width && height ? width / height : w / h;
   return [Math.round(h * aspect), h];
 }
 
 function countFrame() {
   const now = performance.now();
-  mirror.frames += 1;
-  mirror.frameTimes.push(now);
+  state.frames += 1;
+  state.frameTimes.push(now);
   // Average over the last second, but always over the last two frames at least.
-  while (mirror.frameTimes.length > 2 && now - mirror.frameTimes[0] > 1000) mirror.frameTimes.shift();
-  const times = mirror.frameTimes;
+  while (state.frameTimes.length > 2 && now - state.frameTimes[0] > 1000) state.frameTimes.shift();
+  const times = state.frameTimes;
   if (times.length >= 2) {
     const fps = (1000 * (times.length - 1)) / (times[times.length - 1] - times[0]);
     $('fps').textContent = `${fps.toFixed(1)} fps`;
@@ -189,7 +183,7 @@ function countFrame() {
 // <video> has to play, which on a 2-core machine takes a quarter of the CPU the network needs
 // (bench/README.md), and the next frame is on its way while the network runs on this one.
 // Elsewhere they are read from a playing, hidden <video>.
-const grabNext = () => mirror.capture.grabFrame().catch(() => null); // null: the camera went away
+const grabNext = () => state.capture.grabFrame().catch(() => null); // null: the camera went away
 
 // The camera frame scaled to w x h and mirrored, drawn on the camera view, then read from
 // there: 3x cheaper than reading the whole frame into a tensor and resizing it there.
@@ -209,29 +203,29 @@ function steadied(frame) {
     forgetSteady();
     return frame;
   }
-  const next = StyleNet.steady(mirror.steadyFrame, frame);
+  const next = StyleNet.steady(state.steadyFrame, frame, state.settings.steady);
   forgetSteady();
-  mirror.steadyFrame = next;
+  state.steadyFrame = next;
   return next;
 }
 
 function forgetSteady() {
-  if (mirror.steadyFrame) mirror.steadyFrame.dispose();
-  mirror.steadyFrame = null;
+  if (state.steadyFrame) state.steadyFrame.dispose();
+  state.steadyFrame = null;
 }
 
 async function cameraLoop() {
-  if (mirror.loopRunning) return;
-  mirror.loopRunning = true;
-  let next = mirror.capture && grabNext();
+  if (state.loopRunning) return;
+  state.loopRunning = true;
+  let next = state.capture && grabNext();
   try {
-    while (mirror.mode === 'camera' && mirror.stream) {
-      const bitmap = mirror.capture && (await next);
-      if (mirror.capture) next = grabNext();
-      if (mirror.net && (mirror.capture ? bitmap : video.readyState >= 2)) {
+    while (state.mode === 'camera' && state.stream) {
+      const bitmap = state.capture && (await next);
+      if (state.capture) next = grabNext();
+      if (state.net && (state.capture ? bitmap : video.readyState >= 2)) {
         const [w, h] = resolution();
         const frame = grab(bitmap || video, w, h);
-        const out = stylize(steadied(frame), EDGE_PAD.camera);
+        const out = stylize(steadied(frame), edgePad('camera'));
         frame.dispose();
         if (canvas.width !== w || canvas.height !== h) [canvas.width, canvas.height] = [w, h];
         await tf.browser.toPixels(out, canvas);
@@ -242,7 +236,7 @@ async function cameraLoop() {
       await tf.nextFrame();
     }
   } finally {
-    mirror.loopRunning = false;
+    state.loopRunning = false;
     forgetSteady();
     if (next) next.then((bitmap) => bitmap && bitmap.close());
   }
@@ -253,23 +247,23 @@ async function stylizePicture(file) {
     say(`"${file ? file.name : ''}" is not a picture. ${PICTURE_HINT}`);
     return;
   }
-  if (!mirror.net) {
-    const state = document.body.dataset.state;
-    if (state === 'no-models' || state === 'error') {
-      say(state === 'no-models' ? NO_MODELS : 'The style could not be loaded: choose another one.');
+  if (!state.net) {
+    const shown = document.body.dataset.state;
+    if (shown === 'no-models' || shown === 'error') {
+      say(shown === 'no-models' ? NO_MODELS : 'The style could not be loaded: choose another one.');
       return;
     }
-    mirror.pendingPicture = file; // the page is still starting or loading the style
+    state.pendingPicture = file; // the page is still starting or loading the style
     say(`${file.name} will be stylized as soon as the style has loaded…`);
     return;
   }
-  mirror.mode = 'image';
-  mirror.picture = file;
+  state.mode = 'image';
+  state.picture = file;
   document.body.dataset.state = 'image';
   // The camera's fps means nothing for a picture: blank it until the camera runs again.
   $('fps').textContent = '– fps';
-  mirror.frameTimes = [];
-  $('camera-button').hidden = !mirror.stream;
+  state.frameTimes = [];
+  $('camera-button').hidden = !state.stream;
   say(`Stylizing ${file.name}…`);
   let bitmap;
   try {
@@ -280,13 +274,13 @@ async function stylizePicture(file) {
   }
   await tf.nextFrame(); // let the message show before the heavy work
   const pixels = tf.browser.fromPixels(bitmap);
-  const out = stylize(pixels, EDGE_PAD.image);
+  const out = stylize(pixels, edgePad('image'));
   pixels.dispose();
   [canvas.width, canvas.height] = [bitmap.width, bitmap.height];
   bitmap.close();
   await tf.browser.toPixels(out, canvas);
   out.dispose();
-  mirror.pictures += 1;
+  state.pictures += 1;
   say('');
   document.body.dataset.state = 'image-done';
 }
@@ -295,7 +289,7 @@ async function stylizePicture(file) {
 // running catches them all.
 let restyling = null;
 async function restylePicture() {
-  if (mirror.mode !== 'image' || !mirror.picture) return;
+  if (state.mode !== 'image' || !state.picture) return;
   if (restyling) {
     restyling.again = true;
     return;
@@ -304,19 +298,18 @@ async function restylePicture() {
   try {
     do {
       restyling.again = false;
-      await stylizePicture(mirror.picture);
-    } while (restyling.again && mirror.mode === 'image');
+      await stylizePicture(state.picture);
+    } while (restyling.again && state.mode === 'image');
   } finally {
     restyling = null;
   }
 }
-mirror.restylePicture = restylePicture;
 
 // --- camera ---------------------------------------------------------------------------
 
 function stopCamera() {
-  if (mirror.stream) mirror.stream.getTracks().forEach((t) => t.stop());
-  mirror.stream = null;
+  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+  state.stream = null;
 }
 
 async function startCamera(deviceId) {
@@ -326,7 +319,7 @@ async function startCamera(deviceId) {
     return false;
   }
   try {
-    mirror.stream = await navigator.mediaDevices.getUserMedia({
+    state.stream = await navigator.mediaDevices.getUserMedia({
       video: deviceId ? { deviceId: { exact: deviceId } } : { width: { ideal: 640 }, height: { ideal: 480 } },
       audio: false,
     });
@@ -343,12 +336,12 @@ async function startCamera(deviceId) {
     document.body.dataset.state = 'no-camera';
     return false;
   }
-  const track = mirror.stream.getVideoTracks()[0];
-  mirror.capture = 'ImageCapture' in window ? new ImageCapture(track) : null;
-  video.srcObject = mirror.capture ? null : mirror.stream;
-  if (!mirror.capture) await video.play();
+  const track = state.stream.getVideoTracks()[0];
+  state.capture = 'ImageCapture' in window ? new ImageCapture(track) : null;
+  video.srcObject = state.capture ? null : state.stream;
+  if (!state.capture) await video.play();
   await listCameras(track.getSettings().deviceId);
-  mirror.mode = 'camera';
+  state.mode = 'camera';
   cameraLoop();
   return true;
 }
@@ -364,13 +357,7 @@ async function listCameras(current) {
 // --- controls -------------------------------------------------------------------------
 
 function snapshot() {
-  canvas.toBlob((blob) => {
-    const a = document.createElement('a');
-    a.href = URL.createObjectURL(blob);
-    a.download = `stylemirror-${mirror.model || 'frame'}-${new Date().toISOString().replace(/[:.]/g, '-')}.png`;
-    a.click();
-    setTimeout(() => URL.revokeObjectURL(a.href), 1000);
-  }, 'image/png');
+  canvas.toBlob((blob) => download(blob, state.model || 'frame', 'png'), 'image/png');
 }
 
 function toggleView() {
@@ -387,10 +374,11 @@ function wireControls() {
   $('camera-select').addEventListener('change', (e) => startCamera(e.target.value));
   $('view-toggle').addEventListener('click', toggleView);
   $('snapshot').addEventListener('click', snapshot);
+  wireRecording();
   $('image-input').addEventListener('change', (e) => stylizePicture(e.target.files[0]));
   $('camera-button').addEventListener('click', () => {
     $('camera-button').hidden = true;
-    mirror.mode = 'camera';
+    state.mode = 'camera';
     document.body.dataset.state = 'ready';
     cameraLoop();
   });
@@ -410,33 +398,33 @@ async function main() {
   const size = params.get('size');
   if (size && [...$('resolution-select').options].some((o) => o.value === size)) $('resolution-select').value = size;
   try {
-    mirror.backend = await pickBackend();
+    state.backend = await pickBackend();
   } catch (e) {
     say(e.message);
     document.body.dataset.state = 'error';
     return;
   }
-  $('backend').textContent = mirror.threads > 1 ? `${mirror.backend} (${mirror.threads} threads)` : mirror.backend;
+  $('backend').textContent = state.threads > 1 ? `${state.backend} (${state.threads} threads)` : state.backend;
   try {
-    mirror.models = await loadIndex();
+    ({ models: state.models, settings: state.settings } = await loadIndex());
   } catch (e) {
     say(`The model list could not be loaded (${e.message}). Is \`stylemirror mirror\` still running?`);
     document.body.dataset.state = 'error';
     return;
   }
-  $('model-select').replaceChildren(...mirror.models.map((m) => new Option(m.label || m.name, m.name)));
-  if (mirror.models.some((m) => m.watch)) Watch.keepLabels();
-  if (!mirror.models.length) {
+  $('model-select').replaceChildren(...state.models.map((m) => new Option(m.label || m.name, m.name)));
+  if (state.models.some((m) => m.watch)) Watch.keepLabels();
+  if (!state.models.length) {
     say(NO_MODELS);
     document.body.dataset.state = 'no-models';
     return;
   }
   const wanted = params.get('model');
-  const known = mirror.models.some((m) => m.name === wanted);
-  const loaded = await useModel(known ? wanted : mirror.models[0].name);
+  const known = state.models.some((m) => m.name === wanted);
+  const loaded = await useModel(known ? wanted : state.models[0].name);
   if (wanted && !known) {
-    say(`There is no style named "${wanted}"; showing "${mirror.models[0].name}" instead. ` +
-        `Available: ${mirror.models.map((m) => m.name).join(', ')}.`);
+    say(`There is no style named "${wanted}"; showing "${state.models[0].name}" instead. ` +
+        `Available: ${state.models.map((m) => m.name).join(', ')}.`);
   }
   if (loaded && params.get('camera') !== 'off') await startCamera();
 }

@@ -4,8 +4,9 @@ Models are found in the folders given with --models, in the user cache (pulled s
 in ./models: a training run's --model-dir (its `model.safetensors`, the mirror's own format:
 one file, any architecture), a stylemirror `.safetensors` file, or an ml5 folder (a
 `manifest.json` beside its variables). Each is served under /models/; /models/index.json lists
-them and is rebuilt on every request, so a model trained while the mirror runs shows up on
-the next page load. Training runs given with --watch come first in it (watch.py)."""
+them, with SETTINGS (the values the page computes with), and is rebuilt on every request, so a
+model trained while the mirror runs shows up on the next page load. Training runs given with
+--watch come first in it (watch.py)."""
 
 import json
 import re
@@ -21,11 +22,21 @@ from safetensors import SafetensorError, safe_open
 from . import formats, registry, server
 from . import watch as watching
 from .errors import UserError
+from .stylize import Options, Steadier, edge_padding
 
 # The page is package data: src/stylemirror/web links to web/ in a checkout (and an editable
 # install); a wheel holds copies of the files it needs (pyproject.toml's package-data).
 WEB = Path(resources.files(__package__) / "web")
 NEEDED = ("index.html", "vendor/ml5.min.js", "node_modules/@tensorflow/tfjs/dist/tf.min.js")
+
+# What the page must compute as `stylemirror stylize` does, taken from where Python keeps it
+# (index.json hands it over): pictures' edge pad, the size the padded picture is rounded up to
+# a multiple of (edge_padding's, read off a 1-pixel picture), and the steadier's levels.
+SETTINGS = {
+    "edge_pad": Options.edge_pad,
+    "pad_multiple": 1 + edge_padding(1, 1, 0)[1],
+    "steady": {"follow": Steadier.FOLLOW, "quiet": Steadier.QUIET, "loud": Steadier.LOUD},
+}
 
 
 def model_candidates(folder: Path):
@@ -140,7 +151,7 @@ class Mirror:
                 url, fmt, arch = f"models/{name}/", "ml5", "standard"
             self.mounts["/" + url.rstrip("/")] = model
             entries.append({**entry, "format": fmt, "arch": arch, "size": model_size(model), "url": url})
-        return "application/json", json.dumps({"models": entries}).encode()
+        return "application/json", json.dumps({"models": entries, "settings": SETTINGS}).encode()
 
     def serve(self, host="127.0.0.1", port=8000):
         missing = [f for f in NEEDED if not (self.web / f).is_file()]

@@ -1,0 +1,23 @@
+// Everything the page knows, in one place: the modules share it through this object, never
+// through globals (tests read it as window.mirror).
+
+export const state = {
+  settings: null, // what the page computes as Python does (index.json's "settings": mirror.py)
+  backend: null,
+  threads: null, // wasm's threads
+  net: null,
+  model: null,
+  models: [],
+  stream: null,
+  capture: null, // ImageCapture of the camera's track, where the browser has it
+  mode: 'camera', // or 'image'
+  pendingPicture: null, // a picture chosen while the style was loading: stylized once it is ready
+  picture: null, // the picture on show in picture mode: stylized again when the style or blend changes
+  pictures: 0, // pictures stylized so far
+  frames: 0,
+  frameTimes: [],
+  loopRunning: false,
+  watch: null, // a training run's network on show: {step, loaded_at (ms since 1970)} (watch.js)
+  blend: null, // a multi-style model's weights in use, {style: weight} (blend.js)
+  steadyFrame: null, // the camera's last frame with its noise steadied (stylenet.steady), kept for the next
+};
