@@ -17,9 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stylemirror import formats, network
+from stylemirror import network, registry
 from stylemirror.metrics import edge_score, flat_wall
-from stylemirror.stylize import Options, Stylizer, reflect_pad
+from stylemirror.padding import reflect_pad
+from stylemirror.stylize import Options, Stylizer
 
 ML5_MODELS = Path(__file__).resolve().parents[2] / "shared" / "ml5-models"
 SIZE = (320, 240)
@@ -83,7 +84,7 @@ VARIANTS = {
 def main(extra_models, published=True):
     models = {name: ML5_MODELS / name for name in ("wave", "udnie", "la_muse") if published}
     models.update({Path(m).stem: Path(m) for m in extra_models})
-    stylizers = {name: Stylizer(formats.load_model(path), options=Options(edge_pad=0)) for name, path in models.items()}
+    stylizers = {name: Stylizer(registry.open_model(path), options=Options(edge_pad=0)) for name, path in models.items()}
     w, h = SIZE
     walls = torch.from_numpy(np.stack([flat_wall(w, h, seed) for seed in range(WALLS)])).permute(0, 3, 1, 2).float()
     header = ["padding"] + list(models) + [f"work {w}x{h}" for w, h in WORK_SIZES]

@@ -12,7 +12,8 @@ from PIL import Image
 from conftest import ML5_MODEL_NAMES, ml5_model, photo, random_net
 from stylemirror import formats
 from stylemirror.metrics import EDGE_BAND, edge_score, flat_wall
-from stylemirror.stylize import Options, Stylizer, reflect_pad
+from stylemirror.padding import reflect_pad
+from stylemirror.stylize import Options, Stylizer
 from test_mirror import canvas_pixels, mirror_url, models, open_page  # noqa: F401 (fixtures)
 
 WALLS = 8  # walls of different noise scored together: their texture averages out (metrics.edge_score)
@@ -97,7 +98,7 @@ def test_the_stylized_picture_does_not_move_at_any_size(h, w):
 
 @pytest.mark.parametrize("model", ML5_MODEL_NAMES)
 def test_published_styles_paint_no_frame_by_default(model):
-    net = formats.load_model(ml5_model(model))
+    net = formats.read_model(ml5_model(model))
     clean = edge_score(Stylizer(net).frames(walls()))
     framed_before = edge_score(Stylizer(net, options=Options(edge_pad=0)).frames(walls()))
     assert clean <= TARGET < 20 < framed_before, (clean, framed_before)
@@ -122,7 +123,7 @@ def test_edge_pad_0_gives_the_network_as_ml5_runs_it(tmp_path):
     formats.write_ml5(random_net(seed=2), tmp_path / "m")
     result = cli("stylize", tmp_path / "in.png", "--model", tmp_path / "m", "-o", tmp_path / "off.png", "--edge-pad", "0")
     assert result.returncode == 0, result.stderr
-    net = formats.load_model(tmp_path / "m")
+    net = formats.read_model(tmp_path / "m")
     with torch.no_grad():
         plain = net(torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)[None].float())
     plain = plain.round().clamp(0, 255)[0].permute(1, 2, 0).numpy()
@@ -162,7 +163,7 @@ def test_page_pads_like_stylize(browser, mirror_url, models, tmp_path):
         page.wait_for_function("document.body.dataset.state === 'image-done'", timeout=90000)
         pixels = canvas_pixels(page, "output")
         options = Options() if pad is None else Options(edge_pad=pad)
-        ours = np.asarray(Stylizer(formats.load_model(models / "ours"), options=options).picture(picture))
+        ours = np.asarray(Stylizer(formats.read_model(models / "ours"), options=options).picture(picture))
         assert pixels.shape == ours.shape
         assert np.abs(pixels.astype(int) - ours.astype(int)).max() <= 2, (size, pad)
         assert not page.errors

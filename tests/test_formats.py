@@ -21,7 +21,7 @@ def test_ml5_safetensors_ml5_is_bit_exact(tmp_path):
     src = ml5_model("wave")
     net = formats.read_ml5(src)
     formats.save_safetensors(net, tmp_path / "wave.safetensors")
-    formats.write_ml5(formats.load_model(tmp_path / "wave.safetensors"), tmp_path / "again")
+    formats.write_ml5(formats.read_model(tmp_path / "wave.safetensors"), tmp_path / "again")
     original, again = files_of(src), files_of(tmp_path / "again")
     for name, data in original.items():
         if name.startswith("Variable"):
@@ -32,7 +32,7 @@ def test_ml5_safetensors_ml5_is_bit_exact(tmp_path):
 def test_onnx_matches_torch_on_any_size(tmp_path):
     net = random_net(seed=5)
     formats.write_ml5(net, tmp_path / "m")
-    formats.export_onnx(formats.load_model(tmp_path / "m"), tmp_path / "m.onnx")
+    formats.export_onnx(formats.read_model(tmp_path / "m"), tmp_path / "m.onnx")
     session = ort.InferenceSession(str(tmp_path / "m.onnx"))
     for shape in [(1, 3, 48, 64), (2, 3, 37, 29), (1, 3, 5, 3)]:
         x = torch.rand(*shape) * 255
@@ -52,7 +52,7 @@ def test_safetensors_carries_metadata_and_loads(tmp_path):
         assert f.metadata()["style"] == "udnie.jpg"
         assert f.metadata()["decoder"] == "deconv4"  # the resize decoder, stored as the transposed conv it is
         assert f.metadata()["encoder"] == "conv5"  # the blur encoder, stored as the 5x5 conv it is
-    loaded = formats.load_model(tmp_path / "m.safetensors")
+    loaded = formats.read_model(tmp_path / "m.safetensors")
     for (k, a), b in zip(net.plain().state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), k
 
@@ -66,7 +66,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     path.write_bytes(pickle.dumps({"conv1.conv.weight": Exploit()}))
     with pytest.raises(UserError, match="evil.pt: refused"):
-        formats.load_model(path)
+        formats.read_model(path)
     import os
     assert not os.path.exists("/tmp/stylemirror-pwned")
 
@@ -78,7 +78,7 @@ def test_plain_state_dict_pt_loads(tmp_path, decoder, encoder):
     the same function (a "blur" encoder's 3x3 weights read as "conv3": formats.py says so)."""
     net = random_net(seed=2, decoder=decoder, encoder=encoder)
     torch.save(net.state_dict(), tmp_path / "m.pt")
-    loaded = formats.load_model(tmp_path / "m.pt")
+    loaded = formats.read_model(tmp_path / "m.pt")
     assert (loaded.decoder, loaded.encoder) == (decoder, encoder)
     x = torch.rand(1, 3, 21, 30) * 255
     with torch.no_grad():
@@ -96,9 +96,9 @@ def test_every_decoder_round_trips_through_ml5_and_safetensors(tmp_path, decoder
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["Variable_39"]["shape"] == [kernel, kernel, 64, 128]
     assert manifest["Variable_3"]["shape"] == [down, down, 32, 64] and manifest["Variable_6"]["shape"][0] == down
-    loaded = formats.load_model(tmp_path / "a")
+    loaded = formats.read_model(tmp_path / "a")
     formats.save_safetensors(loaded, tmp_path / "a.safetensors")
-    formats.write_ml5(formats.load_model(tmp_path / "a.safetensors"), tmp_path / "b")
+    formats.write_ml5(formats.read_model(tmp_path / "a.safetensors"), tmp_path / "b")
     assert files_of(tmp_path / "a") == files_of(tmp_path / "b")
     x = torch.rand(2, 3, 37, 29) * 255
     with torch.no_grad():
@@ -195,7 +195,7 @@ def test_cli_export_chain_ml5_safetensors_ml5_onnx(tmp_path):
 def test_lite_network_round_trips_through_safetensors_and_onnx(tmp_path):
     net = random_net(seed=3, arch="lite")
     formats.save_safetensors(net, tmp_path / "lite.safetensors")
-    loaded = formats.load_model(tmp_path / "lite.safetensors")
+    loaded = formats.read_model(tmp_path / "lite.safetensors")
     assert loaded.arch == "lite" and (loaded.widths, loaded.blocks) == ((16, 32, 64), 3)
     x = torch.rand(1, 3, 37, 29) * 255
     with torch.no_grad():

@@ -34,7 +34,7 @@ def test_the_cloud_job_trains_leaves_models_and_a_rerun_resumes(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     assert "starting a fresh run: 4 pictures" in first.stdout
     models = tmp_path / "out" / "wave"
-    assert formats.load_model(models / "model.safetensors") is not None and (models / "ml5" / "manifest.json").exists()
+    assert formats.read_model(models / "model.safetensors") is not None and (models / "ml5" / "manifest.json").exists()
     assert (tmp_path / "out" / "checkpoints" / "wave" / "ckpt_00000002.pt").exists()
     shutil.rmtree(models)
     again = subprocess.run(["sh", str(SCRIPT), *flags[:-4], "--max-steps", "3", *flags[-4:]],

@@ -87,7 +87,7 @@ def test_picture_mode_matches_stylize(browser, mirror_url, models, tmp_path, mod
     page.wait_for_function("document.body.dataset.state === 'image-done'", timeout=90000)
     pixels = canvas_pixels(page, "output")
     assert page.evaluate("[document.getElementById('output').width, document.getElementById('output').height]") == [61, 45]
-    ours = np.asarray(Stylizer(formats.load_model(models / MODEL_PATHS[model])).picture(picture))
+    ours = np.asarray(Stylizer(formats.read_model(models / MODEL_PATHS[model])).picture(picture))
     diff = np.abs(pixels.astype(int) - ours.astype(int))
     assert diff.max() <= 3, f"max difference {diff.max()} levels"
     assert ours.std() > 5 and not page.errors

@@ -63,7 +63,7 @@ def test_stylize_matches_ml5(browser, static_server, tmp_path, model, size):
     picture = photo(size)
     ml5_pixels = run_ml5(browser, static_server, tmp_path, model_dir, picture)
 
-    ours = np.asarray(Stylizer(formats.load_model(model_dir), options=Options(edge_pad=0)).picture(picture))
+    ours = np.asarray(Stylizer(formats.read_model(model_dir), options=Options(edge_pad=0)).picture(picture))
     w, h = size
     assert ours.shape == (h, w, 3)
     # ml5 rounds odd sizes up to a multiple of 4; its top-left part is the picture.

@@ -59,6 +59,20 @@ def test_selection_is_the_styles_own_and_a_blend_lies_between():
         net(x)
 
 
+def test_each_style_is_its_name_and_its_selection():
+    net = multi_net()
+    x = torch.from_numpy(np.array(photo((48, 40)))).permute(2, 0, 1)[None].float()
+    styles = list(net.each_style())
+    assert [name for name, _ in styles] == list(NAMES)
+    with torch.no_grad():
+        for i, (_, single) in enumerate(styles):
+            assert single.styles == 1 and torch.equal(single(x), net(x, one_hot(i)))
+    unnamed = TransformNet(styles=2)
+    assert [name for name, _ in unnamed.each_style()] == ["style1", "style2"] == unnamed.style_names
+    solo = TransformNet()
+    assert list(solo.each_style()) == [("", solo)]
+
+
 def test_style_weights_parse_and_refuse():
     names = list(NAMES)
     assert style_weights("brick", names) == [0, 1, 0]
@@ -92,7 +106,7 @@ def test_safetensors_records_the_styles_and_loads_them(tmp_path):
     formats.save_safetensors(net, tmp_path / "m.safetensors")
     meta = formats.stylemirror_metadata(tmp_path / "m.safetensors")
     assert [r["name"] for r in json.loads(meta["styles"])] == list(NAMES)
-    loaded = formats.load_model(tmp_path / "m.safetensors")
+    loaded = formats.read_model(tmp_path / "m.safetensors")
     assert loaded.styles == 3 and loaded.style_names == list(NAMES)
     x = torch.rand(1, 3, 36, 28) * 255
     with torch.no_grad():
@@ -206,9 +220,9 @@ def test_training_cycles_the_styles_and_writes_every_format(workdir, styles, tmp
     meta = formats.stylemirror_metadata(model / "model.safetensors")
     assert json.loads(meta["styles"]) == [{"name": p.stem, "sha256": sha256(p)} for p in styles]
     assert sorted(p.name for p in (model / "ml5").iterdir()) == ["brick", "grass"]
-    net = formats.load_model(model / "model.safetensors")
+    net = formats.read_model(model / "model.safetensors")
     for i, name in enumerate(["brick", "grass"]):
-        alone = formats.load_model(model / "ml5" / name)
+        alone = formats.read_model(model / "ml5" / name)
         assert all((a - b).abs().max() < 1e-4 for a, b in zip(alone.state_dict().values(),
                                                              net.select(one_hot(i, 2)).plain().state_dict().values()))
     import onnxruntime
@@ -288,7 +302,7 @@ def test_damaged_style_names_are_refused_on_loading_and_tolerated_in_the_list(tm
         tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
     save_file(tensors, tmp_path / "trio.safetensors", metadata={**meta, "styles": styles})
     with pytest.raises(UserError, match='"styles" metadata is damaged'):
-        formats.load_model(tmp_path / "trio.safetensors")
+        formats.read_model(tmp_path / "trio.safetensors")
     entries = json.loads(mirror.Mirror([tmp_path]).index()[1])["models"]
     assert [e["name"] for e in entries] == ["trio"] and "label" not in entries[0]
 
@@ -376,7 +390,7 @@ def test_a_picture_on_show_follows_the_blend_and_the_model(still_camera, duo_url
     brick = stylized(2, lambda: page.click("#styles-panel button[data-index='1']"))
     assert np.abs(brick - python(net.select([0.0, 1.0]))).max() <= 3 and np.abs(brick - udnie).mean() > 10
     solo = stylized(3, lambda: page.select_option("#model-select", "solo"))
-    assert np.abs(solo - python(formats.load_model(tmp_path / "models" / "solo.safetensors"))).max() <= 3
+    assert np.abs(solo - python(formats.read_model(tmp_path / "models" / "solo.safetensors"))).max() <= 3
     assert not page.errors
     page.close()
 
@@ -400,7 +414,7 @@ def test_bench_quality_styles_runs_at_tiny_settings(workdir, tmp_path):  # noqa:
     assert result["worst_ratio"] == max(r["ratio"] for r in result["styles"].values())
     # Top row: the photo, each style, the blend; bottom row: the photo and each single-style network.
     assert Image.open(tmp_path / "out" / "quality-styles.png").size == (64 * 4, 48 * 2)
-    assert formats.load_model(tmp_path / "out" / "quality-styles.safetensors").style_names == ["brick", "style"]
+    assert formats.read_model(tmp_path / "out" / "quality-styles.safetensors").style_names == ["brick", "style"]
     assert json.loads((tmp_path / "out" / "quality-styles.json").read_text())["blend"] == {"brick": 0.5, "style": 0.5}
     with pytest.raises(UserError, match="not a picture, an ml5 model"):
         style_picture("no-such-style", tmp_path, SHARED)

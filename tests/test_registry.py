@@ -24,10 +24,10 @@ def model_host(tmp_path, monkeypatch):
 
 def test_pull_then_load_by_name(model_host):
     with pytest.raises(UserError, match="not downloaded yet: run `stylemirror models pull wave`"):
-        formats.load_model("wave")
+        registry.open_model("wave")
     dest = registry.pull("wave")
     assert dest == registry.cache_dir() / "models" / "wave"
-    loaded = formats.load_model("wave")
+    loaded = registry.open_model("wave")
     assert torch.equal(loaded.conv4.conv.weight, random_net(seed=11).conv4.conv.weight)
     assert registry.pulled() == ["wave"]
 

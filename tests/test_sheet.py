@@ -41,9 +41,9 @@ def test_sheet_shows_every_style_with_its_label(models, tmp_path):
     picture = np.asarray(Image.open(tmp_path / "sheet.png").convert("RGB")).astype(int)
     count = 5  # the original, alpha, duo's two styles, solo
     assert picture.shape[:2] == sheet.sheet_size(count, SIZE)[::-1]
-    duo = formats.load_model(models / "duo.safetensors")
-    nets = [formats.load_model(models / "alpha"), duo.select([1.0, 0.0]), duo.select([0.0, 1.0]),
-            formats.load_model(models / "solo.safetensors")]
+    duo = formats.read_model(models / "duo.safetensors")
+    nets = [formats.read_model(models / "alpha"), duo.select([1.0, 0.0]), duo.select([0.0, 1.0]),
+            formats.read_model(models / "solo.safetensors")]
     expected = [np.asarray(photo(SIZE))] + [np.asarray(Stylizer(n, options=Options()).picture(photo(SIZE))) for n in nets]
     boxes = sheet.tile_boxes(count, SIZE)
     for (left, top, right, bottom), want in zip(boxes, expected):

@@ -20,7 +20,7 @@ def test_half_precision_is_only_for_the_gpu_torch_engine():
 def test_fp16_frames_are_within_two_levels_of_fp32(edge_pad):
     wave = SHARED / "ml5-models" / "wave"
     if (wave / "manifest.json").exists():
-        net = formats.load_model(wave)
+        net = formats.read_model(wave)
     else:
         torch.manual_seed(0)
         net = TransformNet.named("standard")

@@ -9,7 +9,8 @@ import torch
 from conftest import ml5_model, photo, random_net
 from stylemirror import tiling
 from stylemirror.formats import read_ml5
-from stylemirror.stylize import Options, Stylizer, picture_tensor
+from stylemirror.images import picture_tensor
+from stylemirror.stylize import Options, Stylizer
 
 
 def tile_borders(plan) -> tuple[list[int], list[int]]:

@@ -78,14 +78,14 @@ def test_training_writes_everything_and_the_loss_falls(workdir, tmp_path, browse
     models = tmp_path / "models"
     info = json.loads((models / "model.json").read_text())
     assert info["steps"] == 24 and info["style_weight"] == 1000 and info["date"]
-    a, b = formats.load_model(models / "ml5"), formats.load_model(models / "model.safetensors")
+    a, b = formats.read_model(models / "ml5"), formats.read_model(models / "model.safetensors")
     assert all((x == y).all() for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert (models / "model.onnx").stat().st_size > 1e6
     assert log[-1]["unreadable"] == 1
     # The ml5 export of the trained model runs in real ml5.js and matches `stylemirror stylize`.
     picture = photo((48, 36))
     ml5_pixels = run_ml5(browser, static_server, tmp_path, models / "ml5", picture)[:36, :48]
-    ours = np.asarray(Stylizer(formats.load_model(models / "ml5"), options=Options(edge_pad=0)).picture(picture))
+    ours = np.asarray(Stylizer(formats.read_model(models / "ml5"), options=Options(edge_pad=0)).picture(picture))
     assert np.abs(ml5_pixels.astype(int) - ours.astype(int)).max() <= 2
 
 
@@ -107,7 +107,7 @@ def test_compiled_training_runs_and_saves_plain_weights(workdir, tmp_path):
     import torch
     state = torch.load(ckpt / "ckpt_00000003.pt", weights_only=True)
     assert not any(k.startswith("_orig_mod") for k in state["model"])  # loadable without torch.compile
-    formats.load_model(ckpt / "model" / "model.safetensors")
+    formats.read_model(ckpt / "model" / "model.safetensors")
 
 
 def test_checkpoints_and_resuming_leave_the_run_as_trained_straight_through(workdir, tmp_path):
@@ -122,7 +122,7 @@ def test_checkpoints_and_resuming_leave_the_run_as_trained_straight_through(work
             result = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--test", workdir / "test.png",
                                              "--test-dir", tmp_path / f"{name}-previews", *extra))
             assert result.returncode == 0, result.stderr[-2000:]
-        return formats.load_model(ckpt / "model" / "model.safetensors").state_dict()
+        return formats.read_model(ckpt / "model" / "model.safetensors").state_dict()
 
     straight = weights("straight", ["--max-steps", "4"])
     for other in (weights("every-step", ["--max-steps", "4", "--checkpoint-iterations", "1"]),
@@ -231,7 +231,7 @@ def test_lite_network_trains_and_exports_what_can_run_it(workdir, tmp_path):
     model = ckpt / "model"
     assert sorted(p.name for p in model.iterdir()) == ["model.json", "model.onnx", "model.safetensors"]
     assert json.loads((model / "model.json").read_text())["arch"] == "lite"
-    assert formats.load_model(model / "model.safetensors").arch == "lite"
+    assert formats.read_model(model / "model.safetensors").arch == "lite"
 
 
 @pytest.fixture(scope="module")

@@ -124,7 +124,7 @@ def test_export_replaces_its_own_exports_and_force_anything(user):
     for fmt, out in (("ml5", "m"), ("onnx", "m.onnx"), ("safetensors", "m.safetensors")):
         for _ in range(2):  # the second replaces the first
             assert stylemirror("export", user / "model", "--format", fmt, "-o", user / out)[0] == 0
-    assert formats.load_model(user / "m").state_dict().keys() == NET.state_dict().keys()
+    assert formats.read_model(user / "m").state_dict().keys() == NET.state_dict().keys()
     assert stylemirror("export", user / "model", "--format", "ml5", "-o", user / "thesis", "--force")[0] == 0
     assert sorted(p.name for p in (user / "thesis").iterdir())[:2] == ["Variable", "Variable_1"]
     assert stylemirror("export", user / "model", "--format", "ml5", "-o", user / "photo.jpg", "--force")[0] == 0
@@ -164,7 +164,7 @@ def test_stylize_takes_a_training_model_dir(user):
     formats.export_onnx(random_net(seed=1, arch="lite"), run_dir / "model.onnx")
     code, _, err = stylemirror("stylize", "--model", run_dir, user / "photo.jpg", "-o", user / "o.png")
     assert code == 0, err
-    direct = Stylizer(formats.load_model(run_dir / "model.safetensors")).picture(Image.open(user / "photo.jpg"))
+    direct = Stylizer(formats.read_model(run_dir / "model.safetensors")).picture(Image.open(user / "photo.jpg"))
     assert np.array_equal(np.asarray(Image.open(user / "o.png")), np.asarray(direct))
 
 

@@ -49,14 +49,14 @@ def test_training_writes_the_live_network_at_every_checkpoint(workdir, tmp_path)
     assert set(status["losses"]) == {"content", "style", "tv", "grid", "stability", "total"}  # both terms are on by default
     # The newest network and the one named before it; no temporary files.
     assert live_files(ckpt) == ["live.json", "step_00000006.safetensors", "step_00000007.safetensors"]
-    final = formats.load_model(ckpt / "model" / "model.safetensors").state_dict()
-    last = formats.load_model(ckpt / "live" / "step_00000007.safetensors").state_dict()
+    final = formats.read_model(ckpt / "model" / "model.safetensors").state_dict()
+    last = formats.read_model(ckpt / "live" / "step_00000007.safetensors").state_dict()
     assert all(torch.equal(final[k], last[k]) for k in final)
     # Step 6's file is step 6's network (the checkpoint's weights, in the files' layout).
     net = TransformNet.named("standard", "resize")
     net.load_state_dict(torch.load(ckpt / "ckpt_00000006.pt", weights_only=True)["model"])
     expected = net.plain().state_dict()
-    at_6 = formats.load_model(ckpt / "live" / "step_00000006.safetensors").state_dict()
+    at_6 = formats.read_model(ckpt / "live" / "step_00000006.safetensors").state_dict()
     assert all(torch.equal(expected[k], at_6[k]) for k in expected)
     assert not all(torch.equal(at_6[k], last[k]) for k in last)
 

@@ -246,7 +246,7 @@ def test_installed_mirror_stylizes_camera_frames(installed_mirror, models, playw
         # A camera frame, and beside it that frame stylized with the model as `stylize` does it
         # with the same edge padding.
         assert frames["camera-view"].std() > 10 and frames["output"].std() > 10
-        ours = Stylizer(formats.load_model(models / "ours"), options=Options(edge_pad=32)).picture(
+        ours = Stylizer(formats.read_model(models / "ours"), options=Options(edge_pad=32)).picture(
             Image.fromarray(frames["camera-view"].astype(np.uint8)))
         diff = np.abs(frames["output"] - np.asarray(ours).astype(int))
         assert diff.max() <= 3, f"max difference {diff.max()} levels"

@@ -257,7 +257,7 @@ def bench_flicker(models, strip=None, steady=False):
     """Flicker of each model (default: ml5's published styles in the shared folder); the
     figures of the first on the JSON's top level. `strip`: also a picture of the still clip
     through each model. `steady`: each model also with its input steadied (stylize.Steadier)."""
-    from . import formats, stylize
+    from . import registry, stylize
     from .bench.flicker import CLIP_FRAMES, FRAME_SIZE, bench_flicker
 
     if strip and Path(strip).suffix.lower() != ".png":
@@ -272,12 +272,9 @@ def bench_flicker(models, strip=None, steady=False):
         return f"{Path(m).parent.name}/{short}" if len(twins) > 1 else short
     stylizers = {}
     for m in models:
-        net = formats.load_model(m)
-        if net.styles == 1:
-            stylizers[name(m)] = stylize.Stylizer(net)
-        else:  # a multi-style model: each of its styles as a row of its own
-            for style in formats.style_names(net):
-                stylizers[f"{name(m)}:{style}"] = stylize.Stylizer(stylize.pick_style(net, style))
+        net = registry.open_model(m)
+        for style, single in net.each_style():  # a multi-style model: each of its styles as a row of its own
+            stylizers[f"{name(m)}:{style}" if net.styles > 1 else name(m)] = stylize.Stylizer(single)
     results = bench_flicker(stylizers, steady=steady)
     w, h = FRAME_SIZE
     print(f"flicker: stylized change / input change between frames, {CLIP_FRAMES}-frame clips at {w}x{h} "

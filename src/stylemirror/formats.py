@@ -1,6 +1,7 @@
 """Model files: ml5.js's folder format, safetensors (our native format, which the mirror page
-also reads: one file, any architecture), ONNX, and `load_model`, which turns whatever a user
-names as MODEL into a ready TransformNet.
+also reads: one file, any architecture), ONNX, and `read_model`, which reads a model file or
+folder of any of them into a ready TransformNet (registry.open_model resolves what a user
+names as MODEL to one).
 
 ml5's format is a folder with `manifest.json` mapping `Variable`, `Variable_1` ... `Variable_47`
 to `{"filename": ..., "shape": [...]}`, each file raw little-endian float32. Each of the 16 conv
@@ -136,19 +137,15 @@ def write_ml5(net: TransformNet, folder):
     with atomic.atomic_dir(folder) as tmp:
         if net.styles == 1:
             _write_ml5_files(net, tmp)
-        for i, name in enumerate(style_names(net) if net.styles > 1 else []):
-            _write_ml5_files(net.select(torch.eye(net.styles)[i]), tmp / name)
+        else:
+            for name, single in net.each_style():
+                _write_ml5_files(single, tmp / name)
 
 
 def is_ml5_output(folder: Path) -> bool:
     """What `write_ml5` writes: an ml5 model folder, or a folder of them (a multi-style model's)."""
     entries = list(folder.iterdir())
     return atomic.is_ml5_export(folder) or bool(entries) and all(p.is_dir() and atomic.is_ml5_export(p) for p in entries)
-
-
-def style_names(net: TransformNet) -> list[str]:
-    """A multi-style network's style names: as its file recorded them, else style1, style2 ..."""
-    return net.style_names or [f"style{i + 1}" for i in range(net.styles)]
 
 
 def save_safetensors(net: TransformNet, path, metadata: dict | None = None):
@@ -158,7 +155,7 @@ def save_safetensors(net: TransformNet, path, metadata: dict | None = None):
             "blocks": str(net.blocks), "decoder": net.decoder, "encoder": net.encoder,
             **{k: str(v) for k, v in (metadata or {}).items()}}
     if net.styles > 1:
-        records = net.style_info or [{"name": name, "sha256": None} for name in style_names(net)]
+        records = net.style_info or [{"name": name, "sha256": None} for name in net.style_names]
         meta["styles"] = json.dumps(list(records))
     with atomic.atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
@@ -286,27 +283,18 @@ def export_onnx(net: TransformNet, path):
     atomic.write_bytes(path, onnx_bytes(net))
 
 
-def load_model(spec) -> TransformNet:
-    """MODEL as users name it: an ml5 folder, a .safetensors file, a .pt/.pth state dict, or
-    the name of a published ml5 style already pulled into the cache."""
-    path = Path(spec)
+def read_model(path) -> TransformNet:
+    """The model in a file or folder: an ml5 folder (or its manifest.json), a .safetensors
+    file or a .pt/.pth state dict."""
+    path = Path(path)
     if path.is_dir():
         net = read_ml5(path)
-    elif path.is_file():
-        if path.suffix in (".safetensors", ".pt", ".pth"):
-            net = read_weights(path)
-        elif path.name == "manifest.json":
-            net = read_ml5(path.parent)
-        else:
-            raise UserError(f"{path}: unknown model file (expected an ml5 folder, .safetensors or .pt)")
+    elif not path.is_file():
+        raise UserError(f"{path}: no such model file or folder")
+    elif path.suffix in (".safetensors", ".pt", ".pth"):
+        net = read_weights(path)
+    elif path.name == "manifest.json":
+        net = read_ml5(path.parent)
     else:
-        # Here only: registry builds on this module (it reads what it downloads with read_ml5).
-        from .registry import PUBLISHED, model_dir
-
-        if str(spec) not in PUBLISHED:
-            raise UserError(f"{spec}: no such model file or folder, and not a published style ({', '.join(PUBLISHED)})")
-        cached = model_dir(str(spec))
-        if not (cached / "manifest.json").exists():
-            raise UserError(f"model '{spec}' is not downloaded yet: run `stylemirror models pull {spec}`")
-        net = read_ml5(cached)
+        raise UserError(f"{path}: unknown model file (expected an ml5 folder, .safetensors or .pt)")
     return net.eval()

@@ -1,7 +1,11 @@
 """Picture-quality measures that the benchmarks print and the tests assert on: each a plain
-function of uint8 pictures, so a test can compute it by hand."""
+function of uint8 pictures, so a test can compute it by hand; wall_edge_score puts a network
+through edge_score."""
 
 import numpy as np
+
+from .padding import EDGE_PAD
+from .stylize import Options, Stylizer
 
 
 def grid_score(picture, period: int = 4, radius: int = 3) -> float:
@@ -77,3 +81,10 @@ def flat_wall(width: int = 320, height: int = 240, seed: int = 0) -> np.ndarray:
     at the edges, so whatever differs there the network's padding painted."""
     noise = np.random.default_rng(seed).normal(0.0, 2.0, (height, width, 3))
     return np.clip(np.round(128.0 + noise), 0, 255).astype(np.uint8)
+
+
+def wall_edge_score(net, edge_pad: int = EDGE_PAD, walls: int = 8) -> float:
+    """edge_score of `walls` flat walls (flat_wall, 320x240, seeds 0, 1, ...) stylized by `net`
+    with `edge_pad`: 8 levels or less is the target."""
+    stylizer = Stylizer(net, "cpu", Options(edge_pad=edge_pad, batch_size=walls))
+    return edge_score(stylizer.frames([flat_wall(seed=seed) for seed in range(walls)]))

@@ -205,7 +205,7 @@ class TransformNet(nn.Module):
     see InstanceNorm; forward then takes a style selection)."""
 
     # The styles' records ({"name", "sha256"} each) as a multi-style model file holds them:
-    # formats.py reads and writes them.
+    # formats.py reads and writes them, and every file written of the network carries them.
     style_info: tuple = ()
 
     @classmethod
@@ -239,7 +239,20 @@ class TransformNet(nn.Module):
 
     @property
     def style_names(self) -> list[str]:
-        return [s["name"] for s in self.style_info]
+        """Each style's name, as style_info records it; unrecorded: style1, style2 ... ("" for
+        a single style)."""
+        if self.style_info:
+            return [s["name"] for s in self.style_info]
+        return [""] if self.styles == 1 else [f"style{i + 1}" for i in range(self.styles)]
+
+    def each_style(self):
+        """(name, single-style network) for each style it holds, in order (select); a
+        single-style network yields itself."""
+        if self.styles == 1:
+            yield self.style_names[0], self
+            return
+        for name, one_hot in zip(self.style_names, torch.eye(self.styles)):
+            yield name, self.select(one_hot)
 
     def select(self, style) -> "TransformNet":
         """The single-style network of a style selection (weights over the styles: one-hot for

@@ -1,4 +1,6 @@
-"""Published ml5 style models and the user cache they are pulled into.
+"""What a user names as MODEL, resolved and opened (`open_model`: a model file or folder, a
+training --model-dir, or a published ml5 style), and the user cache the published styles are
+pulled into.
 
 The cache is `$STYLEMIRROR_CACHE`, else `$XDG_CACHE_HOME/stylemirror`, else
 `~/.cache/stylemirror`. The download source can be pointed elsewhere (a mirror, a test
@@ -10,9 +12,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
-from . import atomic
+from . import atomic, formats
 from .errors import UserError
 
 # The styles ml5.js published in ml5-data-and-models (MIT licence).
@@ -43,8 +46,6 @@ def _fetch(url: str) -> bytes:
 def pull(name: str, force: bool = False) -> Path:
     """Download a published style into the cache (atomically: an interrupted download
     leaves nothing behind) and check that it loads."""
-    from .formats import read_ml5
-
     if name not in PUBLISHED:
         raise UserError(f"unknown style '{name}'; published styles: {', '.join(PUBLISHED)}")
     dest = model_dir(name)
@@ -62,7 +63,7 @@ def pull(name: str, force: bool = False) -> Path:
             if "/" in filename or filename.startswith("."):
                 raise UserError(f"{base}/{name}/manifest.json: bad filename {filename!r}")
             (tmp / filename).write_bytes(_fetch(f"{base}/{name}/{filename}"))
-        read_ml5(tmp)  # validate before it takes the cache's place
+        formats.read_ml5(tmp)  # validate before it takes the cache's place
     return dest
 
 
@@ -74,9 +75,7 @@ def model_in_folder(folder: Path) -> Path | None:
     """The model a folder holds: a training --model-dir's `model.safetensors` (preferred to
     its ml5/ copy: one file instead of 49, any architecture), or an ml5 folder (the folder
     itself or its ml5/)."""
-    from .formats import stylemirror_metadata
-
-    if stylemirror_metadata(folder / "model.safetensors"):
+    if formats.stylemirror_metadata(folder / "model.safetensors"):
         return folder / "model.safetensors"
     for manifest in (folder / "manifest.json", folder / "ml5" / "manifest.json"):
         if manifest.is_file():
@@ -84,21 +83,28 @@ def model_in_folder(folder: Path) -> Path | None:
     return None
 
 
+def published_model(name: str) -> Path:
+    """The cached folder of the published style `name`, which must be pulled already."""
+    if name not in PUBLISHED:
+        raise UserError(f"{name}: no such model file or folder, and not a published style ({', '.join(PUBLISHED)})")
+    cached = model_dir(name)
+    if not (cached / "manifest.json").exists():
+        raise UserError(f"model '{name}' is not downloaded yet: run `stylemirror models pull {name}`")
+    return cached
+
+
 def open_model(spec):
-    """MODEL as users name it (see formats.load_model; also a training --model-dir), loaded
-    and checked: weights that hold NaN or infinity (a diverged training) are refused, as they
-    would only paint black."""
-    import torch
-
-    from .formats import load_model
-
+    """MODEL as users name it: an ml5 folder, a .safetensors file, a .pt/.pth state dict, a
+    training --model-dir, or the name of a published style already pulled into the cache;
+    loaded and checked: weights that hold NaN or infinity (a diverged training) are refused,
+    as they would only paint black."""
     path = Path(spec)
     if path.suffix.lower() == ".onnx":
         raise UserError(f"{spec}: ONNX is an export format only; stylemirror reads models from ml5 folders, "
                         ".safetensors and .pt files (a training --model-dir holds model.safetensors beside model.onnx)")
     if path.is_dir():
         path = model_in_folder(path) or path
-    net = load_model(path if path.exists() else spec)
+    net = formats.read_model(path if path.exists() else published_model(str(spec)))
     for name, value in net.state_dict().items():
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise UserError(f"{path}: {name} holds NaN or infinite values (a diverged training?); "

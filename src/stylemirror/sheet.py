@@ -6,7 +6,6 @@ import math
 import sys
 from pathlib import Path
 
-import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
@@ -22,7 +21,7 @@ def entries(folders) -> list[tuple[str, object]]:
     """(label, network) for every style of every model the mirror lists in `folders` (a
     multi-style model's styles labelled "MODEL: STYLE"). A model that cannot stylize (damaged,
     NaN weights) is left out with a note, as the mirror leaves it out."""
-    from . import formats, mirror, registry
+    from . import mirror, registry
 
     found = []
     for name, model in mirror.find_models(folders).items():
@@ -31,10 +30,8 @@ def entries(folders) -> list[tuple[str, object]]:
         except UserError as e:
             tqdm.write(f"stylemirror: leaving out {name}: {e}", file=sys.stderr)
             continue
-        if net.styles == 1:
-            found.append((name, net))
-        for i, style in enumerate(formats.style_names(net) if net.styles > 1 else []):
-            found.append((f"{name}: {style}", net.select(torch.eye(net.styles)[i]).eval()))
+        for style, single in net.each_style():
+            found.append((f"{name}: {style}" if net.styles > 1 else name, single.eval()))
     return found
 
 
@@ -70,7 +67,8 @@ def fitted(draw, text: str, font, width: int) -> str:
 def make_sheet(photo_path, out, folders, tile: int = TILE) -> list[str]:
     """Write the sheet of `photo_path` through the models in `folders` to `out`; return the
     tiles' labels in order (the original's first)."""
-    from .stylize import Options, Stylizer, open_picture, save_picture
+    from .images import open_picture, save_picture
+    from .stylize import Options, Stylizer
 
     if Path(out).suffix.lower() not in Image.registered_extensions():
         raise UserError(f"-o {out}: unknown picture format (use .png or .jpg)")

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from .network import EPS, InstanceNorm
+from .padding import edge_padding, reflect_pad
 
 # The largest tile (halo included), in pixels. Eager fp32 inference holds about 0.5 KB a pixel
 # at its peak in the standard network (measured at 1024x1024), so a tile costs ~0.3 GB. The
@@ -253,13 +254,11 @@ def apply_stats(net, x, plan, stats, out, edge_pad, finish):
 
 
 class Padded:
-    """x (1, 3, H, W) as Stylizer pads it (stylize.edge_padding: `pad` on every side), read one
+    """x (1, 3, H, W) as Stylizer pads it (padding.edge_padding: `pad` on every side), read one
     tile at a time as float, so that neither the padded picture nor a float copy of x is ever
     held whole."""
 
     def __init__(self, x, pad: int):
-        from .stylize import edge_padding, reflect_pad  # the same padding as the untiled path
-
         self.x = x
         h, w = x.shape[-2:]
         top, bottom, left, right = edge_padding(h, w, pad) if pad else (0, 0, 0, 0)

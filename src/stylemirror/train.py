@@ -119,7 +119,7 @@ def style_record(path) -> dict:
 
 
 def load_style(path, size):
-    from .stylize import open_picture, picture_tensor
+    from .images import open_picture, picture_tensor
 
     image = open_picture(path).convert("RGB")
     if size:
@@ -245,14 +245,13 @@ class Run:
             "losses": {k: row[k] for k in (*LOSS_KEYS, *WEIGHTED_TERMS) if k in row}})
 
     def preview(self, step):
-        from .stylize import Stylizer, open_picture, save_picture
+        from .images import open_picture, save_picture
+        from .stylize import Stylizer
 
         was_training = self.net.training
         device = next(self.net.parameters()).device
-        names = [style_name(p) for p in style_paths(self.cfg.style)]
-        for i, name in enumerate(names):
-            net = self.net if len(names) == 1 else self.net.select(torch.eye(len(names))[i])
-            suffix = "" if len(names) == 1 else f"_{name}"
+        for name, net in self.net.each_style():
+            suffix = "" if self.net.styles == 1 else f"_{name}"
             stylizer = Stylizer(net, device, engine="torch")
             save_picture(stylizer.picture(open_picture(self.cfg.test)), Path(self.cfg.test_dir) / f"step_{step:08d}{suffix}.png")
         self.net.train(was_training)
@@ -456,7 +455,7 @@ def train(cfg: TrainConfig) -> int:
     paths = style_paths(cfg.style)
     styles = [load_style(p, cfg.style_size) for p in paths]  # the cheap checks first: fail fast
     if cfg.test:
-        from .stylize import open_picture
+        from .images import open_picture
         open_picture(cfg.test)
     files = data.find_images(cfg.train_path)
     steps_per_epoch = data.TrainingOrder.batches_per_epoch(len(files), cfg.batch_size, world)

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .. import data, formats, loss_network
-from ..metrics import grid_score, shifted_grid_score
-from ..stylize import picture_tensor, wall_edge_score
+from .. import data, formats, loss_network, registry
+from ..images import picture_tensor
+from ..metrics import grid_score, shifted_grid_score, wall_edge_score
 from .common import write_skimage_photos
 
 QUALITY_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
@@ -141,7 +141,7 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
         start = time.perf_counter()
         train(cfg)
         seconds = time.perf_counter() - start
-        net = formats.load_model(tmp / "model" / "model.safetensors")
+        net = registry.open_model(tmp / "model" / "model.safetensors")
         log = [json.loads(line) for line in (tmp / "ckpt" / "train_log.jsonl").read_text().splitlines()]
         vgg = loss_network.load_vgg(vgg_path, QUALITY_LAYERS)
         style = Image.open(style_path).convert("RGB")
@@ -187,7 +187,7 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
         side.paste(panel, (i * photo.width, 0))
     side.save(out_dir / f"{name}.png")
     if published is not None:
-        theirs = formats.load_model(published)
+        theirs = registry.open_model(published)
         with torch.no_grad():
             published_y = theirs(picture_tensor(photo))[0].permute(1, 2, 0).round().byte().numpy()
         published_picture = Image.fromarray(published_y)
@@ -220,7 +220,7 @@ def style_picture(spec, folder: Path, shared: Path) -> Path:
     import skimage.data
 
     from ..errors import UserError
-    from ..stylize import open_picture
+    from ..images import open_picture
 
     path, name = Path(spec), Path(spec).stem
     if not path.is_file() and (shared / "images" / spec).is_file():
@@ -231,7 +231,7 @@ def style_picture(spec, folder: Path, shared: Path) -> Path:
         photo = Image.fromarray(getattr(skimage.data, RENDERED_PHOTO)()).convert("RGB")
         photo.thumbnail((256, 256))
         with torch.no_grad():
-            y = formats.load_model(shared / "ml5-models" / spec)(picture_tensor(photo))
+            y = registry.open_model(shared / "ml5-models" / spec)(picture_tensor(photo))
         picture = Image.fromarray(y[0].permute(1, 2, 0).round().byte().numpy())
     elif spec in TEXTURES:
         picture = Image.fromarray(getattr(skimage.data, spec)()).convert("RGB")
@@ -273,7 +273,7 @@ def quality_styles(styles, photo_path, vgg_path, out_dir, shared: Path, steps=12
                           log_interval=max(1, max_steps // 10), arch=arch, seed=42)
         start = time.perf_counter()
         train(cfg)
-        return formats.load_model(tmp / "model" / "model.safetensors"), time.perf_counter() - start
+        return registry.open_model(tmp / "model" / "model.safetensors"), time.perf_counter() - start
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -288,8 +288,8 @@ def quality_styles(styles, photo_path, vgg_path, out_dir, shared: Path, steps=12
               "batch_size": batch_size, "style_weight": style_weight, "arch": arch,
               "multi_train_seconds": multi_seconds}
     top, bottom = [photo], [photo]
-    for i, name in enumerate(names):
-        score, drift, stylized = style_score(multi.select(torch.eye(len(names))[i]), vgg, photo, style_images[name])
+    for name, single in multi.each_style():
+        score, drift, stylized = style_score(single, vgg, photo, style_images[name])
         single_score, single_drift, single_stylized = style_score(singles[name][0], vgg, photo, style_images[name])
         result["styles"][name] = {"style_score": score, "content_drift": drift, "single_style_score": single_score,
                                   "single_content_drift": single_drift, "single_train_seconds": singles[name][1],
