@@ -23,8 +23,10 @@ def number(kind, accept, why):
 positive_int = number(int, lambda v: v > 0, "must be positive")
 non_negative_int = number(int, lambda v: v >= 0, "must be 0 or more")
 unit_float = number(float, lambda v: 0.0 <= v <= 1.0, "must be between 0 and 1")
+non_negative_float = number(float, lambda v: 0.0 <= v < float("inf"), "must be a finite number >= 0")
 positive_float = number(float, lambda v: math.isfinite(v) and v > 0, "must be a positive number")
 weight = number(float, lambda v: math.isfinite(v) and v >= 0, "must be a number, 0 or more")
+workers_count = number(int, lambda v: v >= 0, "must be 0 (decode on the main thread) or more")
 zoom_factor = number(float, lambda v: 1.0 <= v <= 8.0, "must be between 1 and 8")
 
 

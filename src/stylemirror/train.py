@@ -22,7 +22,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import atomic, data, formats, loss_network, watch
-from .arguments import layer_list, number, positive_float, positive_int, weight, zoom_factor
+from .arguments import (layer_list, non_negative_float, positive_float, positive_int, weight, workers_count,
+                        zoom_factor)
 from .devices import pick_device
 from .errors import UserError
 from .loss_network import LOSS_KEYS, WEIGHTED_TERMS
@@ -36,9 +37,11 @@ COMPILE_MIN_STEPS = 500
 
 def option(default=MISSING, help=None, *, recipe=False, **settings):
     """A TrainConfig field and its `train` flag: `help` and `settings` (type, choices, action)
-    are argparse's; `recipe` fields say how the network was trained: model.json records them and a
-    resumed run must share them (unless `resume_may_change`). `before`: what a checkpoint from
-    before the field meant; `saved_as`: its key in model.json, where that differs."""
+    are argparse's; `check`, where given, is the rule check_config applies instead of the
+    type's (a flag parsed plainly, refused after parsing). `recipe` fields say how the network
+    was trained: model.json records them and a resumed run must share them (unless
+    `resume_may_change`). `before`: what a checkpoint from before the field meant;
+    `saved_as`: its key in model.json, where that differs."""
     return field(default=default, metadata={"help": help, "recipe": recipe, **settings})
 
 
@@ -58,10 +61,10 @@ class TrainConfig:
     epochs: int = option(2, type=positive_int, help="passes over the training pictures")
     batch_size: int = option(4, type=positive_int, recipe=True, help="pictures a step (a process's, under torchrun)")
     checkpoint_iterations: int = option(2000, type=positive_int, help="steps between checkpoints")
-    content_weight: float = option(7.5, type=weight, recipe=True)
-    style_weight: float = option(100.0, type=weight, recipe=True)
-    tv_weight: float = option(200.0, type=weight, recipe=True)
-    learning_rate: float = option(1e-3, type=positive_float, recipe=True)
+    content_weight: float = option(7.5, type=float, check=weight, recipe=True)
+    style_weight: float = option(100.0, type=float, check=weight, recipe=True)
+    tv_weight: float = option(200.0, type=float, check=weight, recipe=True)
+    learning_rate: float = option(1e-3, type=float, check=positive_float, recipe=True)
     image_size: int = option(256, type=positive_int, recipe=True, help="training crop size (default %(default)s)")
     style_size: int | None = option(None, type=positive_int, recipe=True,
                                     help="downscale the style picture to at most N pixels")
@@ -80,11 +83,12 @@ class TrainConfig:
                           help="downsampling: blur (3x3 conv blurred before keeping every other pixel: anti-aliased, "
                                "less content drift, steadier on moving pictures; ml5.js runs it as a 5x5 stride-2 "
                                "conv; 1.1x the time) or conv3 (ml5's published models' 3x3 stride-2 conv)")
-    stability_weight: float = option(loss_network.STABILITY_WEIGHT, type=weight, recipe=True,
+    stability_weight: float = option(loss_network.STABILITY_WEIGHT, type=non_negative_float, check=weight, recipe=True,
                                      help="train against flicker: a slightly moved, noisier copy of a picture should "
                                           "stylize to the stylized picture, moved (default %(default)g; 0: off, one "
                                           "style-network pass less per step; `stylemirror bench flicker`)")
-    grid_weight: float = option(loss_network.GRID_WEIGHT, type=weight, recipe=True, before=0.0,
+    grid_weight: float = option(loss_network.GRID_WEIGHT, type=non_negative_float, check=weight, recipe=True,
+                                before=0.0,
                                 help="train against a grid: penalise what of each stylized picture repeats every 2 "
                                      "or 4 pixels, the pattern stride-2 layers paint (default %(default)g; 0: off; "
                                      "`stylemirror bench quality` measures the grid)")
@@ -103,7 +107,7 @@ class TrainConfig:
     bf16: bool | None = option(None, action=argparse.BooleanOptionalAction,
                                help="the loss network in bf16 (default: on CUDA and on CPUs with native bf16; "
                                     "about 1.6x faster there, style score a little lower: bench/README.md)")
-    workers: int | None = option(None, type=number(int, lambda v: v >= 0, "must be 0 (decode on the main thread) or more"),
+    workers: int | None = option(None, type=int, check=workers_count,
                                  help="threads decoding training pictures (default: up to 8; 0: none)")
     max_steps: int | None = option(None, type=positive_int, help="stop after N steps")
     log_interval: int = option(100, type=positive_int, help="steps between log rows")
@@ -499,7 +503,8 @@ def check_config(cfg):
     """Refuse what cannot train, by its flag's name, before anything is loaded: the rules of
     the command line's types and choices, for configs made in Python too."""
     for f in fields(cfg):
-        value, rule, choices = getattr(cfg, f.name), f.metadata.get("type"), f.metadata.get("choices")
+        value, choices = getattr(cfg, f.name), f.metadata.get("choices")
+        rule = f.metadata.get("check", f.metadata.get("type"))
         if value is not None and hasattr(rule, "accept") and not rule.accept(value):
             raise UserError(f"{flag(f.name)} {rule.why}, got {value}")
         if choices and value not in choices:
