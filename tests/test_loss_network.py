@@ -70,10 +70,23 @@ def test_grid_loss_is_the_energy_at_the_grids_frequencies_and_nothing_else():
 def test_the_grid_term_is_off_unless_weighted_and_then_counts_in_the_total():
     style, content = torch.rand(1, 3, 8, 8) * 255, torch.rand(1, 3, 8, 8) * 255
     y = torch.rand(1, 3, 8, 8) * 255
-    assert "grid" not in PerceptualLoss(Identity(), style, "a", ("a",))(y, content)
-    out = PerceptualLoss(Identity(), style, "a", ("a",), grid_weight=3.0)(y, content)
+    loss = PerceptualLoss(Identity(), style, "a", ("a",))
+    assert "grid" not in loss_network.ExtraTerms().add_to(loss(y, content), None, content, y)
+    out = loss_network.ExtraTerms(grid_weight=3.0).add_to(loss(y, content), None, content, y)
     assert out["grid"].item() == pytest.approx(3.0 * loss_network.grid_loss(y).item())
     assert out["total"].item() == pytest.approx(sum(out[k].item() for k in ("content", "style", "tv", "grid")))
+
+
+def test_the_steadiness_term_passes_the_network_again_and_counts_in_the_total():
+    style, content = torch.rand(1, 3, 8, 8) * 255, torch.rand(1, 3, 8, 8) * 255
+    y = torch.rand(1, 3, 8, 8) * 255
+    loss = PerceptualLoss(Identity(), style, "a", ("a",))
+    flat = lambda x: torch.full_like(x, 100.0)  # noqa: E731 (a network whose answer never moves)
+    out = loss_network.ExtraTerms(stability_weight=2.0).add_to(loss(y, content), flat, content, flat(content))
+    assert "grid" not in out and out["stability"].item() == 0
+    out = loss_network.ExtraTerms(grid_weight=1.0, stability_weight=2.0).add_to(loss(y, content), flat, content, y)
+    assert out["stability"].item() > 0
+    assert out["total"].item() == pytest.approx(sum(out[k].item() for k in ("content", "style", "tv", "grid", "stability")))
 
 
 def test_style_loss_averages_over_the_batch():

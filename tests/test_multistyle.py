@@ -114,7 +114,6 @@ def test_safetensors_records_the_styles_and_loads_them(tmp_path):
 
 
 def test_bench_flicker_measures_each_style_of_a_multi_style_model(tmp_path, monkeypatch):
-    from stylemirror import cli
     from stylemirror.bench import flicker
 
     net = multi_net(styles=2)
@@ -125,7 +124,7 @@ def test_bench_flicker_measures_each_style_of_a_multi_style_model(tmp_path, monk
         scores = dict.fromkeys(("flicker", "still", "pan", "zoom", "pan_warp"), 0.5)
         return {name: {**scores, "glued": dict.fromkeys(("flicker", "pan", "zoom"), 0.4)} for name in stylizers}
     monkeypatch.setattr(flicker, "bench_flicker", fake_bench)
-    result = cli.bench_flicker([str(tmp_path / "duo.safetensors")])
+    result = flicker.models_flicker([str(tmp_path / "duo.safetensors")])
     assert list(seen) == ["duo:udnie", "duo:brick"] and list(result["models"]) == list(seen)
     x = torch.rand(1, 3, 32, 32) * 255
     with torch.no_grad():

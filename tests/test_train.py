@@ -234,6 +234,31 @@ def test_lite_network_trains_and_exports_what_can_run_it(workdir, tmp_path):
     assert formats.read_model(model / "model.safetensors").arch == "lite"
 
 
+def test_the_model_files_say_how_it_was_trained(workdir, tmp_path):
+    """model.json and the safetensors metadata hold every field of the recipe (all that a resume
+    compares, and more) with the run's value, as the checkpoint's config has it."""
+    import torch
+
+    from stylemirror.train import RECIPE, RECORDED, TrainConfig
+    ckpt = tmp_path / "ckpt"
+    result = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "1", "--seed", "7",
+                                     "--crop-zoom", "1.5", "--style-size", "64", "--grid-weight", "3e6",
+                                     "--stability-weight", "0"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads(torch.load(ckpt / "ckpt_00000001.pt", weights_only=True)["config"])
+    info = json.loads((ckpt / "model" / "model.json").read_text())
+    meta = formats.stylemirror_metadata(ckpt / "model" / "model.safetensors")
+    assert set(RECIPE) <= set(RECORDED) and {"grid_weight", "stability_weight", "crop_zoom", "seed", "style_size"} <= set(RECORDED)
+    for name in RECORDED:
+        key = TrainConfig.__dataclass_fields__[name].metadata.get("saved_as", name)
+        assert info[key] == config[name] and meta[key] == str(config[name]), name
+    assert (info["seed"], info["crop_zoom"], info["style_size"], info["grid_weight"], info["stability_weight"]) == (
+        7, 1.5, 64, 3e6, 0.0)
+    assert info["arch"] == "lite" and info["trained_decoder"] == "resize" and info["style_layers"] == [
+        "relu1_1", "relu2_1", "relu3_1"]
+    assert info["steps"] == 1 and info["date"] and info["vgg"] == str(workdir / "vgg.mat")
+
+
 @pytest.fixture(scope="module")
 def lite_run(workdir, tmp_path_factory):
     """A lite run one step in, trained once for the resume tests (each copies it)."""

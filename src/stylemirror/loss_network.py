@@ -17,6 +17,7 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -185,19 +186,18 @@ class PerceptualLoss(nn.Module):
         tv      = w_tv * ( sum(dx^2) / (H (W-1) C) + sum(dy^2) / ((H-1) W C) ) / N
 
     with G(f) = f f^T / (C H W), y the stylized batch and x the content batch (both
-    0..255), s the style picture, dx/dy the differences of neighbouring pixels of y; and one
-    term of our own, off unless `grid_weight` is given: grid = w_grid * grid_loss(y).
+    0..255), s the style picture, dx/dy the differences of neighbouring pixels of y. Our own
+    two terms are added to these by ExtraTerms.
 
     `style_image` may be a list of pictures (a multi-style network): each one's Grams are
     computed once, and forward's `style` (weights over them, one-hot in training) picks the target.
     """
 
     def __init__(self, vgg: VGG19, style_image, content_layer=CONTENT_LAYER, style_layers=STYLE_LAYERS,
-                 content_weight=7.5, style_weight=100.0, tv_weight=200.0, grid_weight=0.0):
+                 content_weight=7.5, style_weight=100.0, tv_weight=200.0):
         super().__init__()
         self.vgg, self.content_layer, self.style_layers = vgg, content_layer, tuple(style_layers)
         self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
-        self.grid_weight = grid_weight
         with torch.no_grad():
             several = isinstance(style_image, (list, tuple))
             features = [vgg(s) for s in (style_image if several else [style_image])]
@@ -223,9 +223,6 @@ class PerceptualLoss(nn.Module):
                   "style": self.style_weight * style_loss,
                   "tv": self.tv_weight * tv_loss}
         losses["total"] = losses["content"] + losses["style"] + losses["tv"]
-        if self.grid_weight:
-            losses["grid"] = self.grid_weight * grid_loss(y)
-            losses["total"] = losses["total"] + losses["grid"]
         return losses
 
 
@@ -277,3 +274,25 @@ def stability_loss(model, x, y, generator=None):
     cols = slice(max(dx, 0), w + min(dx, 0))
     moved = torch.roll(y, (dy, dx), dims=(2, 3))
     return F.mse_loss(y2[..., rows, cols].float(), moved[..., rows, cols].float())
+
+
+@dataclass(frozen=True)
+class ExtraTerms:
+    """Our two terms beyond Johnson's losses, each off at weight 0: against a grid (grid_loss)
+    and against flicker (stability_loss: one more pass of the style network, about 10% more
+    per step). Each is logged under its name (WEIGHTED_TERMS) and counted in the total."""
+    grid_weight: float = 0.0
+    stability_weight: float = 0.0
+
+    @property
+    def names(self) -> tuple:
+        """The terms that are on, as the log names them."""
+        return tuple(name for name in WEIGHTED_TERMS if getattr(self, f"{name}_weight"))
+
+    def add_to(self, losses: dict, model, x, y) -> dict:
+        """`losses` (PerceptualLoss's, for stylized y of content x) with the weighted terms added."""
+        term = {"grid": lambda: grid_loss(y.float()), "stability": lambda: stability_loss(model, x, y)}
+        for name in self.names:
+            losses[name] = getattr(self, f"{name}_weight") * term[name]()
+            losses["total"] = losses["total"] + losses[name]
+        return losses

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from . import formats, registry, server
+from . import formats, padding, registry, server
 from . import watch as watching
 from .errors import UserError
-from .stylize import Options, Steadier, edge_padding
+from .stylize import Steadier
 
 # The page is package data: src/stylemirror/web links to web/ in a checkout (and an editable
 # install); a wheel holds copies of the files it needs (pyproject.toml's package-data).
@@ -30,11 +30,11 @@ WEB = Path(resources.files(__package__) / "web")
 NEEDED = ("index.html", "vendor/ml5.min.js", "node_modules/@tensorflow/tfjs/dist/tf.min.js")
 
 # What the page must compute as `stylemirror stylize` does, taken from where Python keeps it
-# (index.json hands it over): pictures' edge pad, the size the padded picture is rounded up to
-# a multiple of (edge_padding's, read off a 1-pixel picture), and the steadier's levels.
+# (index.json hands it over): the edge pad, the multiple the padded picture is rounded up to,
+# and the steadier's levels.
 SETTINGS = {
-    "edge_pad": Options.edge_pad,
-    "pad_multiple": 1 + edge_padding(1, 1, 0)[1],
+    "edge_pad": padding.EDGE_PAD,
+    "pad_multiple": padding.PAD_MULTIPLE,
     "steady": {"follow": Steadier.FOLLOW, "quiet": Steadier.QUIET, "loud": Steadier.LOUD},
 }
 

@@ -8,14 +8,17 @@ import torch.nn.functional as F
 
 # Pixels of reflection on every side (0: off, as ml5.js runs); bench/README.md measures the sizes.
 EDGE_PAD = 48
+# The padded size is rounded up to this: the two stride-2 convs' grid then starts at the picture.
+PAD_MULTIPLE = 4
 
 
 def edge_padding(h: int, w: int, pad: int) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) for an h x w picture and an edge pad `pad`: `pad` on every
-    side, and up to 3 more at the bottom and right so that the padded size is a multiple of 4.
+    side, and up to 3 more at the bottom and right so that the padded size is a multiple of
+    PAD_MULTIPLE.
     At other sizes the two stride-2 convs' grid (TensorFlow's 'same' padding, as ml5.js runs
     it) starts 1-3 pixels off, and the whole output with it."""
-    return pad, pad + -(h + 2 * pad) % 4, pad, pad + -(w + 2 * pad) % 4
+    return pad, pad + -(h + 2 * pad) % PAD_MULTIPLE, pad, pad + -(w + 2 * pad) % PAD_MULTIPLE
 
 
 def reflect_pad(x: torch.Tensor, pad) -> torch.Tensor:

@@ -4,17 +4,17 @@ One loop: stylize a batch, score it with the loss network, step Adam. Around it:
 from the newest checkpoint, checkpoints on a schedule and on SIGTERM, a log, a plot, preview
 pictures, and the final models. Runs on one device or many with `torchrun` (DDP)."""
 
+import argparse
 import dataclasses
 import datetime
 import functools
 import hashlib
 import json
-import math
 import os
 import re
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -22,53 +22,130 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import atomic, data, formats, loss_network, watch
+from .arguments import (layer_list, non_negative_float, positive_float, positive_int, weight, workers_count,
+                        zoom_factor)
 from .devices import pick_device
 from .errors import UserError
 from .loss_network import LOSS_KEYS, WEIGHTED_TERMS
 from .network import ARCHITECTURES, DECODERS, ENCODERS, TransformNet
 
 MAX_BAD_STEPS = 5  # consecutive non-finite losses before giving up
-# What a resumed run must share with the run that wrote the checkpoint (the rest, such as
-# --epochs, --checkpoint-iterations or the paths, may change between runs).
-RECIPE = ("arch", "decoder", "encoder", "stability_weight", "grid_weight", "batch_size", "image_size", "style_size", "content_weight", "style_weight", "tv_weight",
-          "learning_rate", "style_layers", "content_layer", "seed")
+# torch.compile takes about a minute on a 2-core CPU and then makes a 256 px step about 1.5x
+# faster there (`stylemirror bench train`); small crops gain less: worth it from ~500 steps.
+COMPILE_MIN_STEPS = 500
+
+
+def option(default=MISSING, help=None, *, recipe=False, **settings):
+    """A TrainConfig field and its `train` flag: `help` and `settings` (type, choices, action)
+    are argparse's; `check`, where given, is the rule check_config applies instead of the
+    type's (a flag parsed plainly, refused after parsing). `recipe` fields say how the network
+    was trained: model.json records them and a resumed run must share them (unless
+    `resume_may_change`). `before`: what a checkpoint from before the field meant;
+    `saved_as`: its key in model.json, where that differs."""
+    return field(default=default, metadata={"help": help, "recipe": recipe, **settings})
 
 
 @dataclass
 class TrainConfig:
-    style: str | list  # the style picture; a list of several trains one multi-style network
-    checkpoint_dir: str
-    train_path: str = "data/train2014"
-    vgg_path: str | None = None
-    model_dir: str | None = None
-    test: str | None = None
-    test_dir: str | None = None
-    epochs: int = 2
-    batch_size: int = 4
-    checkpoint_iterations: int = 2000
-    content_weight: float = 7.5
-    style_weight: float = 100.0
-    tv_weight: float = 200.0
-    learning_rate: float = 1e-3
-    image_size: int = 256
-    style_size: int | None = None
-    style_layers: tuple = loss_network.STYLE_LAYERS
-    content_layer: str = loss_network.CONTENT_LAYER
-    arch: str = "standard"  # a name in network.ARCHITECTURES
-    decoder: str = "resize"  # a name in network.DECODERS: "resize" paints no checkerboard grid
-    encoder: str = "blur"  # a name in network.ENCODERS: "blur" blurs before downsampling (less aliasing)
-    stability_weight: float = loss_network.STABILITY_WEIGHT  # the steadiness term (loss_network.stability_loss); 0: off
-    grid_weight: float = loss_network.GRID_WEIGHT  # the term against a 2- and 4-pixel grid (loss_network.grid_loss); 0: off
-    crop_zoom: float = 2.0  # random crops of 1/1 .. 1/crop_zoom of a picture's shorter side; 1: centre crops
-    seed: int = 42
-    device: str = "auto"
-    fresh: bool = False
-    compile: bool | None = None  # None: on CUDA, and on CPUs for runs of COMPILE_MIN_STEPS or more
-    bf16: bool | None = None  # the loss network under bf16 autocast; None: on CUDA and on CPUs with native bf16
-    workers: int | None = None
-    max_steps: int | None = None  # stop early (tests, benchmarks)
-    log_interval: int = 100
-    mirror: bool = False  # serve the mirror page on this run while it trains (rank 0)
+    """One training run: every field is a `stylemirror train` flag, with its default here."""
+    style: tuple = option(action="append", help="the style picture; several (--style a.jpg --style b.jpg ...) "
+                          "train one network for all of them (each its own instance-norm scale and shift, every "
+                          "conv shared), named by file name")
+    checkpoint_dir: str = option(help="checkpoints, log and loss plot; reruns resume from here")
+    train_path: str = option("data/train2014", help="folder of training pictures, searched recursively")
+    vgg_path: str | None = option(None, help="VGG19 weights: MatConvNet .mat or torchvision state dict "
+                                             "(default: torchvision's, downloaded once)")
+    model_dir: str | None = option(None, help="where the final models go (default: CHECKPOINT_DIR/model)")
+    test: str | None = option(None, help="a picture to stylize at every checkpoint")
+    test_dir: str | None = option(None, help="where those previews go")
+    epochs: int = option(2, type=positive_int, help="passes over the training pictures")
+    batch_size: int = option(4, type=positive_int, recipe=True, help="pictures a step (a process's, under torchrun)")
+    checkpoint_iterations: int = option(2000, type=positive_int, help="steps between checkpoints")
+    content_weight: float = option(7.5, type=float, check=weight, recipe=True)
+    style_weight: float = option(100.0, type=float, check=weight, recipe=True)
+    tv_weight: float = option(200.0, type=float, check=weight, recipe=True)
+    learning_rate: float = option(1e-3, type=float, check=positive_float, recipe=True)
+    image_size: int = option(256, type=positive_int, recipe=True, help="training crop size (default %(default)s)")
+    style_size: int | None = option(None, type=positive_int, recipe=True,
+                                    help="downscale the style picture to at most N pixels")
+    style_layers: tuple = option(loss_network.STYLE_LAYERS, type=layer_list, recipe=True,
+                                 help="comma-separated VGG19 layers for the style loss (default relu1_1,...,relu5_1)")
+    content_layer: str = option(loss_network.CONTENT_LAYER, recipe=True,
+                                help="VGG19 layer for the content loss (default %(default)s)")
+    arch: str = option("standard", choices=tuple(ARCHITECTURES), recipe=True, before="standard",
+                       help="standard (Johnson's; runs in ml5.js too) or lite (~4.8x fewer FLOPs, for weak devices)")
+    # The exported file's own "decoder" and "encoder" name its layers as ml5.js runs them.
+    decoder: str = option("resize", choices=tuple(DECODERS), recipe=True, before="deconv3", saved_as="trained_decoder",
+                          help="upsampling: resize (nearest 2x + 3x3 conv: no checkerboard grid; ml5.js runs it as a "
+                               "4x4 transposed conv) or deconv3 (ml5's published models' 3x3 transposed conv, which "
+                               "paints a grid)")
+    encoder: str = option("blur", choices=tuple(ENCODERS), recipe=True, before="conv3", saved_as="trained_encoder",
+                          help="downsampling: blur (3x3 conv blurred before keeping every other pixel: anti-aliased, "
+                               "less content drift, steadier on moving pictures; ml5.js runs it as a 5x5 stride-2 "
+                               "conv; 1.1x the time) or conv3 (ml5's published models' 3x3 stride-2 conv)")
+    stability_weight: float = option(loss_network.STABILITY_WEIGHT, type=non_negative_float, check=weight, recipe=True,
+                                     help="train against flicker: a slightly moved, noisier copy of a picture should "
+                                          "stylize to the stylized picture, moved (default %(default)g; 0: off, one "
+                                          "style-network pass less per step; `stylemirror bench flicker`)")
+    grid_weight: float = option(loss_network.GRID_WEIGHT, type=non_negative_float, check=weight, recipe=True,
+                                before=0.0,
+                                help="train against a grid: penalise what of each stylized picture repeats every 2 "
+                                     "or 4 pixels, the pattern stride-2 layers paint (default %(default)g; 0: off; "
+                                     "`stylemirror bench quality` measures the grid)")
+    # Other crops on a resume have always been allowed.
+    crop_zoom: float = option(2.0, type=zoom_factor, recipe=True, resume_may_change=True,
+                              help="train on random square crops of 1/1 to 1/Z of each picture's shorter side "
+                                   "(default 2; 1: the centre square only)")
+    seed: int = option(42, type=int, recipe=True, help="the seed of the initial weights, the crops and the "
+                                                       "steadiness term's shifts; scores swing with it, so compare "
+                                                       "recipes over several")
+    device: str = option("auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    fresh: bool = option(False, action="store_true", help="ignore existing checkpoints and start over")
+    compile: bool | None = option(None, action=argparse.BooleanOptionalAction,
+                                  help=f"torch.compile the step (default: on CUDA, and for runs of {COMPILE_MIN_STEPS} "
+                                       "steps or more)")
+    bf16: bool | None = option(None, action=argparse.BooleanOptionalAction,
+                               help="the loss network in bf16 (default: on CUDA and on CPUs with native bf16; "
+                                    "about 1.6x faster there, style score a little lower: bench/README.md)")
+    workers: int | None = option(None, type=int, check=workers_count,
+                                 help="threads decoding training pictures (default: up to 8; 0: none)")
+    max_steps: int | None = option(None, type=positive_int, help="stop after N steps")
+    log_interval: int = option(100, type=positive_int, help="steps between log rows")
+
+    def __post_init__(self):
+        self.style = as_tuple(self.style)
+        self.style_layers = tuple(self.style_layers)
+
+    @classmethod
+    def from_args(cls, args) -> "TrainConfig":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+def as_tuple(style) -> tuple:
+    """One style picture or several, as a tuple (a checkpoint's config may hold either)."""
+    return (style,) if isinstance(style, str) else tuple(style)
+
+
+def flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def add_arguments(parser, only=None):
+    """`stylemirror train`'s flags: one for each TrainConfig field (`only`: of these), its
+    default and help from there."""
+    for f in fields(TrainConfig):
+        if only is not None and f.name not in only:
+            continue
+        settings = {k: v for k, v in f.metadata.items() if k in ("help", "type", "choices", "action")}
+        parser.add_argument(flag(f.name), **settings,
+                            **({"required": True} if f.default is MISSING else {"default": f.default}))
+
+
+# How a network was trained: model.json records RECORDED; a resumed run must share RECIPE.
+RECORDED = tuple(f.name for f in fields(TrainConfig) if f.metadata["recipe"])
+RECIPE = tuple(f.name for f in fields(TrainConfig) if f.metadata["recipe"] and not f.metadata.get("resume_may_change"))
+# A checkpoint from before a recipe field was added was trained as this says.
+BEFORE_FIELDS = {f.name: f.metadata["before"] for f in fields(TrainConfig) if "before" in f.metadata}
 
 
 class Stop:
@@ -97,11 +174,6 @@ def checkpoint_path(folder: Path, step: int) -> Path:
 def newest_checkpoint(folder: Path) -> Path | None:
     found = [(int(m.group(1)), p) for p in folder.glob("ckpt_*.pt") if (m := re.fullmatch(r"ckpt_(\d+)\.pt", p.name))]
     return max(found)[1] if found else None
-
-
-def style_paths(style) -> list[str]:
-    """TrainConfig.style as a list: one picture or several."""
-    return [style] if isinstance(style, str) else list(style)
 
 
 def style_name(path) -> str:
@@ -163,21 +235,35 @@ def plot_losses(rows, dest):
     plt.close(fig)
 
 
+def model_info(cfg, step) -> dict:
+    """How the network was trained, as model.json and the safetensors metadata record it: every
+    recipe field, the style pictures, the run's length, its VGG and date."""
+    paths = [str(Path(p).resolve()) for p in cfg.style]
+    info = {"style": paths[0] if len(paths) == 1 else paths, "steps": step, "epochs": cfg.epochs}
+    for f in fields(cfg):
+        if f.name in RECORDED:
+            value = getattr(cfg, f.name)
+            info[f.metadata.get("saved_as", f.name)] = list(value) if isinstance(value, tuple) else value
+    info["vgg"] = str(cfg.vgg_path or "torchvision vgg19")
+    info["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return info
+
+
 class Run:
     """Everything rank 0 writes into --checkpoint-dir and --test-dir."""
 
-    def __init__(self, cfg, net, optimizer, rank):
-        self.cfg, self.net, self.optimizer, self.rank = cfg, net, optimizer, rank
+    def __init__(self, cfg, net, optimizer, rank, world=1):
+        self.cfg, self.net, self.optimizer, self.rank, self.world = cfg, net, optimizer, rank, world
         self.folder = Path(cfg.checkpoint_dir)
         self.log_path = self.folder / "train_log.jsonl"
         self.rows = []
 
-    def resume(self, device):
-        """Restore the newest checkpoint (unless --fresh); return (step, epoch, batch in
-        epoch, its path), or zeros and None for a fresh run."""
+    def resume(self, device, steps_per_epoch):
+        """Restore the newest checkpoint (unless --fresh); return (its Position, its path), or
+        the start and None for a fresh run."""
         newest = None if self.cfg.fresh else newest_checkpoint(self.folder)
         if newest is None:
-            return 0, 0, 0, None
+            return Position(steps_per_epoch=steps_per_epoch), None
         try:
             state = torch.load(newest, map_location=device, weights_only=True)
             self.check_recipe(json.loads(state.get("config", "{}")), newest)
@@ -193,25 +279,37 @@ class Run:
             self.rows = [r for r in map(json.loads, self.log_path.read_text().splitlines()) if r["step"] <= state["step"]]
             if self.rank == 0:
                 atomic.write_bytes(self.log_path, "".join(json.dumps(r) + "\n" for r in self.rows).encode())
-        return state["step"], state["epoch"], state["batch"], newest
+        return Position(state["step"], state["epoch"], state["batch"], steps_per_epoch), newest
 
     def check_recipe(self, stored: dict, path):
         """Refuse to go on with other weights, sizes or architecture than the checkpoint's
         run: the result would silently be neither recipe."""
         mine = json.loads(json.dumps(dataclasses.asdict(self.cfg)))  # tuples as JSON has them
-        # Checkpoints from before --arch, --decoder, --encoder, --grid-weight.
-        stored = {"arch": "standard", "decoder": "deconv3", "encoder": "conv3", "grid_weight": 0.0, **stored}
+        stored = {**BEFORE_FIELDS, **stored}
         changed = [k for k in RECIPE if k in stored and stored[k] != mine[k]]
-        what = [f"--{k.replace('_', '-')} {stored[k]} (now {mine[k]})" for k in changed]
+        what = [f"{flag(k)} {stored[k]} (now {mine[k]})" for k in changed]
         # The styles by name, in order (a style's row of norm parameters is its place in the
         # list); a single style's picture may move or change, as before multi-style training.
-        stored_styles = [style_name(p) for p in style_paths(stored.get("style", []))]
-        my_styles = [style_name(p) for p in style_paths(self.cfg.style)]
+        stored_styles = [style_name(p) for p in as_tuple(stored.get("style", []))]
+        my_styles = [style_name(p) for p in self.cfg.style]
         if stored_styles and len(my_styles) + len(stored_styles) > 2 and stored_styles != my_styles:
             what.append(f"--style {', '.join(stored_styles)} (now {', '.join(my_styles)})")
         if what:
             raise UserError(f"{path} was trained with {', '.join(what)}: rerun with those to resume, "
                             "or start over with --fresh or another --checkpoint-dir")
+
+    def start(self, at, total_steps, resumed, note, pictures, device, on_ready):
+        """Say how the run starts, show its network live, and call `on_ready` (rank 0)."""
+        if self.rank == 0 and resumed:
+            print(f"resuming from {resumed} (step {at.step} of {total_steps}, epoch {at.epoch + 1}){note}; "
+                  "--fresh starts over", flush=True)
+        elif self.rank == 0:
+            print(f"starting a fresh run: {pictures} pictures, {total_steps} steps on {device}"
+                  f"{f' x {self.world} processes' if self.world > 1 else ''}{note}", flush=True)
+        if at.step < total_steps:  # the mirror shows the network from the start, not only from the first checkpoint
+            self.write_live(at, total_steps)
+        if on_ready and self.rank == 0:
+            on_ready()
 
     def log(self, row):
         self.rows.append(row)
@@ -219,29 +317,29 @@ class Run:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
 
-    def checkpoint(self, step, epoch, batch):
+    def checkpoint(self, at):
         if self.rank != 0:
             return
         state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "step": step, "epoch": epoch, "batch": batch, "rng": torch.get_rng_state(),
+                 "step": at.step, "epoch": at.epoch, "batch": at.batch, "rng": torch.get_rng_state(),
                  "config": json.dumps(dataclasses.asdict(self.cfg))}
-        with atomic.atomic_path(checkpoint_path(self.folder, step)) as tmp:
+        with atomic.atomic_path(checkpoint_path(self.folder, at.step)) as tmp:
             torch.save(state, tmp)
         if self.rows:
             plot_losses(self.rows, self.folder / "losses.png")
         if self.cfg.test and self.cfg.test_dir:
-            self.preview(step)
+            self.preview(at.step)
 
-    def write_live(self, step, epoch, total_steps, images_per_step):
+    def write_live(self, at, total_steps):
         """The network as it is now, for the mirror to show (watch.py); the speed and ETA from
         the log row of this step, where there is one."""
         if self.rank != 0:
             return
-        row = self.rows[-1] if self.rows and self.rows[-1]["step"] == step else {}
+        row = self.rows[-1] if self.rows and self.rows[-1]["step"] == at.step else {}
         speed = row.get("images_per_s")
-        eta = (total_steps - step) * images_per_step / speed if speed else None
+        eta = (total_steps - at.step) * self.cfg.batch_size * self.world / speed if speed else None
         watch.write_live(self.folder, self.net, {
-            "step": step, "epoch": round(epoch, 4), "total_steps": total_steps, "images_per_s": speed, "eta_s": eta,
+            "step": at.step, "epoch": round(at.epochs, 4), "total_steps": total_steps, "images_per_s": speed, "eta_s": eta,
             "losses": {k: row[k] for k in (*LOSS_KEYS, *WEIGHTED_TERMS) if k in row}})
 
     def preview(self, step):
@@ -261,30 +359,17 @@ class Run:
             return None
         cfg = self.cfg
         out = claim_model_dir(cfg)  # again: files may have appeared there while it trained
-        paths = style_paths(cfg.style)
-        net = TransformNet.named(cfg.arch, cfg.decoder, len(paths), cfg.encoder)
+        net = TransformNet.named(cfg.arch, cfg.decoder, len(cfg.style), cfg.encoder)
         net.load_state_dict({k: v.float().cpu() for k, v in self.net.state_dict().items()})
         net.eval()
         net.style_info = self.net.style_info
-        style = str(Path(paths[0]).resolve()) if len(paths) == 1 else [str(Path(p).resolve()) for p in paths]
-        info = {"style": style, "arch": cfg.arch, "trained_decoder": cfg.decoder, "trained_encoder": cfg.encoder, "steps": step, "epochs": cfg.epochs,
-                "batch_size": cfg.batch_size, "image_size": cfg.image_size,
-                "content_weight": cfg.content_weight, "style_weight": cfg.style_weight,
-                "tv_weight": cfg.tv_weight, "learning_rate": cfg.learning_rate,
-                "style_layers": list(cfg.style_layers), "content_layer": cfg.content_layer,
-                "vgg": str(cfg.vgg_path or "torchvision vgg19"),
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        info = model_info(cfg, step)
         if net.arch == "standard":  # the only network ml5.js can run
             formats.write_ml5(net, out / "ml5")
         formats.save_safetensors(net, out / "model.safetensors", info)
         formats.export_onnx(net, out / "model.onnx")
         atomic.write_bytes(out / "model.json", json.dumps(info, indent=2).encode())
         return out
-
-
-# torch.compile takes about a minute on a 2-core CPU and then makes a 256 px step about 1.5x
-# faster there (`stylemirror bench train`); small crops gain less: worth it from ~500 steps.
-COMPILE_MIN_STEPS = 500
 
 
 @dataclass(frozen=True)
@@ -328,10 +413,11 @@ def prepare(net, criterion, device, world=1, options: StepOptions = StepOptions(
 
 
 def forward_backward(model, criterion, optimizer, batch, device, options: StepOptions = StepOptions(),
-                     stability_weight: float = 0.0, style=None):
+                     terms: loss_network.ExtraTerms = loss_network.ExtraTerms(), style=None):
     """One step's losses and gradients for a uint8 batch (pinned where the loader pinned it: the
-    copy then runs without blocking). The caller applies them with step_unless. `style`: the
-    one-hot selection of a multi-style network's style this batch trains (None: one style)."""
+    copy then runs without blocking). The caller applies them with step_unless. `terms`: our
+    own grid and steadiness terms. `style`: the one-hot selection of a multi-style network's
+    style this batch trains (None: one style)."""
     x = batch.to(device, non_blocking=True).float()
     if options.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -341,9 +427,7 @@ def forward_backward(model, criterion, optimizer, batch, device, options: StepOp
     y = model(x)  # fp32: the stylized picture must keep its fine levels for the TV and content losses
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.bf16):
         losses = criterion(y, x)  # VGG19, ~90% of the step's FLOPs, in bf16; Grams in fp32
-    if stability_weight:  # a second pass of the style network only: about 10% more per step
-        losses["stability"] = stability_weight * loss_network.stability_loss(model, x, y)
-        losses["total"] = losses["total"] + losses["stability"]
+    losses = terms.add_to(losses, model, x, y)
     optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()  # on every rank, finite or not: DDP's all-reduce needs all
     return losses
@@ -415,26 +499,19 @@ def stopped(why: str, run) -> UserError:
 
 
 def check_config(cfg):
-    for name in ("epochs", "batch_size", "checkpoint_iterations", "image_size"):
-        if getattr(cfg, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
-    if not (math.isfinite(cfg.learning_rate) and cfg.learning_rate > 0):
-        raise UserError(f"--learning-rate must be a positive number, got {cfg.learning_rate}")
-    for name in ("content_weight", "style_weight", "tv_weight", "grid_weight", "stability_weight"):
-        if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
-            raise UserError(f"--{name.replace('_', '-')} must be a number, 0 or more, got {getattr(cfg, name)}")
-    if cfg.workers is not None and cfg.workers < 0:
-        raise UserError(f"--workers must be 0 (decode on the main thread) or more, got {cfg.workers}")
+    """Refuse what cannot train, by its flag's name, before anything is loaded: the rules of
+    the command line's types and choices, for configs made in Python too."""
+    for f in fields(cfg):
+        value, choices = getattr(cfg, f.name), f.metadata.get("choices")
+        rule = f.metadata.get("check", f.metadata.get("type"))
+        if value is not None and hasattr(rule, "accept") and not rule.accept(value):
+            raise UserError(f"{flag(f.name)} {rule.why}, got {value}")
+        if choices and value not in choices:
+            raise UserError(f"{flag(f.name)} {value}: unknown (use {' or '.join(choices)})")
     claim_model_dir(cfg)
-    if cfg.arch not in ARCHITECTURES:
-        raise UserError(f"--arch {cfg.arch}: unknown (use {' or '.join(ARCHITECTURES)})")
-    if cfg.decoder not in DECODERS:
-        raise UserError(f"--decoder {cfg.decoder}: unknown (use {' or '.join(DECODERS)})")
-    if cfg.encoder not in ENCODERS:
-        raise UserError(f"--encoder {cfg.encoder}: unknown (use {' or '.join(ENCODERS)})")
     if cfg.test and not cfg.test_dir:
         raise UserError("--test needs --test-dir (where the preview pictures go)")
-    names = [style_name(p) for p in style_paths(cfg.style)]
+    names = [style_name(p) for p in cfg.style]
     if not names:
         raise UserError("--style: give a style picture")
     if len(set(names)) < len(names):
@@ -446,143 +523,235 @@ def check_config(cfg):
             raise UserError(f"unknown VGG19 layer {layer!r} (use relu1_1 ... relu5_4)")
 
 
-def train(cfg: TrainConfig) -> int:
-    """Train. Returns the exit status: 0 when finished (models exported), 128 + the signal's
-    number when a signal stopped it (after saving a checkpoint), as shells report it."""
-    check_config(cfg)
-    device, rank, world = setup_device(cfg)
-    torch.manual_seed(cfg.seed)
-    paths = style_paths(cfg.style)
-    styles = [load_style(p, cfg.style_size) for p in paths]  # the cheap checks first: fail fast
+@dataclass
+class Position:
+    """Where a run is: the steps taken, and the epoch and the batch in it that the next step takes."""
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    steps_per_epoch: int = 1
+
+    @property
+    def epochs(self) -> float:
+        """How far the run is, in epochs."""
+        return self.epoch + self.batch / self.steps_per_epoch
+
+    def advance(self):
+        self.step += 1
+        self.batch += 1
+        if self.batch == self.steps_per_epoch:
+            self.epoch, self.batch = self.epoch + 1, 0
+
+
+class Window:
+    """The steps since the last log row: how many images, from which step, since when."""
+
+    def __init__(self, step: int):
+        self.images, self.first_step, self.start = 0, step + 1, time.perf_counter()
+
+
+def load_styles(cfg) -> list:
+    """The style pictures as tensors; also opens the preview picture: the cheap checks first."""
+    styles = [load_style(p, cfg.style_size) for p in cfg.style]
     if cfg.test:
         from .images import open_picture
         open_picture(cfg.test)
-    files = data.find_images(cfg.train_path)
-    steps_per_epoch = data.TrainingOrder.batches_per_epoch(len(files), cfg.batch_size, world)
-    if steps_per_epoch == 0:
-        raise UserError(f"{cfg.train_path}: {len(files)} pictures, fewer than one batch "
-                        f"({cfg.batch_size} x {world} processes)")
+    return styles
+
+
+def perceptual_loss(cfg, styles) -> loss_network.PerceptualLoss:
     vgg = loss_network.load_vgg(cfg.vgg_path or loss_network.default_vgg_path(),
                                 (*cfg.style_layers, cfg.content_layer))
-    criterion = loss_network.PerceptualLoss(
-        vgg, styles[0] if len(styles) == 1 else styles, cfg.content_layer, cfg.style_layers,
-        cfg.content_weight, cfg.style_weight, cfg.tv_weight, cfg.grid_weight).to(device)
-    # Several styles: each step's batch trains toward one, cycled in --style's order (step %
-    # count), not sampled: every style gets an equal share of the steps, and the order depends
-    # only on the step number, so it is deterministic and a resumed run goes on where it stopped.
-    selections = [row.clone() for row in torch.eye(len(styles), device=device)] if len(styles) > 1 else None
+    return loss_network.PerceptualLoss(vgg, styles[0] if len(styles) == 1 else styles, cfg.content_layer,
+                                       cfg.style_layers, cfg.content_weight, cfg.style_weight, cfg.tv_weight)
 
-    net = TransformNet.named(cfg.arch, cfg.decoder, len(styles), cfg.encoder).to(device)
-    if len(styles) > 1:  # the names travel with it into every file written of it (live ones too)
-        net.style_info = tuple(style_record(p) for p in paths)
-    optimizer = adam(net, cfg.learning_rate)
-    Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    run = Run(cfg, net, optimizer, rank)
-    step, epoch, batch_in_epoch, resumed = run.resume(device)
-    first_step = step
-    total_steps = cfg.epochs * steps_per_epoch
-    limit = ""
-    if cfg.max_steps:
-        if cfg.max_steps > total_steps:
-            limit = f" (--epochs {cfg.epochs} ends before --max-steps {cfg.max_steps}: raise --epochs for more)"
-        total_steps = min(total_steps, cfg.max_steps)
-    if rank == 0:
-        if resumed:
-            print(f"resuming from {resumed} (step {step} of {total_steps}, epoch {epoch + 1}){limit}; "
-                  "--fresh starts over", flush=True)
-        else:
-            print(f"starting a fresh run: {len(files)} pictures, {total_steps} steps on {device}"
-                  f"{f' x {world} processes' if world > 1 else ''}{limit}", flush=True)
-    if step < total_steps:  # the mirror shows the network from the start, not only from the first checkpoint
-        run.write_live(step, epoch + batch_in_epoch / steps_per_epoch, total_steps, cfg.batch_size * world)
-    if cfg.mirror and rank == 0:
-        from . import mirror
-        mirror.start(watch=[cfg.checkpoint_dir], any_port=True,
-                     note=f"it stops with this run; `stylemirror mirror --watch {cfg.checkpoint_dir}` serves it after")
 
-    cuda = device.type == "cuda"
-    compile_ = cfg.compile if cfg.compile is not None else (cuda or total_steps - step >= COMPILE_MIN_STEPS)
-    options = StepOptions.for_device(device, compile_, cfg.bf16)
-    model, criterion = prepare(net, criterion, device, world, options)
-    stop = Stop()
-    # The losses the next log row averages (and the grid and steadiness terms, when trained).
-    tally = Tally(device, LOSS_KEYS + tuple(k for k in WEIGHTED_TERMS if getattr(cfg, f"{k}_weight")))
-    window = {"images": 0, "first_step": step + 1, "start": time.perf_counter()}
-    unreadable, last_batch = set(), None
-    progress = tqdm(total=total_steps, initial=step, unit="step", disable=rank != 0, dynamic_ncols=True)
-    net.train()
-    order = data.TrainingOrder(len(files), cfg.batch_size, cfg.epochs, cfg.seed, rank, world, epoch, batch_in_epoch)
-    if step < total_steps:
-        for batch, bad in data.loader(files, cfg.image_size, cfg.batch_size, order, cfg.workers, cuda,
-                                      max_zoom=cfg.crop_zoom, seed=(cfg.seed, rank), first_step=step):
-            for i in set(bad) - unreadable:
-                unreadable.add(i)
-                if rank == 0:
-                    tqdm.write(f"skipping unreadable picture {files[i]}")
-            if len(batch) == 0:  # every picture of the batch was unreadable: reuse the last one
-                if last_batch is None:
+def style_network(cfg) -> TransformNet:
+    net = TransformNet.named(cfg.arch, cfg.decoder, len(cfg.style), cfg.encoder)
+    if len(cfg.style) > 1:  # the names travel with it into every file written of it (live ones too)
+        net.style_info = tuple(style_record(p) for p in cfg.style)
+    return net
+
+
+def style_selections(count: int, device) -> list | None:
+    """Several styles: each step's batch trains toward one, cycled in --style's order (step %
+    count), not sampled: every style gets an equal share of the steps, and the order depends
+    only on the step number, so it is deterministic and a resumed run goes on where it stopped."""
+    return [row.clone() for row in torch.eye(count, device=device)] if count > 1 else None
+
+
+def planned_steps(cfg, steps_per_epoch) -> tuple[int, str]:
+    """The steps the run ends at, and a note where --epochs ends it before --max-steps."""
+    total = cfg.epochs * steps_per_epoch
+    if not cfg.max_steps:
+        return total, ""
+    note = "" if cfg.max_steps <= total else (
+        f" (--epochs {cfg.epochs} ends before --max-steps {cfg.max_steps}: raise --epochs for more)")
+    return min(total, cfg.max_steps), note
+
+
+class Pictures:
+    """The training pictures, and those found unreadable (each named once, when it is found)."""
+
+    def __init__(self, cfg, rank, world):
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.files = data.find_images(cfg.train_path)
+        self.unreadable = set()
+        self.steps_per_epoch = data.TrainingOrder.batches_per_epoch(len(self.files), cfg.batch_size, world)
+        if self.steps_per_epoch == 0:
+            raise UserError(f"{cfg.train_path}: {len(self.files)} pictures, fewer than one batch "
+                            f"({cfg.batch_size} x {world} processes)")
+
+    def batches(self, at, pin_memory):
+        """The run's batches from `at` on, each process its share, less unreadable pictures."""
+        cfg = self.cfg
+        order = data.TrainingOrder(len(self.files), cfg.batch_size, cfg.epochs, cfg.seed, self.rank, self.world,
+                                   at.epoch, at.batch)
+        return self.readable(data.loader(self.files, cfg.image_size, cfg.batch_size, order, cfg.workers, pin_memory,
+                                         max_zoom=cfg.crop_zoom, seed=(cfg.seed, self.rank), first_step=at.step))
+
+    def readable(self, batches):
+        """The loader's batches less their unreadable pictures; a batch with none left is the
+        last one again."""
+        last = None
+        for batch, bad in batches:
+            for i in set(bad) - self.unreadable:
+                self.unreadable.add(i)
+                if self.rank == 0:
+                    tqdm.write(f"skipping unreadable picture {self.files[i]}")
+            if len(batch) == 0:
+                if last is None:
                     continue
-                batch = last_batch
-            last_batch = batch
-            style = None if selections is None else selections[step % len(selections)]
-            losses = forward_backward(model, criterion, optimizer, batch, device, options, cfg.stability_weight, style)
-            non_finite = ~torch.isfinite(losses["total"].detach())
-            if world > 1:  # every rank must agree to skip or stop at the same step: waits for the GPU
-                flags = torch.stack([torch.tensor(float(stop.requested), device=device), non_finite.float()])
-                dist.all_reduce(flags)
-                non_finite = flags[1] > 0
-                if flags[0].item() > 0 and not stop.requested:  # a signal to any rank stops them all
-                    stop.signal = signal.SIGTERM
-            step_unless(optimizer, non_finite)
-            tally.add(losses, non_finite)
-            window["images"] += len(batch) * world
-            step += 1
-            batch_in_epoch += 1
-            if batch_in_epoch == steps_per_epoch:
-                epoch, batch_in_epoch = epoch + 1, 0
-            progress.update(1)
-            stopping = stop.requested or step >= total_steps
-            checkpoint_due = step % cfg.checkpoint_iterations == 0 or stopping
-            if step % cfg.log_interval == 0 or checkpoint_due:
-                seen = tally.read()  # a single process waits for the GPU here only
-                elapsed = time.perf_counter() - window["start"]
-                if seen["non_finite"] and rank == 0:
-                    tqdm.write(f"steps {window['first_step']}-{step}: {seen['non_finite']} non-finite loss(es), "
-                               "those steps skipped (weights unchanged)")
-                if seen["longest_bad_run"] >= MAX_BAD_STEPS:
-                    raise stopped(f"the loss was non-finite {seen['longest_bad_run']} steps in a row", run)
-                if seen["losses"]:
-                    row = {"step": step, "epoch": round(epoch + batch_in_epoch / steps_per_epoch, 4), **seen["losses"]}
-                    row["images_per_s"] = window["images"] / elapsed
-                    row["unreadable"] = len(unreadable)
-                    run.log(row)
-                    progress.set_postfix(loss=f"{row['total']:.4g}", img_s=f"{row['images_per_s']:.1f}")
-                window = {"images": 0, "first_step": step + 1, "start": time.perf_counter()}
-            if checkpoint_due:
-                # A step can overflow the weights while its loss was finite (Adam's lr x moment
-                # past fp32's range): such weights are never saved, exported or shown live.
-                if not torch.stack([torch.isfinite(p).all() for p in net.parameters()]).all():
-                    raise stopped(f"the weights became non-finite by step {step}", run)
-                run.checkpoint(step, epoch, batch_in_epoch)
-                run.write_live(step, epoch + batch_in_epoch / steps_per_epoch, total_steps, cfg.batch_size * world)
-                window["start"] = time.perf_counter()  # checkpoint time is not training speed
-            if stopping:
-                break
-    progress.close()
-    if unreadable and rank == 0:
-        print(f"skipped {len(unreadable)} unreadable files of {len(files)}", flush=True)
-    if stop.requested:
-        if rank == 0:
-            print(f"stopped by {signal.Signals(stop.signal).name} at step {step}: checkpoint saved, "
-                  "rerun the same command to resume", flush=True)
-        return 128 + stop.signal
-    if step == first_step < total_steps:  # every batch was unreadable: not one step taken
-        raise UserError(f"{cfg.train_path}: none of its {len(files)} pictures could be read "
-                        f"({len(unreadable)} unreadable); nothing was trained and no model exported")
-    out = run.export(step)
+                batch = last
+            last = batch
+            yield batch
+
+    def say_skipped(self):
+        if self.unreadable and self.rank == 0:
+            print(f"skipped {len(self.unreadable)} unreadable files of {len(self.files)}", flush=True)
+
+    def none_readable(self) -> UserError:
+        return UserError(f"{self.cfg.train_path}: none of its {len(self.files)} pictures could be read "
+                         f"({len(self.unreadable)} unreadable); nothing was trained and no model exported")
+
+
+def fastest_step(cfg, net, criterion, device, world, steps_left):
+    """(model, criterion, options): the step as this device runs it fastest."""
+    compile_ = cfg.compile if cfg.compile is not None else (device.type == "cuda" or steps_left >= COMPILE_MIN_STEPS)
+    options = StepOptions.for_device(device, compile_, cfg.bf16)
+    return *prepare(net, criterion, device, world, options), options
+
+
+def agree_across_ranks(non_finite, stop, device, world):
+    """Every rank must skip, or stop, at the same step (a signal to any rank stops them all):
+    waits for the GPU."""
+    if world == 1:
+        return non_finite
+    flags = torch.stack([torch.tensor(float(stop.requested), device=device), non_finite.float()])
+    dist.all_reduce(flags)
+    if flags[0].item() > 0 and not stop.requested:
+        stop.signal = signal.SIGTERM
+    return flags[1] > 0
+
+
+def log_window(run, tally, window, at, unreadable: int, progress):
+    """The log row of the steps since the last one; non-finite steps said, and a run of
+    MAX_BAD_STEPS of them stops the run."""
+    seen = tally.read()  # a single process waits for the GPU here only
+    elapsed = time.perf_counter() - window.start
+    if seen["non_finite"] and run.rank == 0:
+        tqdm.write(f"steps {window.first_step}-{at.step}: {seen['non_finite']} non-finite loss(es), "
+                   "those steps skipped (weights unchanged)")
+    if seen["longest_bad_run"] >= MAX_BAD_STEPS:
+        raise stopped(f"the loss was non-finite {seen['longest_bad_run']} steps in a row", run)
+    if seen["losses"]:
+        row = {"step": at.step, "epoch": round(at.epochs, 4), **seen["losses"],
+               "images_per_s": window.images / elapsed, "unreadable": unreadable}
+        run.log(row)
+        progress.set_postfix(loss=f"{row['total']:.4g}", img_s=f"{row['images_per_s']:.1f}")
+
+
+def save_checkpoint(run, at, total_steps):
+    """A checkpoint, and the network shown live. A step can overflow the weights while its loss
+    was finite (Adam's lr x moment past fp32's range): such weights are never saved or shown."""
+    if not torch.stack([torch.isfinite(p).all() for p in run.net.parameters()]).all():
+        raise stopped(f"the weights became non-finite by step {at.step}", run)
+    run.checkpoint(at)
+    run.write_live(at, total_steps)
+
+
+def stopped_by_signal(stop, step, rank) -> int:
     if rank == 0:
+        print(f"stopped by {signal.Signals(stop.signal).name} at step {step}: checkpoint saved, "
+              "rerun the same command to resume", flush=True)
+    return 128 + stop.signal
+
+
+def export(run, step, world) -> int:
+    out = run.export(step)
+    if run.rank == 0:
         print(f"done: {step} steps; models in {out}", flush=True)
     if world > 1:
         dist.barrier()
     return 0
 
+
+def train(cfg: TrainConfig, on_ready=None) -> int:
+    """Train; `on_ready` is called (rank 0) once the run has a network to show. Returns the exit
+    status, as shells report it: 0 when finished (models exported), 128 + the signal's number
+    when a signal stopped it (after saving a checkpoint)."""
+    # Setup: the cheap checks first, so that a mistake fails fast; the loss network before
+    # the style network: both draw their initial weights from the seeded generator.
+    check_config(cfg)
+    device, rank, world = setup_device(cfg)
+    torch.manual_seed(cfg.seed)
+    styles = load_styles(cfg)
+    pictures = Pictures(cfg, rank, world)
+    criterion = perceptual_loss(cfg, styles).to(device)
+    net = style_network(cfg).to(device)
+    optimizer = adam(net, cfg.learning_rate)
+    Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    run = Run(cfg, net, optimizer, rank, world)
+    at, resumed = run.resume(device, pictures.steps_per_epoch)
+    first_step, (total_steps, note) = at.step, planned_steps(cfg, pictures.steps_per_epoch)
+    run.start(at, total_steps, resumed, note, len(pictures.files), device, on_ready)
+
+    # The step as this device runs it fastest, and what the loop keeps count of.
+    model, criterion, options = fastest_step(cfg, net, criterion, device, world, total_steps - at.step)
+    terms, selections = loss_network.ExtraTerms(cfg.grid_weight, cfg.stability_weight), style_selections(len(styles), device)
+    stop, window = Stop(), Window(at.step)
+    tally = Tally(device, LOSS_KEYS + terms.names)
+    progress = tqdm(total=total_steps, initial=at.step, unit="step", disable=rank != 0, dynamic_ncols=True)
+    net.train()
+    batches = pictures.batches(at, pin_memory=device.type == "cuda") if at.step < total_steps else ()
+
+    # The loop: a step a batch, a log row every --log-interval steps, a checkpoint every
+    # --checkpoint-iterations steps and when it stops.
+    for batch in batches:
+        style = None if selections is None else selections[at.step % len(selections)]
+        losses = forward_backward(model, criterion, optimizer, batch, device, options, terms, style)
+        non_finite = agree_across_ranks(~torch.isfinite(losses["total"].detach()), stop, device, world)
+        step_unless(optimizer, non_finite)
+        tally.add(losses, non_finite)
+        window.images += len(batch) * world
+        at.advance()
+        progress.update(1)
+        stopping = stop.requested or at.step >= total_steps
+        checkpoint_due = at.step % cfg.checkpoint_iterations == 0 or stopping
+        if at.step % cfg.log_interval == 0 or checkpoint_due:
+            log_window(run, tally, window, at, len(pictures.unreadable), progress)
+            window = Window(at.step)
+        if checkpoint_due:
+            save_checkpoint(run, at, total_steps)
+            window.start = time.perf_counter()  # checkpoint time is not training speed
+        if stopping:
+            break
+    progress.close()
+
+    # The end: the models exported, unless a signal stopped the run.
+    pictures.say_skipped()
+    if stop.requested:
+        return stopped_by_signal(stop, at.step, rank)
+    if at.step == first_step < total_steps:  # every batch was unreadable: not one step taken
+        raise pictures.none_readable()
+    return export(run, at.step, world)

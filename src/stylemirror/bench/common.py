@@ -11,6 +11,9 @@ from PIL import Image
 
 from ..errors import UserError
 
+# The shared folder beside a checkout holds real VGG19 weights, pictures and ml5's published models.
+SHARED = Path(__file__).resolve().parents[4] / "shared"
+
 # Real photos that scikit-image ships (no download): a small real training set.
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry",
                   "hubble_deep_field", "retina", "camera", "page")

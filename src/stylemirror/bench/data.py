@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..arguments import positive_int
 from .common import SKIMAGE_PHOTOS, machine
 
 
@@ -56,3 +57,19 @@ def bench_data(train_path=None, image_size=256, batch_size=4, pictures=240, work
     fast, slow = (float(np.median(r)) for r in zip(*rates))
     return {"images_per_s": fast, "reference_images_per_s": slow, "speedup": fast / slow,
             "image_size": image_size, "pictures": seen, "machine": machine()}
+
+
+HELP = "images/s of the training data pipeline beside decoding in one thread"
+
+
+def add_arguments(p):
+    p.add_argument("--train-path", help="a folder of pictures (default: generated 640x480 JPEGs)")
+    p.add_argument("--image-size", type=positive_int, default=256, help="crop size")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="pictures a batch")
+
+
+def run(args) -> dict:
+    result = bench_data(args.train_path, args.image_size, args.batch_size)
+    print(f"data: {result['images_per_s']:.1f} images/s; naive decode+resize {result['reference_images_per_s']:.1f} "
+          f"images/s: {result['speedup']:.2f}x ({result['pictures']} pictures, {result['machine']})")
+    return result

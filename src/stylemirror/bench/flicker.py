@@ -27,6 +27,7 @@ from PIL import Image
 
 from ..errors import UserError
 from ..stylize import Steadier
+from .common import SHARED
 
 CLIP_FRAMES = 60
 FRAME_SIZE = (256, 192)  # width, height: small enough for a CPU, large enough for texture
@@ -204,3 +205,61 @@ def still_strip(stylizers: dict, dest, frames: int = 4, steady: bool = False):
                   f"(mean {spread.mean():.1f} levels)", fill="black")
     with atomic.atomic_path(Path(dest)) as tmp:
         sheet.save(tmp, format="PNG")
+
+
+HELP = "how much models shimmer from frame to frame, on clips made from real photos"
+
+
+def add_arguments(p):
+    p.add_argument("--model", action="append", help="a model, several times for several (default: ml5's published "
+                                                    "ones in the shared folder); a multi-style model gives one row "
+                                                    "per style")
+    p.add_argument("--strip", help="also write a .png of the still clip through each model, with its temporal spread")
+    p.add_argument("--steady", action="store_true",
+                   help="also measure each model with its input steadied, as videos and the mirror's camera run it")
+
+
+def run(args) -> dict:
+    return models_flicker(args.model, args.strip, args.steady)
+
+
+def models_flicker(models, strip=None, steady=False) -> dict:
+    """Flicker of each model (default: ml5's published styles in the shared folder), reported;
+    the figures of the first on the JSON's top level. `strip`: also a picture of the still clip
+    through each model. `steady`: each model also with its input steadied (stylize.Steadier)."""
+    from .. import registry, stylize
+
+    if strip and Path(strip).suffix.lower() != ".png":
+        raise UserError(f"--strip {strip}: the strip is a .png picture")
+    if not models:
+        models = [str(p) for p in sorted((SHARED / "ml5-models").glob("*")) if (p / "manifest.json").exists()]
+        if not models:
+            raise UserError("bench flicker: no models given (--model M, several times for several)")
+    stylizers = {}
+    for m in models:
+        net = registry.open_model(m)
+        for style, single in net.each_style():  # a multi-style model: each of its styles as a row of its own
+            stylizers[f"{short_name(m, models)}:{style}" if net.styles > 1 else short_name(m, models)] = stylize.Stylizer(single)
+    results = bench_flicker(stylizers, steady=steady)
+    w, h = FRAME_SIZE
+    print(f"flicker: stylized change / input change between frames, {CLIP_FRAMES}-frame clips at {w}x{h} "
+          "(1: the output moves as much as the input; lower is steadier). Glued: what the same model scores with "
+          "its texture glued to the scene, perfectly consistent (a pan or zoom below it has texture held still "
+          "against the frame)")
+    for name, r in results.items():
+        g = r["glued"]
+        print(f"  {name:32s} overall {r['flicker']:6.2f} (glued {g['flicker']:4.2f})   still {r['still']:6.2f}   "
+              f"pan {r['pan']:6.2f} (glued {g['pan']:4.2f})   zoom {r['zoom']:6.2f} (glued {g['zoom']:4.2f})"
+              f"   pan warping error {r['pan_warp']:6.2f}")
+    if strip:
+        still_strip(stylizers, strip, steady=steady)
+        print(f"the still clip through each model: {strip}")
+    return {**next(iter(results.values())), "models": results}
+
+
+def short_name(model, models) -> str:
+    """A model's file or folder name, with its folder's where two of `models` share one."""
+    def name(m):
+        return Path(m).stem if Path(m).suffix else Path(m).name
+    twins = [o for o in models if name(o) == name(model)]
+    return f"{Path(model).parent.name}/{name(model)}" if len(twins) > 1 else name(model)

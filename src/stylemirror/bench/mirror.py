@@ -7,8 +7,9 @@ import numpy as np
 from PIL import Image
 
 from .. import formats
+from ..arguments import frame_size, positive_int
 from ..errors import UserError
-from .common import CHROMIUM_ARGS, machine
+from .common import CHROMIUM_ARGS, SHARED, machine
 
 
 def write_y4m(path, picture: Image.Image, frames=30):
@@ -93,3 +94,26 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
             "ml5_backend": "webgl", "lite_fps": lite_fps, "edge_pad_fps": by_pad,
             "unsteady_fps": unsteady_fps, "steady_cost": unsteady_fps / ours, "lite_vs_standard": lite_fps / ours,
             "size": f"{width}x{height}", "model": name, "machine": machine()}
+
+
+HELP = "frames per second of the mirror page beside ml5.js 0.12.2, in headless Chromium"
+
+
+def add_arguments(p):
+    p.add_argument("--model", default=str(SHARED / "ml5-models" / "wave"), help="an ml5 model folder")
+    p.add_argument("--size", type=frame_size, default="320x240", help="camera frame size WxH")
+    p.add_argument("--frames", "--steps", type=positive_int, default=10, help="frames timed")
+
+
+def run(args) -> dict:
+    w, h = args.size
+    result = bench_mirror(args.model, w, h, frames=args.frames)
+    print(f"mirror page {result['size']}: {result['fps']:.3f} fps ({result['backend']}); ml5.js 0.12.2: "
+          f"{result['ml5_fps']:.4f} fps ({result['ml5_backend']}): {result['speedup']:.1f}x; "
+          f"lite network {result['lite_fps']:.2f} fps ({result['lite_vs_standard']:.1f}x the standard one; "
+          f"ml5.js cannot run it) ({result['machine']}, headless Chromium)")
+    print(f"without the steadier (?steady=off): {result['unsteady_fps']:.3f} fps, "
+          f"{result['steady_cost']:.2f}x the page's default")
+    print("the page with N mirrored pixels around each frame (?edgepad=N; the figure above: its default): " + ", ".join(
+        f"{pad}: {fps:.3f} fps ({fps / result['ml5_fps']:.1f}x)" for pad, fps in result["edge_pad_fps"].items()))
+    return result

@@ -3,6 +3,7 @@ photo the run never saw, beside a plain reference trained in the same run on the
 steps, loss and weights: pytorch/examples' fast_neural_style network (reflection padding,
 nearest-neighbour upsampling + 3x3 conv, conv biases, an unbounded output) in eager fp32."""
 
+import argparse
 import json
 import tempfile
 import time
@@ -14,9 +15,10 @@ from PIL import Image
 from torch import nn
 
 from .. import data, formats, loss_network, registry
+from ..arguments import positive_int
 from ..images import picture_tensor
 from ..metrics import grid_score, shifted_grid_score, wall_edge_score
-from .common import write_skimage_photos
+from .common import SHARED, write_skimage_photos
 
 QUALITY_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 ZOOM = 4  # the grid's period is 2-4 pixels: shown 4x, nearest-neighbour, it is plain to see
@@ -111,6 +113,23 @@ def zoomed(picture: Image.Image, box) -> Image.Image:
     return crop.resize((crop.width * ZOOM, crop.height * ZOOM), Image.Resampling.NEAREST)
 
 
+def trained(style, photos: Path, vgg_path, folder: Path, steps, **recipe):
+    """(network, seconds, log rows, config) of `stylemirror train`'s own loop on `photos` for
+    `steps`, with the VGG19 layers at hand (QUALITY_LAYERS) and `recipe`'s fields; its files in
+    `folder`."""
+    from ..train import TrainConfig, train
+
+    cfg = TrainConfig(style=style, checkpoint_dir=str(folder / "ckpt"), train_path=str(photos), vgg_path=str(vgg_path),
+                      model_dir=str(folder / "model"), epochs=10**6, checkpoint_iterations=10**9,
+                      style_layers=QUALITY_LAYERS, content_layer="relu3_1", max_steps=steps,
+                      log_interval=max(1, steps // 10), **recipe)
+    start = time.perf_counter()
+    train(cfg)
+    seconds = time.perf_counter() - start
+    log = [json.loads(line) for line in (folder / "ckpt" / "train_log.jsonl").read_text().splitlines()]
+    return registry.open_model(folder / "model" / "model.safetensors"), seconds, log, cfg
+
+
 def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128, batch_size=4,
             style_weight=4000.0, learning_rate=1e-3, style_size=256, workers=None, arch="standard",
             decoder="resize", encoder="blur", crop_zoom=2.0, reference=True, published=None,
@@ -124,25 +143,16 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
     grid score swings with it (bench/README.md), so compare recipes over several.
     `steadiness=False` leaves out the flicker clips and the edge scores (half a minute on a
     CPU), for tests that do not look at them."""
-    from ..train import TrainConfig, train
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         photos = write_skimage_photos(tmp / "photos")
-        cfg = TrainConfig(style=str(style_path), checkpoint_dir=str(tmp / "ckpt"), train_path=str(photos),
-                          vgg_path=str(vgg_path), model_dir=str(tmp / "model"), epochs=10**6, batch_size=batch_size,
-                          checkpoint_iterations=10**9, style_weight=style_weight, learning_rate=learning_rate,
-                          image_size=image_size, style_size=style_size, style_layers=QUALITY_LAYERS,
-                          content_layer="relu3_1", max_steps=steps, workers=workers, log_interval=max(1, steps // 10),
-                          arch=arch, decoder=decoder, encoder=encoder, crop_zoom=crop_zoom, seed=seed,
-                          stability_weight=stability_weight, grid_weight=grid_weight)
-        start = time.perf_counter()
-        train(cfg)
-        seconds = time.perf_counter() - start
-        net = registry.open_model(tmp / "model" / "model.safetensors")
-        log = [json.loads(line) for line in (tmp / "ckpt" / "train_log.jsonl").read_text().splitlines()]
+        net, seconds, log, cfg = trained(
+            str(style_path), photos, vgg_path, tmp, steps, batch_size=batch_size, style_weight=style_weight,
+            learning_rate=learning_rate, image_size=image_size, style_size=style_size, workers=workers, arch=arch,
+            decoder=decoder, encoder=encoder, crop_zoom=crop_zoom, seed=seed, stability_weight=stability_weight,
+            grid_weight=grid_weight)
         vgg = loss_network.load_vgg(vgg_path, QUALITY_LAYERS)
         style = Image.open(style_path).convert("RGB")
         style.thumbnail((style_size, style_size))
@@ -156,11 +166,7 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
     photo = Image.open(photo_path).convert("RGB")
     photo.thumbnail((256, 256))
     score, drift, stylized = style_score(net, vgg, photo, style)
-    name = "quality" if (arch, decoder, encoder) == ("standard", "resize", "blur") else f"quality-{arch}-{decoder}-{encoder}"
-    if stability_weight != loss_network.STABILITY_WEIGHT:
-        name += f"-stability{stability_weight:g}"
-    if grid_weight != loss_network.GRID_WEIGHT:
-        name += f"-grid{grid_weight:g}"
+    name = file_name(arch, decoder, encoder, stability_weight, grid_weight)
     formats.save_safetensors(net, out_dir / f"{name}.safetensors", {"steps": steps, "style": Path(style_path).name})
     result = {"style_score": score, "content_drift": drift, "grid": grid_score(stylized), "photo_grid": grid_score(photo),
               "grid_shifted": shifted_grid_score(lambda pixels: raw_frames(net, [pixels])[0], photo),
@@ -174,32 +180,53 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
         result.update(flicker=flicker_of(net), edges=wall_edge_score(net), edges_unpadded=wall_edge_score(net, 0))
     panels = [photo, stylized]
     if ref_net is not None:
-        ref_score, ref_drift, ref_stylized = style_score(ref_net, vgg, photo, style)
-        result.update(reference_style_score=ref_score, reference_content_drift=ref_drift,
-                      reference_grid=grid_score(ref_stylized), reference_train_seconds=ref_seconds,
-                      reference_grid_shifted=shifted_grid_score(lambda pixels: raw_frames(ref_net, [pixels])[0], photo),
-                      style_score_ratio=score / ref_score, content_drift_ratio=drift / ref_drift)
-        panels.append(ref_stylized)
-        if steadiness:
-            result["reference_flicker"] = flicker_of(ref_net)
+        panels.append(score_reference(ref_net, vgg, photo, style, result, ref_seconds, steadiness))
     side = Image.new("RGB", (photo.width * len(panels), photo.height))
     for i, panel in enumerate(panels):
         side.paste(panel, (i * photo.width, 0))
     side.save(out_dir / f"{name}.png")
     if published is not None:
-        theirs = registry.open_model(published)
-        with torch.no_grad():
-            published_y = theirs(picture_tensor(photo))[0].permute(1, 2, 0).round().byte().numpy()
-        published_picture = Image.fromarray(published_y)
-        result["published_grid"] = grid_score(published_picture)
-        box = (photo.width // 2 - 32, photo.height // 2 - 32, photo.width // 2 + 32, photo.height // 2 + 32)
-        pair = [zoomed(published_picture, box), zoomed(stylized, box)]
-        zoom = Image.new("RGB", (pair[0].width * 2 + 8, pair[0].height), "white")
-        zoom.paste(pair[0], (0, 0))
-        zoom.paste(pair[1], (pair[0].width + 8, 0))
-        zoom.save(out_dir / f"{name}-zoom.png")
+        result["published_grid"] = beside_published(published, photo, stylized, out_dir / f"{name}-zoom.png")
     (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def file_name(arch, decoder, encoder, stability_weight, grid_weight) -> str:
+    """quality, or what the recipe changed from the default: quality-lite-resize-blur-grid0 ..."""
+    name = "quality" if (arch, decoder, encoder) == ("standard", "resize", "blur") else f"quality-{arch}-{decoder}-{encoder}"
+    if stability_weight != loss_network.STABILITY_WEIGHT:
+        name += f"-stability{stability_weight:g}"
+    if grid_weight != loss_network.GRID_WEIGHT:
+        name += f"-grid{grid_weight:g}"
+    return name
+
+
+def score_reference(ref_net, vgg, photo, style, result: dict, seconds, steadiness) -> Image.Image:
+    """The plain reference's figures into `result`, beside ours; returns its stylized photo."""
+    score, drift, stylized = style_score(ref_net, vgg, photo, style)
+    result.update(reference_style_score=score, reference_content_drift=drift,
+                  reference_grid=grid_score(stylized), reference_train_seconds=seconds,
+                  reference_grid_shifted=shifted_grid_score(lambda pixels: raw_frames(ref_net, [pixels])[0], photo),
+                  style_score_ratio=result["style_score"] / score, content_drift_ratio=result["content_drift"] / drift)
+    if steadiness:
+        result["reference_flicker"] = flicker_of(ref_net)
+    return stylized
+
+
+def beside_published(published, photo: Image.Image, stylized: Image.Image, dest: Path) -> float:
+    """The grid score of `published` (an ml5 model) on the photo; writes a zoomed crop of its
+    picture beside the same crop of `stylized` into dest."""
+    theirs = registry.open_model(published)
+    with torch.no_grad():
+        published_y = theirs(picture_tensor(photo))[0].permute(1, 2, 0).round().byte().numpy()
+    published_picture = Image.fromarray(published_y)
+    box = (photo.width // 2 - 32, photo.height // 2 - 32, photo.width // 2 + 32, photo.height // 2 + 32)
+    pair = [zoomed(published_picture, box), zoomed(stylized, box)]
+    zoom = Image.new("RGB", (pair[0].width * 2 + 8, pair[0].height), "white")
+    zoom.paste(pair[0], (0, 0))
+    zoom.paste(pair[1], (pair[0].width + 8, 0))
+    zoom.save(dest)
+    return grid_score(published_picture)
 
 
 # --- Many styles in one network (conditional instance norm) -----------------------------------
@@ -251,8 +278,6 @@ def quality_styles(styles, photo_path, vgg_path, out_dir, shared: Path, steps=12
     multi / single (target: 1.15 or less). Writes quality-styles.json and quality-styles.png
     (the photo, each style by the multi-style network, a blend of the first two; below, each
     single-style network's)."""
-    from ..train import TrainConfig, train
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pictures = [style_picture(s, out_dir / "styles", shared) for s in styles]
@@ -265,15 +290,10 @@ def quality_styles(styles, photo_path, vgg_path, out_dir, shared: Path, steps=12
     photo.thumbnail((256, 256))
 
     def run(style, tmp: Path, max_steps):
-        cfg = TrainConfig(style=style, checkpoint_dir=str(tmp / "ckpt"), train_path=str(tmp.parent / "photos"),
-                          vgg_path=str(vgg_path), model_dir=str(tmp / "model"), epochs=10**6, batch_size=batch_size,
-                          checkpoint_iterations=10**9, style_weight=style_weight, learning_rate=learning_rate,
-                          image_size=image_size, style_size=style_size, style_layers=QUALITY_LAYERS,
-                          content_layer="relu3_1", max_steps=max_steps, workers=workers,
-                          log_interval=max(1, max_steps // 10), arch=arch, seed=42)
-        start = time.perf_counter()
-        train(cfg)
-        return registry.open_model(tmp / "model" / "model.safetensors"), time.perf_counter() - start
+        net, seconds, _, _ = trained(style, tmp.parent / "photos", vgg_path, tmp, max_steps, batch_size=batch_size,
+                                     style_weight=style_weight, learning_rate=learning_rate, image_size=image_size,
+                                     style_size=style_size, workers=workers, arch=arch, seed=42)
+        return net, seconds
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -308,4 +328,76 @@ def quality_styles(styles, photo_path, vgg_path, out_dir, shared: Path, steps=12
     grid.save(out_dir / "quality-styles.png")
     formats.save_safetensors(multi, out_dir / "quality-styles.safetensors", {"steps": len(names) * steps})
     (out_dir / "quality-styles.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+# --- The command: `stylemirror bench quality [--styles ...]` ------------------------------------
+
+HELP = "training quality: style score, content drift, grid and flicker of a short run on real photos"
+
+
+def add_arguments(p):
+    from ..train import add_arguments as train_flags
+
+    p.add_argument("--style", default=str(SHARED / "images" / "udnie.jpg"), help="style picture")
+    p.add_argument("--styles", nargs="*", metavar="STYLE",
+                   help="train one network for these styles (4x the steps for 4) against one network per style; "
+                        "each a picture, an ml5 model in the shared folder (wave, la_muse: a photo it renders), or "
+                        "a scikit-image texture (brick, grass, gravel), each kept as the picture used in OUT/styles/. "
+                        f"Given alone: {' '.join(DEFAULT_STYLES)}")
+    p.add_argument("--photo", default=str(SHARED / "images" / "amber.jpg"), help="held-out photo")
+    p.add_argument("--vgg-path", default=str(SHARED / "vgg19" / "imagenet-vgg19-conv1_1-conv3_4.mat"),
+                   help="VGG19 weights with conv1_1..conv3_1")
+    p.add_argument("--out", default="bench/quality", help="where the figures and pictures go")
+    p.add_argument("--steps", type=positive_int, default=1200, help="training steps (each style's, with --styles)")
+    p.add_argument("--image-size", type=positive_int, default=128, help="training crop size")
+    train_flags(p, only=("batch_size", "arch", "decoder", "encoder", "stability_weight", "grid_weight", "seed"))
+    p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                   help="also train the plain reference in the same run")
+
+
+def run(args) -> dict:
+    if args.styles is not None:
+        return run_styles(args)
+    published = SHARED / "ml5-models" / "udnie"
+    same_style = Path(args.style).stem == "udnie" and (published / "manifest.json").exists()
+    result = quality(args.style, args.photo, args.vgg_path, args.out, steps=args.steps, image_size=args.image_size,
+                     batch_size=args.batch_size, arch=args.arch, decoder=args.decoder, encoder=args.encoder,
+                     reference=args.reference, published=published if same_style else None,
+                     stability_weight=args.stability_weight, grid_weight=args.grid_weight, seed=args.seed)
+    print(f"style score {result['style_score']:.3f} (Gram distance to the style, stylized / photo; < 1 is better), "
+          f"content drift {result['content_drift']:.3f}, grid {result['grid']:.2f} (the photo's own "
+          f"{result['photo_grid']:.2f}), {result['steps']} steps in {result['train_seconds']:.0f} s, seed {args.seed}")
+    print(f"grid over 4 positions of the photo {result['grid_shifted']:.2f} (the photo's own "
+          f"{result['photo_grid_shifted']:.2f}; the grid's strength moves with where the photo falls modulo 4)")
+    print(f"edges of a flat wall {result['edges']:.1f} levels from the rest (target <= 8; "
+          f"{result['edges_unpadded']:.1f} with --edge-pad 0)")
+    if "reference_style_score" in result:
+        print(f"plain reference (pytorch/examples' network, eager fp32, same data, steps and loss): style score "
+              f"{result['reference_style_score']:.3f}, content drift {result['reference_content_drift']:.3f}, grid "
+              f"{result['reference_grid']:.2f} ({result['reference_grid_shifted']:.2f} over 4 positions), in "
+              f"{result['reference_train_seconds']:.0f} s; ours / reference: style "
+              f"{result['style_score_ratio']:.2f}x, drift {result['content_drift_ratio']:.2f}x")
+
+    def steadiness(f):
+        return f"overall {f['flicker']:.2f}, still {f['still']:.2f}, pan warping error {f['pan_warp']:.2f}"
+    print("flicker (bench flicker's clips): " + steadiness(result["flicker"])
+          + (f"; reference {steadiness(result['reference_flicker'])}" if args.reference else ""))
+    if "published_grid" in result:
+        print(f"ml5's published udnie on the same photo: grid {result['published_grid']:.2f}")
+    print(f"pictures: {args.out}/quality*.png")
+    return result
+
+
+def run_styles(args) -> dict:
+    """--styles: one network for all the styles against a network per style."""
+    result = quality_styles(args.styles or DEFAULT_STYLES, args.photo, args.vgg_path, args.out, SHARED,
+                            steps=args.steps, image_size=args.image_size, batch_size=args.batch_size, arch=args.arch)
+    print(f"{len(result['styles'])} styles in one network ({result['multi_steps']} steps, "
+          f"{result['multi_train_seconds']:.0f} s) against one network per style ({result['steps']} steps each); "
+          "style score (< 1 is better), multi / single (target <= 1.15):")
+    for name, r in result["styles"].items():
+        print(f"  {name:12s} {r['style_score']:.3f} vs {r['single_style_score']:.3f}: {r['ratio']:.2f}x")
+    print(f"pictures: {args.out}/quality-styles.png (top: the photo, each style, a blend of the first two; "
+          "bottom: the single-style networks)")
     return result

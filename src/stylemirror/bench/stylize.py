@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..arguments import frame_size
 from ..devices import pick_device
 from .common import machine, timed_in_turns
 
@@ -75,3 +76,30 @@ def bench_stylize(width=640, height=480, device="auto", repeats=5, arch="standar
             "max_level_difference": levels, "tiled": False, "edge_pad": padded.options.edge_pad,
             "edge_pad_ms_per_frame": 1000 * seconds["edge_pad"],
             "engine": "onnxruntime" if stylizer.session else "torch", **memory}
+
+
+HELP = "ms per frame of `stylemirror stylize` beside plain eager fp32, and its peak memory"
+
+
+def add_arguments(p):
+    from ..train import add_arguments as train_flags
+
+    p.add_argument("--size", type=frame_size, default="640x480", help="frame size WxH")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    train_flags(p, only=("arch",))
+
+
+def run(args) -> dict:
+    w, h = args.size
+    result = bench_stylize(w, h, args.device, arch=args.arch)
+    if result["tiled"]:
+        print(f"stylize {result['size']} ({args.arch}), in tiles: {result['ms_per_frame'] / 1000:.1f} s, "
+              f"peak RSS {result['peak_rss_mb']:.0f} MB ({result['device']}, {result['machine']})")
+    else:
+        print(f"stylize {result['size']} ({args.arch}): {result['ms_per_frame']:.1f} ms/frame ({result['engine']}); "
+              f"plain eager fp32 reference {result['reference_ms_per_frame']:.1f} ms: {result['speedup']:.2f}x, "
+              f"max difference {result['max_level_difference']} level(s), peak RSS {result['peak_rss_mb']:.0f} MB "
+              f"({result['device']}, {result['machine']})")
+        print(f"with the default --edge-pad {result['edge_pad']} (clean edges): {result['edge_pad_ms_per_frame']:.1f} "
+              f"ms/frame, {result['edge_pad_ms_per_frame'] / result['ms_per_frame']:.2f}x the time without")
+    return result

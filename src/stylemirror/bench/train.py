@@ -1,6 +1,7 @@
 """`stylemirror bench train`: images/s of the training step beside the plain eager fp32 reference;
 with --e2e, of `stylemirror train` itself on JPEG files beside the step alone."""
 
+import argparse
 import contextlib
 import json
 import sys
@@ -12,6 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from .. import loss_network
+from ..arguments import positive_int
 from ..devices import pick_device
 from ..errors import UserError
 from .common import machine, timed_in_turns
@@ -95,8 +97,6 @@ def bench_train(image_size=256, batch_size=4, steps=3, device="auto", compile_=T
     as a run long enough to compile it runs it, and of the plain eager fp32 reference,
     measured in turns (compiling happens in the untimed warm-up). With `variants`, each of
     STEP_VARIANTS too, with the FLOP/s it reaches and, on a known GPU, its share of peak."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from ..network import TransformNet
     from ..train import StepOptions, adam, forward_backward, prepare, step_unless
 
@@ -109,11 +109,12 @@ def bench_train(image_size=256, batch_size=4, steps=3, device="auto", compile_=T
         torch.manual_seed(0)
         net = TransformNet.named(arch).to(device)
         vgg = loss_network.VGG19(weights, (*loss_network.STYLE_LAYERS, loss_network.CONTENT_LAYER), loss_network.CAFFE_MEAN)
-        model, criterion = prepare(net, loss_network.PerceptualLoss(vgg, style, grid_weight=grid_weight).to(device), device, options=options)
+        model, criterion = prepare(net, loss_network.PerceptualLoss(vgg, style).to(device), device, options=options)
         optimizer = adam(net, 1e-3)
+        terms = loss_network.ExtraTerms(grid_weight, stability_weight)
 
         def step():
-            losses = forward_backward(model, criterion, optimizer, batch, device, options, stability_weight)
+            losses = forward_backward(model, criterion, optimizer, batch, device, options, terms)
             step_unless(optimizer, ~torch.isfinite(losses["total"].detach()))
         return step
 
@@ -140,17 +141,24 @@ def bench_train(image_size=256, batch_size=4, steps=3, device="auto", compile_=T
               "default_images_per_s": batch_size / seconds["train's default"],
               "compiled": compile_, "arch": arch, "device": str(device), "machine": machine()}
     if variants:
-        counter = FlopCounterMode(display=False)
-        with counter:
-            steps_to_time["fp32 eager"]()
-        flops, peak = counter.get_total_flops(), peak_tflops(device)
-        result["tflops_per_step"] = flops / 1e12
-        result["variants"] = {
-            name: {"images_per_s": batch_size / seconds[name], "speedup": seconds["reference"] / seconds[name],
-                   "tflops": flops / seconds[name] / 1e12,
-                   "share_of_peak": flops / seconds[name] / 1e12 / peak if peak else None}
-            for name in STEP_VARIANTS if name in seconds}
+        result.update(variant_figures(steps_to_time["fp32 eager"], seconds, batch_size, device))
     return result
+
+
+def variant_figures(step, seconds: dict, batch_size, device) -> dict:
+    """Each variant's images/s and FLOP/s (its share of the GPU's peak, where known), from the
+    FLOPs of one `step` counted as it runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    flops, peak = counter.get_total_flops(), peak_tflops(device)
+    return {"tflops_per_step": flops / 1e12, "variants": {
+        name: {"images_per_s": batch_size / seconds[name], "speedup": seconds["reference"] / seconds[name],
+               "tflops": flops / seconds[name] / 1e12,
+               "share_of_peak": flops / seconds[name] / 1e12 / peak if peak else None}
+        for name in STEP_VARIANTS if name in seconds}}
 
 
 COCO_TRAIN2014_PICTURES = 82_783
@@ -188,3 +196,47 @@ def bench_e2e(train_path=None, image_size=256, batch_size=4, steps=3, device="au
     return {"images_per_s": images_per_s, "steps": steps, "train_path": str(train_path) if train_path else None,
             # the classic recipe: two epochs of COCO train2014's 82,783 pictures
             "coco_two_epochs_minutes": 2 * COCO_TRAIN2014_PICTURES / images_per_s / 60}
+
+
+HELP = "images/s of the training step beside a plain reference; --e2e: of `stylemirror train` itself"
+
+
+def add_arguments(p):
+    from ..train import add_arguments as train_flags
+
+    p.add_argument("--image-size", type=positive_int, default=256, help="crop size")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="pictures a step")
+    p.add_argument("--steps", type=positive_int, default=3, help="timed steps (with --e2e: steps of each log row)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    train_flags(p, only=("arch",))
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="torch.compile the step, as long runs do")
+    p.add_argument("--variants", action="store_true",
+                   help="also fp32 eager, + channels_last, + bf16, + compile, + CUDA graphs, with FLOP/s")
+    p.add_argument("--e2e", action="store_true",
+                   help="also the real `stylemirror train` loop on JPEG files, its images/s against the step's")
+    p.add_argument("--train-path", help="--e2e: a folder of pictures (default: generated 640x480 JPEGs)")
+
+
+def run(args) -> dict:
+    result = bench_train(args.image_size, args.batch_size, args.steps, args.device,
+                         compile_=args.compile, arch=args.arch, variants=args.variants)
+    print(f"train step ({args.arch}{', compiled' if result['compiled'] else ''}): {result['images_per_s']:.3f} images/s; "
+          f"plain eager fp32 reference "
+          f"{result['reference_images_per_s']:.3f} images/s: {result['speedup']:.2f}x "
+          f"({result['image_size']}px, batch {result['batch_size']}, {result['device']}, {result['machine']})")
+    print(f"with train's default steadiness and grid terms: {result['default_images_per_s']:.3f} "
+          f"images/s ({result['images_per_s'] / result['default_images_per_s']:.2f}x the time of a step without)")
+    if "variants" in result:
+        print(f"variants ({result['tflops_per_step']:.3f} TFLOP a step; x: against the reference):")
+        for name, v in result.get("variants", {}).items():
+            peak = f", {100 * v['share_of_peak']:.1f}% of the bf16 peak" if v["share_of_peak"] else ""
+            print(f"  {name:16s} {v['images_per_s']:8.2f} images/s  {v['speedup']:5.2f}x  {v['tflops']:7.2f} TFLOP/s{peak}")
+    if args.e2e:
+        e2e = bench_e2e(args.train_path, result["image_size"], result["batch_size"], args.steps,
+                        args.device, compile_=args.compile, arch=args.arch)
+        result["e2e"] = {**e2e, "ratio": e2e["images_per_s"] / result["images_per_s"]}
+        print(f"end to end (`stylemirror train` on {args.train_path or 'generated 640x480 JPEGs'}): "
+              f"{e2e['images_per_s']:.3f} images/s, {100 * result['e2e']['ratio']:.0f}% of the step alone; "
+              f"two epochs of COCO train2014 at this rate: {e2e['coco_two_epochs_minutes']:.1f} minutes")
+    return result
