@@ -1,14 +1,14 @@
 #!/bin/sh
-# Every GPU target of issue 11 in one short run, for a session lent a GPU machine (about 6
-# minutes on an H100). Its python3 has PyTorch, safetensors, ONNX Runtime and Pillow: nothing
-# to install (no PyAV or scikit-image needed: the JPEGs are generated from a fractal then).
+# Every GPU figure in one short run, for a machine with a GPU (about 6 minutes on an H200).
+# Its python3 needs PyTorch, safetensors, ONNX Runtime and Pillow (no PyAV or scikit-image: the
+# JPEGs are generated from a fractal).
 #   sh bench/gpu.sh            # the figures land in $OUT (default bench/gpu/), a summary at the end
 #   TINY=1 PYTHON=.venv/bin/python sh bench/gpu.sh   # the same at toy sizes on the CPU: proves it runs
 #   LITE=1 sh bench/gpu.sh     # also the lite network's step variants (~2 more minutes)
-#   QUALITY=1 sh bench/gpu.sh  # only issue 10's long run: 5000 steps at 256 px, the grid of ml5's
+#   QUALITY=1 sh bench/gpu.sh  # only the long quality runs: 5000 steps at 256 px, the grid of ml5's
 #                              # layout (3x3 decoder and encoder, no grid term) against the default's,
-#                              # and the default at 3x its grid weight (3e7): style against grid;
-#                              # and without the steadiness term: its flicker figures (issue 13)
+#                              # the default at 3x its grid weight (3e7): style against grid; and with
+#                              # the steadiness term (--stability-weight 20000): its flicker figures
 # Targets: step >= 30% of the card's dense bf16 peak; end to end >= 95% of the step alone; two
 # epochs of COCO <= 3 minutes (>= 920 images/s end to end); stylize 1920x1080 >= 1.5x plain eager.
 OUT=${OUT:-bench/gpu}
@@ -48,8 +48,8 @@ if [ -n "${QUALITY:-}" ]; then
         --decoder deconv3 --encoder conv3 --grid-weight 0
     run quality-grid3e7 quality --steps "$QUALITY_STEPS" --image-size "$IMAGE" --no-reference --out "$OUT/quality" \
         --grid-weight 3e7
-    run quality-stability0 quality --steps "$QUALITY_STEPS" --image-size "$IMAGE" --no-reference --out "$OUT/quality" \
-        --stability-weight 0
+    run quality-stability quality --steps "$QUALITY_STEPS" --image-size "$IMAGE" --no-reference --out "$OUT/quality" \
+        --stability-weight 20000
     finish
 fi
 # The step: the plain fp32 reference, ours (as `train` runs it), then fp32 eager, + channels_last,
@@ -73,7 +73,7 @@ def figures(name):
         return json.loads((out / f"{name}.txt").read_text().strip().splitlines()[-1])
     except (OSError, IndexError, ValueError):
         return None
-print("== summary (targets of issue 11)")
+print("== summary (against the targets)")
 train, e2e, stylize = figures("train"), figures("e2e"), figures("stylize")
 if train:
     best = max(train["variants"].items(), key=lambda kv: kv[1]["images_per_s"])

@@ -243,7 +243,7 @@ def test_the_model_files_say_how_it_was_trained(workdir, tmp_path):
     ckpt = tmp_path / "ckpt"
     result = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "1", "--seed", "7",
                                      "--crop-zoom", "1.5", "--style-size", "64", "--grid-weight", "3e6",
-                                     "--stability-weight", "0"))
+                                     "--stability-weight", "5000"))
     assert result.returncode == 0, result.stderr[-2000:]
     config = json.loads(torch.load(ckpt / "ckpt_00000001.pt", weights_only=True)["config"])
     info = json.loads((ckpt / "model" / "model.json").read_text())
@@ -253,7 +253,7 @@ def test_the_model_files_say_how_it_was_trained(workdir, tmp_path):
         key = TrainConfig.__dataclass_fields__[name].metadata.get("saved_as", name)
         assert info[key] == config[name] and meta[key] == str(config[name]), name
     assert (info["seed"], info["crop_zoom"], info["style_size"], info["grid_weight"], info["stability_weight"]) == (
-        7, 1.5, 64, 3e6, 0.0)
+        7, 1.5, 64, 3e6, 5000.0)
     assert info["arch"] == "lite" and info["trained_decoder"] == "resize" and info["style_layers"] == [
         "relu1_1", "relu2_1", "relu3_1"]
     assert info["steps"] == 1 and info["date"] and info["vgg"] == str(workdir / "vgg.mat")
@@ -304,18 +304,22 @@ def test_bf16_where_it_is_native_unless_told(monkeypatch):
     assert args.bf16 is False and "bf16" in train.TrainConfig.__dataclass_fields__
 
 
-def test_the_steadiness_and_grid_terms_are_on_by_default_logged_and_counted_in_the_total(workdir, tmp_path):
+def test_the_grid_term_is_on_and_the_steadiness_term_off_by_default_each_logged_and_counted_when_on(workdir, tmp_path):
+    default = tmp_path / "default"
+    result = stylemirror(*train_args(workdir, default, "--epochs", "1"))
+    assert result.returncode == 0, result.stderr
+    assert rows(default)[0]["grid"] > 0 and "stability" not in rows(default)[0]  # off: nothing to log
     ckpt = tmp_path / "ckpt"
-    result = stylemirror(*train_args(workdir, ckpt, "--epochs", "1", "--log-interval", "1"))
+    result = stylemirror(*train_args(workdir, ckpt, "--epochs", "1", "--log-interval", "1", "--stability-weight", "20000"))
     assert result.returncode == 0, result.stderr
     for row in rows(ckpt):
         assert row["stability"] > 0 and row["grid"] > 0
         parts = row["content"] + row["style"] + row["tv"] + row["grid"] + row["stability"]
         assert abs(row["total"] - parts) <= 1e-4 * row["total"]
     plain = tmp_path / "plain"
-    off = stylemirror(*train_args(workdir, plain, "--epochs", "1", "--stability-weight", "0", "--grid-weight", "0"))
+    off = stylemirror(*train_args(workdir, plain, "--epochs", "1", "--grid-weight", "0"))
     assert off.returncode == 0, off.stderr[-2000:]
-    assert "stability" not in rows(plain)[0] and "grid" not in rows(plain)[0]  # off: nothing to log
+    assert "stability" not in rows(plain)[0] and "grid" not in rows(plain)[0]
 
 
 @pytest.mark.parametrize("name", ["grid_weight", "stability_weight", "tv_weight"])

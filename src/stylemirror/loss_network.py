@@ -250,8 +250,9 @@ def grid_loss(y, period: int = GRID_PERIOD):
 # moving camera (bench flicker's clips), made from one training picture.
 STABILITY_NOISE = 3.0  # levels
 STABILITY_SHIFT = 2  # pixels, at most, each axis
-# train's default --stability-weight: measured with `bench quality` (bench/README.md), the most
-# of it that keeps the style score within 10% of training without it.
+# The steadiness term's weight when it is on (--stability-weight), the most that kept the style
+# score within 10% at 300 steps. Off by default: at GPU lengths it costs 2.75x the step for a
+# steadier pan (bench/README.md).
 STABILITY_WEIGHT = 20000.0
 
 
@@ -279,8 +280,7 @@ def stability_loss(model, x, y, generator=None):
 @dataclass(frozen=True)
 class ExtraTerms:
     """Our two terms beyond Johnson's losses, each off at weight 0: against a grid (grid_loss)
-    and against flicker (stability_loss: one more pass of the style network, about 10% more
-    per step). Each is logged under its name (WEIGHTED_TERMS) and counted in the total."""
+    and against flicker (stability_loss: one more pass of the style network a step). Each is logged under its name (WEIGHTED_TERMS) and counted in the total."""
     grid_weight: float = 0.0
     stability_weight: float = 0.0
 

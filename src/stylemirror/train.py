@@ -83,10 +83,12 @@ class TrainConfig:
                           help="downsampling: blur (3x3 conv blurred before keeping every other pixel: anti-aliased, "
                                "less content drift, steadier on moving pictures; ml5.js runs it as a 5x5 stride-2 "
                                "conv; 1.1x the time) or conv3 (ml5's published models' 3x3 stride-2 conv)")
-    stability_weight: float = option(loss_network.STABILITY_WEIGHT, type=non_negative_float, check=weight, recipe=True,
+    stability_weight: float = option(0.0, type=non_negative_float, check=weight, recipe=True,
                                      help="train against flicker: a slightly moved, noisier copy of a picture should "
-                                          "stylize to the stylized picture, moved (default %(default)g; 0: off, one "
-                                          "style-network pass less per step; `stylemirror bench flicker`)")
+                                          f"stylize to the stylized picture, moved (default %(default)g: off; "
+                                          f"{loss_network.STABILITY_WEIGHT:g} is the weight it was measured at: a "
+                                          "steadier pan for one more style-network pass a step; `stylemirror bench "
+                                          "flicker`)")
     grid_weight: float = option(loss_network.GRID_WEIGHT, type=non_negative_float, check=weight, recipe=True,
                                 before=0.0,
                                 help="train against a grid: penalise what of each stylized picture repeats every 2 "
@@ -199,15 +201,20 @@ def load_style(path, size):
     return picture_tensor(image)
 
 
+def tune(device):
+    """cuDNN's autotuner and TF32 on a GPU, for a training step (bench train times the same)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+
 def setup_device(cfg):
     """(device, rank, world): torchrun's environment makes this a DDP worker."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    tune(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device, rank, world
@@ -374,9 +381,10 @@ class Run:
 
 @dataclass(frozen=True)
 class StepOptions:
-    """How the step runs. `stylemirror train` takes channels_last and bf16 autocast on CUDA,
-    bf16 autocast on CPUs that have it natively, and compiles as COMPILE_MIN_STEPS says;
-    `bench train --variants` tries each in turn."""
+    """How the step runs. `stylemirror train` takes bf16 autocast on CUDA and on CPUs that have
+    it natively, and compiles as COMPILE_MIN_STEPS says; `bench train --variants` tries each in
+    turn. Not channels_last: instance norm hands back contiguous tensors, and the conversions
+    around every norm made the step 11% slower on an H200 (bench/README.md)."""
     channels_last: bool = False
     bf16: bool = False
     compile: bool = False
@@ -387,7 +395,7 @@ class StepOptions:
         cuda = device.type == "cuda"
         if bf16 is None:
             bf16 = cuda or (device.type == "cpu" and cpu_has_bf16())
-        return cls(channels_last=cuda, bf16=bf16, compile=compile_)
+        return cls(bf16=bf16, compile=compile_)
 
 
 def cpu_has_bf16() -> bool:

@@ -133,8 +133,7 @@ def trained(style, photos: Path, vgg_path, folder: Path, steps, **recipe):
 def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128, batch_size=4,
             style_weight=4000.0, learning_rate=1e-3, style_size=256, workers=None, arch="standard",
             decoder="resize", encoder="blur", crop_zoom=2.0, reference=True, published=None,
-            stability_weight=loss_network.STABILITY_WEIGHT, grid_weight=loss_network.GRID_WEIGHT, seed=42,
-            steadiness=True):
+            stability_weight=0.0, grid_weight=loss_network.GRID_WEIGHT, seed=42, steadiness=True):
     """Train on scikit-image's photos with real VGG19 weights (ours through `stylemirror
     train`'s own loop, then the plain reference), score a photo neither run saw, and write
     pictures into out_dir: photo | ours | reference, and zoomed crops of ours beside
@@ -194,7 +193,7 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
 def file_name(arch, decoder, encoder, stability_weight, grid_weight) -> str:
     """quality, or what the recipe changed from the default: quality-lite-resize-blur-grid0 ..."""
     name = "quality" if (arch, decoder, encoder) == ("standard", "resize", "blur") else f"quality-{arch}-{decoder}-{encoder}"
-    if stability_weight != loss_network.STABILITY_WEIGHT:
+    if stability_weight:  # train's default: off
         name += f"-stability{stability_weight:g}"
     if grid_weight != loss_network.GRID_WEIGHT:
         name += f"-grid{grid_weight:g}"
