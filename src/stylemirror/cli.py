@@ -59,9 +59,8 @@ def cmd_models(args):
 
 
 def cmd_train(args):
-    from . import mirror
-
     def serve_mirror():  # once the run has a network to show: the page opens on it
+        from . import mirror
         mirror.start(watch=[args.checkpoint_dir], any_port=True,
                      note=f"it stops with this run; `stylemirror mirror --watch {args.checkpoint_dir}` serves it after")
 
