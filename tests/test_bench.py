@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-from conftest import IMAGES, SHARED
+from helpers import IMAGES, SHARED
 from stylemirror import bench
 
 

@@ -9,11 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ML5_MODEL_NAMES, ml5_model, photo, random_net
+from helpers import ML5_MODEL_NAMES, canvas_pixels, ml5_model, open_page, photo, random_net
 from stylemirror import formats
 from stylemirror.metrics import EDGE_BAND, edge_score, flat_wall
 from stylemirror.stylize import Options, Stylizer, reflect_pad
-from test_mirror import canvas_pixels, mirror_url, models, open_page  # noqa: F401 (fixtures)
 
 WALLS = 8  # walls of different noise scored together: their texture averages out (metrics.edge_score)
 TARGET = 8  # levels

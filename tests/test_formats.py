@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ml5_model, random_net
+from helpers import ml5_model, random_net
 from stylemirror import formats
 from stylemirror.errors import UserError
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import make_vgg_mat, photo
+from helpers import make_vgg_mat, photo
 from stylemirror import formats
 
 SCRIPT = Path(__file__).resolve().parent.parent / "jobs" / "gpu-train.sh"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ml5_model, photo, random_net
+from helpers import ml5_model, photo, random_net
 from stylemirror import tiling
 from stylemirror.formats import read_ml5
 from stylemirror.stylize import Options, Stylizer, picture_tensor

@@ -1,7 +1,6 @@
 """`stylemirror train` end to end, on tiny pictures and generated VGG weights."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -12,46 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_vgg_mat, photo, snapshot
+from helpers import photo, rows, run_ml5, snapshot, stylemirror, torchrun_train, train_args
 from stylemirror import formats
 from stylemirror.stylize import Options, Stylizer
-from test_ml5_browser import run_ml5
-
-SKIMAGE_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry"]
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """Training pictures (real photos from scikit-image, one broken file), a style picture
-    and a generated VGG19 .mat with the original's structure."""
-    import skimage.data
-    root = tmp_path_factory.mktemp("train")
-    (root / "photos" / "nested").mkdir(parents=True)
-    for i, name in enumerate(SKIMAGE_PHOTOS):
-        image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-        image.thumbnail((96, 96))
-        image.save(root / "photos" / ("nested" if i % 2 else "") / f"{name}.jpg")
-    (root / "photos" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    (root / "photos" / "readme.txt").write_text("not a picture")
-    style = Image.open(root / "photos" / "astronaut.jpg").rotate(90).filter(__import__("PIL.ImageFilter").ImageFilter.FIND_EDGES)
-    style.save(root / "style.png")
-    photo((40, 30)).save(root / "test.png")
-    make_vgg_mat(root / "vgg.mat", upto="conv3_1")
-    return root
-
-
-def train_args(root, ckpt, *extra):
-    return ["train", "--style", root / "style.png", "--train-path", root / "photos", "--vgg-path", root / "vgg.mat",
-            "--style-layers", "relu1_1,relu2_1,relu3_1", "--content-layer", "relu2_2", "--checkpoint-dir", ckpt,
-            "--image-size", "32", "--batch-size", "2", "--workers", "0", *extra]
-
-
-def stylemirror(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "stylemirror", *map(str, args)], capture_output=True, text=True, **kwargs)
-
-
-def rows(ckpt):
-    return [json.loads(line) for line in (ckpt / "train_log.jsonl").read_text().splitlines()]
 
 
 def test_training_writes_everything_and_the_loss_falls(workdir, tmp_path, browser, static_server):
@@ -202,13 +164,6 @@ def test_bad_input_is_one_line_exit_2(workdir, tmp_path, change, message):
     result = stylemirror(*args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
-
-
-def torchrun_train(*args, env=None):
-    """`stylemirror train ARGS` as two processes under torchrun, on this machine."""
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    return subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "stylemirror", *map(str, args)],
-                          capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_torchrun_two_processes_train_one_set_of_checkpoints(workdir, tmp_path):

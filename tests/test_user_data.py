@@ -17,10 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import make_vgg_mat, photo, random_net, snapshot
+from helpers import make_vgg_mat, make_video, photo, random_net, snapshot
 from stylemirror import cli, formats, mirror, server
 from stylemirror.stylize import Options, Stylizer, run
-from test_stylize import make_video
 
 NET = random_net(seed=3)
 

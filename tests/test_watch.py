@@ -12,12 +12,10 @@ import av
 import pytest
 import torch
 
-from conftest import random_net
+from helpers import ARTIFACTS, canvas_pixels, random_net, stylemirror, torchrun_train, train_args
 from stylemirror import formats, mirror, watch
 from stylemirror.errors import UserError
 from stylemirror.network import TransformNet
-from test_mirror import ARTIFACTS, camera_browser, canvas_pixels, mirror_url, models  # noqa: F401 (fixtures)
-from test_train import stylemirror, torchrun_train, train_args, workdir  # noqa: F401 (fixture)
 
 TINY = ("--image-size", "64", "--batch-size", "1", "--log-interval", "1", "--epochs", "20")
 
@@ -261,7 +259,7 @@ def watch_state(page):
                          " streaming: !!(window.mirror.stream && window.mirror.stream.active)})")
 
 
-def test_the_page_follows_a_training_run(camera_browser, workdir, tmp_path):  # noqa: F811
+def test_the_page_follows_a_training_run(camera_browser, workdir, tmp_path):
     """Opened before the run starts, the page waits; then it follows each checkpoint of the
     run (and of the run resumed), swapping networks while the camera frames keep coming."""
     ckpt = tmp_path / "run"
@@ -307,7 +305,7 @@ def test_the_page_follows_a_training_run(camera_browser, workdir, tmp_path):  # 
         srv.shutdown()
 
 
-def test_several_runs_standard_networks_and_switching_between_them(camera_browser, tmp_path):  # noqa: F811
+def test_several_runs_standard_networks_and_switching_between_them(camera_browser, tmp_path):
     """Two runs listed by their folders' names; the standard network swapped in as the lite one
     is; choosing the other run, not started yet, waits for it, then follows it; the first run,
     gone on meanwhile, is listed and chosen again at its newest step."""
@@ -363,7 +361,7 @@ def two_style_net(seed):
     return net.eval()
 
 
-def test_a_multi_style_run_keeps_its_blend_across_swaps(camera_browser, tmp_path):  # noqa: F811
+def test_a_multi_style_run_keeps_its_blend_across_swaps(camera_browser, tmp_path):
     run = tmp_path / "two"
     watch.write_live(run, two_style_net(0), {"step": 0, "total_steps": 2})
     srv = mirror.Mirror([tmp_path / "no models"], runs=watch.runs([run])).serve(port=0)
@@ -386,7 +384,7 @@ def decode_webm(path):
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
-def test_recording_gives_a_playable_webm(camera_browser, mirror_url, tmp_path):  # noqa: F811
+def test_recording_gives_a_playable_webm(camera_browser, mirror_url, tmp_path):
     def camera_page(limit):
         page = camera_browser.new_page()
         page.goto(f"{mirror_url}?model=ours&backend=wasm&size=160x120&recordlimit={limit}")
