@@ -1,4 +1,7 @@
-"""Fixtures every test module may use; plain helpers are in helpers.py."""
+"""Fixtures every test module may use; plain helpers are in helpers.py.
+
+Tests that drive Chromium (through the `playwright` fixture) are marked `browser` here, so
+`make test-quick` (-m "not slow and not browser") can leave them out."""
 
 import shutil
 
@@ -10,6 +13,12 @@ from stylemirror import formats, mirror, server
 from stylemirror.bench import write_y4m
 
 SKIMAGE_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry"]
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "playwright" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(autouse=True)

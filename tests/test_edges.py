@@ -94,6 +94,7 @@ def test_the_stylized_picture_does_not_move_at_any_size(h, w):
     assert near < 10 and moved > 4 * near, (near, moved)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ML5_MODEL_NAMES)
 def test_published_styles_paint_no_frame_by_default(model):
     net = formats.load_model(ml5_model(model))
@@ -102,6 +103,7 @@ def test_published_styles_paint_no_frame_by_default(model):
     assert clean <= TARGET < 20 < framed_before, (clean, framed_before)
 
 
+@pytest.mark.slow
 def test_stylize_command_paints_no_frame(tmp_path):
     """The whole path a user takes: wall pictures in a folder through `stylemirror stylize`."""
     folder = tmp_path / "walls"
@@ -115,6 +117,7 @@ def test_stylize_command_paints_no_frame(tmp_path):
         assert edge_score(outs) <= TARGET, model
 
 
+@pytest.mark.slow
 def test_edge_pad_0_gives_the_network_as_ml5_runs_it(tmp_path):
     picture = photo((37, 29))
     picture.save(tmp_path / "in.png")

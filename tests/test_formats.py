@@ -173,6 +173,7 @@ def test_failed_write_keeps_existing_model(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary left behind
 
 
+@pytest.mark.slow
 def test_cli_export_chain_ml5_safetensors_ml5_onnx(tmp_path):
     import subprocess
     import sys

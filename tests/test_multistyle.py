@@ -172,6 +172,7 @@ def multi_args(workdir, styles, ckpt, *extra):
     return [*args[:2], styles[0], "--style", styles[1], *args[3:]]
 
 
+@pytest.mark.slow
 def test_training_cycles_the_styles_and_writes_every_format(workdir, styles, tmp_path):
     ckpt = tmp_path / "ckpt"
     # One step trains the first style only: the second's norm rows stay as initialised.
@@ -364,6 +365,7 @@ def test_a_picture_on_show_follows_the_blend_and_the_model(still_camera, duo_url
     page.close()
 
 
+@pytest.mark.slow
 def test_bench_quality_styles_runs_at_tiny_settings(workdir, tmp_path):
     from helpers import ML5_MODELS, SHARED
     from stylemirror.bench.quality import style_picture
@@ -392,6 +394,7 @@ def test_bench_quality_styles_runs_at_tiny_settings(workdir, tmp_path):
         assert rendered.shape == (256, 256, 3) and rendered.std() > 10
 
 
+@pytest.mark.slow
 def test_export_cli_writes_and_replaces_per_style_folders(tmp_path):
     formats.save_safetensors(multi_net(styles=2), tmp_path / "duo.safetensors")
     for _ in range(2):  # the second replaces the first: a previous export of the same kind

@@ -29,6 +29,7 @@ def sheet_models(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_sheet_shows_every_style_with_its_label(sheet_models, tmp_path):
     result = stylemirror("sheet", tmp_path / "photo.png", "-o", tmp_path / "sheet.png", "--models", sheet_models,
                          "--tile-size", 80, cwd=tmp_path)
@@ -57,6 +58,7 @@ def test_sheet_shows_every_style_with_its_label(sheet_models, tmp_path):
     assert (picture[top:top + SIZE[1] + sheet.LABEL_HEIGHT, left:left + SIZE[0]] == 255).all()
 
 
+@pytest.mark.slow
 def test_sheet_labels_in_the_mirrors_order(sheet_models, tmp_path):
     from stylemirror import mirror
 
@@ -64,6 +66,7 @@ def test_sheet_labels_in_the_mirrors_order(sheet_models, tmp_path):
     assert labels == ["original", "alpha", "duo: udnie", "duo: brick", "solo"]
 
 
+@pytest.mark.slow
 def test_sheet_bad_input_says_one_line(sheet_models, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("not a picture")

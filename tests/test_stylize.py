@@ -108,6 +108,7 @@ def test_folder_is_mirrored(tmp_path):
     assert found == ["album/a.png", "album/b.png", "album/trip/c.jpg"]
 
 
+@pytest.mark.slow
 def test_batched_equals_one_by_one():
     pictures = [photo((20, 16)), photo((20, 16)).rotate(180), photo((16, 20))]
     batched = stylizer(batch_size=3).pictures(pictures)
@@ -138,6 +139,7 @@ def video_frames(path):
         return np.stack([f.to_ndarray(format="rgb24") for f in v.decode(video=0)]).astype(float)
 
 
+@pytest.mark.slow
 def test_a_still_noisy_video_is_steadied_unless_told_not_to(tmp_path):
     make_video(tmp_path / "still.mp4", frames=16, audio=False, move=0, noise=4)
     for steady in (True, False):

@@ -16,6 +16,7 @@ from stylemirror import formats
 from stylemirror.stylize import Options, Stylizer
 
 
+@pytest.mark.slow
 def test_training_writes_everything_and_the_loss_falls(workdir, tmp_path, browser, static_server):
     ckpt = tmp_path / "ckpt"
     result = stylemirror(*train_args(workdir, ckpt, "--epochs", "8", "--checkpoint-iterations", "10",
@@ -51,6 +52,7 @@ def test_training_writes_everything_and_the_loss_falls(workdir, tmp_path, browse
     assert np.abs(ml5_pixels.astype(int) - ours.astype(int)).max() <= 2
 
 
+@pytest.mark.slow
 def test_a_run_script_for_the_original_runs_unchanged(workdir, tmp_path):
     """style.py's flags, in its spelling (`1.5e1`), with `stylemirror train` in its place."""
     result = stylemirror(*train_args(workdir, tmp_path / "c", "--content-weight", "1.5e1", "--checkpoint-iterations",
@@ -60,6 +62,7 @@ def test_a_run_script_for_the_original_runs_unchanged(workdir, tmp_path):
     assert (tmp_path / "c" / "model" / "ml5" / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_compiled_training_runs_and_saves_plain_weights(workdir, tmp_path):
     """torch.compile (what long runs use) trains, checkpoints and exports like the eager loop."""
     ckpt = tmp_path / "ckpt"
@@ -72,6 +75,7 @@ def test_compiled_training_runs_and_saves_plain_weights(workdir, tmp_path):
     formats.load_model(ckpt / "model" / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_checkpoints_and_resuming_leave_the_run_as_trained_straight_through(workdir, tmp_path):
     """A checkpoint (its live network, its preview) changes nothing in the training: a run
     checkpointed every step, and one stopped and resumed, end with the weights of one run
@@ -92,6 +96,7 @@ def test_checkpoints_and_resuming_leave_the_run_as_trained_straight_through(work
         assert all(torch.equal(straight[k], other[k]) for k in straight)
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(workdir, tmp_path):
     ckpt = tmp_path / "ckpt"
     args = [sys.executable, "-m", "stylemirror", *map(str, train_args(
@@ -114,6 +119,7 @@ def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(workdir, tmp_path):
     assert fresh.stdout.startswith("starting a fresh run")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
 def test_signal_saves_a_checkpoint_and_exits_cleanly(workdir, tmp_path, signum, status):
     ckpt = tmp_path / "ckpt"
@@ -131,6 +137,7 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(workdir, tmp_path, signum, 
     assert f"stopped by {signum.name} at step {int(saved.stem.split('_')[1])}" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid_weight", ["0", "1e7"])
 def test_non_finite_loss_stops_with_last_good_checkpoint(workdir, tmp_path, grid_weight):
     """Without the grid term the loss turns non-finite; with it, a first step's gradients are
@@ -166,6 +173,7 @@ def test_bad_input_is_one_line_exit_2(workdir, tmp_path, change, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_train_one_set_of_checkpoints(workdir, tmp_path):
     ckpt = tmp_path / "ckpt"
     result = torchrun_train(*train_args(workdir, ckpt, "--epochs", "4", "--checkpoint-iterations", "2",
@@ -178,6 +186,7 @@ def test_torchrun_two_processes_train_one_set_of_checkpoints(workdir, tmp_path):
     assert (ckpt / "model" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_lite_network_trains_and_exports_what_can_run_it(workdir, tmp_path):
     """--arch lite: the mirror's format and ONNX (ml5.js cannot run it, so no ml5 folder)."""
     ckpt = tmp_path / "ckpt"
@@ -198,6 +207,7 @@ def lite_run(workdir, tmp_path_factory):
     return ckpt
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change,named", [(["--arch", "lite", "--style-weight", "5"], "--style-weight 100.0 (now 5.0)"),
                                           (["--arch", "standard"], "--arch lite (now standard)"),
                                           (["--arch", "lite", "--decoder", "deconv3", "--encoder", "conv3"],
@@ -212,6 +222,7 @@ def test_resuming_with_another_recipe_is_refused(workdir, lite_run, tmp_path, ch
     assert snapshot(ckpt) == before  # the run left as it was
 
 
+@pytest.mark.slow
 def test_what_may_change_between_runs_does_not_stop_a_resume(workdir, lite_run, tmp_path):
     ckpt = shutil.copytree(lite_run, tmp_path / "ckpt")
     more = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "2", "--epochs", "3"))
@@ -234,6 +245,7 @@ def test_bf16_where_it_is_native_unless_told(monkeypatch):
     assert args.bf16 is False and "bf16" in train.TrainConfig.__dataclass_fields__
 
 
+@pytest.mark.slow
 def test_the_steadiness_and_grid_terms_are_on_by_default_logged_and_counted_in_the_total(workdir, tmp_path):
     ckpt = tmp_path / "ckpt"
     result = stylemirror(*train_args(workdir, ckpt, "--epochs", "1", "--log-interval", "1"))

@@ -3,10 +3,11 @@ device (weights and Adam's state untouched) and the losses are read once a log r
 
 import math
 
+import pytest
 import torch
 
-from stylemirror import train
 from helpers import rows, stylemirror, train_args
+from stylemirror import train
 
 
 def tiny_step(net, optimizer, tally, scale):
@@ -74,6 +75,7 @@ def test_a_checkpoint_of_plain_adam_resumes_into_the_fused_one():
     assert [s["step"].item() for s in fused.state.values()] == [2.0, 2.0]
 
 
+@pytest.mark.slow
 def test_non_finite_steps_are_caught_at_the_next_read_with_the_last_good_checkpoint(workdir, tmp_path):
     """Losses are read only at log rows and checkpoints (here every 3 steps): the run stops at the
     first read after five non-finite steps in a row, every checkpoint's weights finite. Without

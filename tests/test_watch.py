@@ -37,6 +37,7 @@ def live_files(ckpt):
     return sorted(p.name for p in (ckpt / "live").iterdir())
 
 
+@pytest.mark.slow
 def test_training_writes_the_live_network_at_every_checkpoint(workdir, tmp_path):
     ckpt = tmp_path / "ckpt"
     result = stylemirror(*train_args(workdir, ckpt, *TINY, "--checkpoint-iterations", "3", "--max-steps", "7"))
@@ -223,6 +224,7 @@ def browser_env(tmp_path):
     return {**os.environ, "BROWSER": f"{sys.executable} {tmp_path / 'browser.py'} %s {seen}"}, seen
 
 
+@pytest.mark.slow
 def test_train_mirror_serves_the_run_and_opens_it(workdir, tmp_path):
     """The page is opened on the run while it trains."""
     env, seen = browser_env(tmp_path)
@@ -238,6 +240,7 @@ def test_train_mirror_serves_the_run_and_opens_it(workdir, tmp_path):
     assert opened["model_bytes"] == opened["entry"]["size"] > 1e5
 
 
+@pytest.mark.slow
 def test_train_mirror_under_torchrun_is_served_and_opened_once(workdir, tmp_path):
     """Under torchrun only the first process serves the page, opens it and writes the live
     networks it shows: the others train beside it without a server of their own."""

@@ -39,6 +39,8 @@ THIRD_PARTY = [
 ]
 WASM = [f for f in THIRD_PARTY if f.endswith(".wasm")]
 
+pytestmark = pytest.mark.slow  # every test here builds the wheel or installs it in a fresh venv
+
 
 def page_files() -> list[str]:
     """The page's own files (web/ relative), as the checkout has them."""
