@@ -6,7 +6,7 @@ ML5_SHA256 := 8906ded3234dd3792a2dcef790c1f27033f059313f8b85bc8f81e10420e8c346
 ML5_LICENSE_SHA256 := 356410c13e77ccdd6e69367a0961bf2bb7aeaea16b908c42e51c39963b7f18c7
 ML5 := web/vendor/ml5.min.js web/vendor/ml5.LICENSE.md
 
-.PHONY: setup browser test mirror bench wheel clean
+.PHONY: setup browser test test-quick mirror bench wheel clean
 
 setup: $(VENV)/.installed web/node_modules/.installed $(ML5)
 
@@ -41,6 +41,10 @@ browser:
 
 test: setup browser
 	$(BIN)/pytest -q --durations=25  # the slowest tests in every log: CI must stay well under 20 minutes
+
+# Everything but the tests marked slow or browser (see pyproject.toml): a few minutes, for while you work.
+test-quick: setup
+	$(BIN)/pytest -q -m "not slow and not browser" --durations=10
 
 mirror: setup
 	$(BIN)/stylemirror mirror

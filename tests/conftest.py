@@ -1,22 +1,24 @@
-import shutil
-from pathlib import Path
+"""Fixtures every test module may use; plain helpers are in helpers.py.
 
-import numpy as np
+Tests that drive Chromium (through the `playwright` fixture) are marked `browser` here, so
+`make test-quick` (-m "not slow and not browser") can leave them out."""
+
+import shutil
+
 import pytest
-import torch
 from PIL import Image
 
-from stylemirror import server
-from stylemirror.bench import CHROMIUM_ARGS
-from stylemirror.network import TransformNet
+from helpers import CHROMIUM, ML5_MODELS, WEB, fake_camera, launch, make_vgg_mat, photo, random_net
+from stylemirror import formats, mirror, server
+from stylemirror.bench import write_y4m
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-ML5_MODELS = SHARED / "ml5-models"
-ML5_MODEL_NAMES = ["wave", "udnie", "la_muse"]
-IMAGES = SHARED / "images"
-WEB = ROOT / "web"
-CHROMIUM = shutil.which("chromium")
+SKIMAGE_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry"]
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "playwright" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(autouse=True)
@@ -26,40 +28,7 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("STYLEMIRROR_MODELS_URL", "http://127.0.0.1:9/unreachable")
 
 
-def ml5_model(name: str) -> Path:
-    path = ML5_MODELS / name
-    if not (path / "manifest.json").exists():
-        pytest.skip(f"{path} is absent: the published ml5 models live in the shared folder beside the repo")
-    return path
-
-
-def random_net(seed=0, arch="standard", decoder="resize", styles=1, shift=0.5, encoder="blur") -> TransformNet:
-    """A random network whose instance norms have non-trivial scale and shift (in +-shift), so
-    that a swapped or transposed variable shows up in the output."""
-    torch.manual_seed(seed)
-    net = TransformNet.named(arch, decoder, styles, encoder)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if name.endswith("scale"):
-                p.uniform_(0.5, 1.5)
-            elif name.endswith("shift"):
-                p.uniform_(-shift, shift)
-    return net.eval()
-
-
-def snapshot(folder):
-    """Every file under `folder`, byte for byte, and every folder."""
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
-
-
-def photo(size=(64, 48)) -> Image.Image:
-    path = IMAGES / "amber.jpg"
-    if path.exists():
-        return Image.open(path).convert("RGB").resize(size, Image.Resampling.LANCZOS)
-    rng = np.random.default_rng(0)  # the shared pictures are absent: a smooth random picture
-    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
-
+# ---------------------------------------------------------------- the browser
 
 @pytest.fixture(scope="session")
 def playwright():
@@ -71,19 +40,19 @@ def playwright():
         yield p
 
 
-def launch(playwright, profile, extra_args=()):
-    """Debian's Chromium with a fresh profile; only our own server may be reached, which
-    proves the pages work offline."""
-    context = playwright.chromium.launch_persistent_context(
-        profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + list(extra_args))
-    context.route("**/*", lambda route: route.continue_()
-                  if route.request.url.startswith(("http://127.0.0.1", "data:", "blob:")) else route.abort())
-    return context
-
-
 @pytest.fixture(scope="session")
 def browser(playwright, tmp_path_factory):
     context = launch(playwright, tmp_path_factory.mktemp("profile"))
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def camera_browser(playwright, tmp_path_factory):
+    """Chromium whose fake camera shows a photo."""
+    y4m = tmp_path_factory.mktemp("camera") / "camera.y4m"
+    write_y4m(y4m, photo((320, 240)))
+    context = launch(playwright, tmp_path_factory.mktemp("profile"), fake_camera(y4m))
     yield context
     context.close()
 
@@ -96,55 +65,49 @@ def static_server(tmp_path):
     srv.shutdown()
 
 
-def vgg_convs(upto: str):
-    """(name, in, out) of VGG19's convs up to `upto`, e.g. 'conv3_1'."""
-    from stylemirror.loss_network import VGG19_LAYERS, VGG19_WIDTHS
-    convs, cin = [], 3
-    for name in VGG19_LAYERS[: VGG19_LAYERS.index(upto) + 1]:
-        if name.startswith("conv"):
-            cout = VGG19_WIDTHS[name[4]]
-            convs.append((name, cin, cout))
-            cin = cout
-    return convs
+# ---------------------------------------------------------------- the mirror
+
+@pytest.fixture
+def models(tmp_path):
+    """A models folder: two ml5 folders exported by our own code, ml5's published udnie where
+    the shared folder has it, and two in the mirror's own format: a training run's
+    --model-dir (standard network) and a lite network's file."""
+    folder = tmp_path / "models"
+    formats.write_ml5(random_net(seed=4), folder / "ours")
+    formats.write_ml5(random_net(seed=5), folder / "other")
+    formats.write_ml5(random_net(seed=6), folder / "run" / "ml5")
+    formats.save_safetensors(random_net(seed=6), folder / "run" / "model.safetensors")
+    formats.save_safetensors(random_net(seed=7, arch="lite"), folder / "lite.safetensors")
+    if (ML5_MODELS / "udnie" / "manifest.json").exists():
+        shutil.copytree(ML5_MODELS / "udnie", folder / "udnie")
+    return folder
 
 
-def random_kernels(upto, seed=0):
-    rng = np.random.default_rng(seed)
-    return {name: (rng.normal(0, np.sqrt(2 / (9 * cin)), (cout, cin, 3, 3)).astype(np.float32),
-                   rng.normal(0, 0.1, cout).astype(np.float32))
-            for name, cin, cout in vgg_convs(upto)}
+@pytest.fixture
+def mirror_url(models):
+    """The mirror serving `models`, on a free port."""
+    srv = mirror.Mirror([models]).serve(port=0)
+    yield f"http://127.0.0.1:{srv.server_address[1]}/"
+    srv.shutdown()
 
 
-def make_vgg_mat(path, upto="conv3_1", seed=0):
-    """A MatConvNet file with the structure of imagenet-vgg-verydeep-19.mat: `layers` is a
-    1xN cell of structs; conv kernels are stored [w, h, in, out]; biases [out, 1]."""
-    import scipy.io
-    from stylemirror.loss_network import VGG19_LAYERS
-    kernels = random_kernels(upto, seed)
-    names = VGG19_LAYERS[: VGG19_LAYERS.index(upto) + 1]
-    cells = np.empty((1, len(names)), dtype=object)
-    for i, name in enumerate(names):
-        layer = {"name": name, "type": name.rstrip("0123456789_")}
-        if name in kernels:
-            kernel, bias = kernels[name]
-            weights = np.empty((1, 2), dtype=object)
-            weights[0, 0] = kernel.transpose(3, 2, 1, 0)  # [out, in, h, w] -> [w, h, in, out]
-            weights[0, 1] = bias.reshape(-1, 1)
-            layer.update(weights=weights, pad=np.ones((1, 4)), stride=np.ones((1, 2)))
-        cells[0, i] = layer
-    mean = np.broadcast_to(np.array([123.68, 116.779, 103.939], np.float32), (8, 8, 3)).copy()
-    scipy.io.savemat(str(path), {"layers": cells, "normalization": {"averageImage": mean}})
-    return kernels
+# ---------------------------------------------------------------- training
 
-
-def make_torchvision_vgg(path, upto="conv3_1", seed=0):
-    """A torchvision-style vgg19 state dict (features.N.weight/bias) saved with torch.save."""
-    from stylemirror.loss_network import VGG19_LAYERS
-    kernels = random_kernels(upto, seed)
-    state = {}
-    for name, (kernel, bias) in kernels.items():
-        i = VGG19_LAYERS.index(name)
-        state[f"features.{i}.weight"], state[f"features.{i}.bias"] = torch.from_numpy(kernel), torch.from_numpy(bias)
-    state["classifier.0.weight"] = torch.zeros(4, 4)
-    torch.save(state, path)
-    return kernels
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """Training pictures (real photos from scikit-image, one broken file), a style picture
+    and a generated VGG19 .mat with the original's structure."""
+    import skimage.data
+    root = tmp_path_factory.mktemp("train")
+    (root / "photos" / "nested").mkdir(parents=True)
+    for i, name in enumerate(SKIMAGE_PHOTOS):
+        image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        image.thumbnail((96, 96))
+        image.save(root / "photos" / ("nested" if i % 2 else "") / f"{name}.jpg")
+    (root / "photos" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (root / "photos" / "readme.txt").write_text("not a picture")
+    style = Image.open(root / "photos" / "astronaut.jpg").rotate(90).filter(__import__("PIL.ImageFilter").ImageFilter.FIND_EDGES)
+    style.save(root / "style.png")
+    photo((40, 30)).save(root / "test.png")
+    make_vgg_mat(root / "vgg.mat", upto="conv3_1")
+    return root

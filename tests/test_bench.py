@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-from conftest import IMAGES, SHARED
+from helpers import IMAGES, SHARED
 from stylemirror import bench
 
 
@@ -18,6 +18,7 @@ def bench_json(*args):
     return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_bench_train_reports_images_per_s_beside_the_reference():
     text, figures = bench_json("train", "--image-size", "32", "--batch-size", "2", "--steps", "1", "--no-compile")
     assert figures["images_per_s"] > 0 and figures["reference_images_per_s"] > 0 and figures["default_images_per_s"] > 0
@@ -25,6 +26,7 @@ def test_bench_train_reports_images_per_s_beside_the_reference():
     assert "plain eager fp32 reference" in text
 
 
+@pytest.mark.slow
 def test_bench_train_variants_report_each_step_and_its_flops():
     text, figures = bench_json("train", "--image-size", "32", "--batch-size", "2", "--steps", "1", "--no-compile",
                                "--variants")
@@ -40,6 +42,7 @@ def test_bench_train_variants_report_each_step_and_its_flops():
     assert "TFLOP/s" in text
 
 
+@pytest.mark.slow
 def test_bench_train_e2e_runs_the_real_loop_on_jpeg_files(tmp_path):
     bench.coco_like_jpegs(tmp_path / "jpegs", count=4)
     text, figures = bench_json("train", "--image-size", "32", "--batch-size", "2", "--steps", "1", "--no-compile",
@@ -50,6 +53,7 @@ def test_bench_train_e2e_runs_the_real_loop_on_jpeg_files(tmp_path):
     assert f"{100 * e2e['ratio']:.0f}% of the step alone" in text
 
 
+@pytest.mark.slow
 def test_bench_stylize_reports_ms_per_frame_and_exactness():
     _, figures = bench_json("stylize", "--size", "64x48")
     assert figures["ms_per_frame"] > 0 and figures["reference_ms_per_frame"] > 0
@@ -71,6 +75,7 @@ def shared_vgg():
     return vgg
 
 
+@pytest.mark.slow
 def test_short_training_moves_the_style_and_paints_no_grid(tmp_path):
     """Real VGG19 weights, real photos, a photo never trained on: after ~4 minutes of training
     on a 2-core CPU the stylized photo is much closer to the style, in Gram distance, than the
@@ -93,6 +98,7 @@ def test_short_training_moves_the_style_and_paints_no_grid(tmp_path):
     assert side.size[0] > side.size[1]  # the photo and its stylized version, side by side
 
 
+@pytest.mark.slow
 def test_quality_seed_sets_the_runs_start(tmp_path):
     """bench quality --seed: the same seed trains the same network, another seed another."""
     def run(seed):
@@ -104,6 +110,7 @@ def test_quality_seed_sets_the_runs_start(tmp_path):
     assert other["style_score"] != first["style_score"]
 
 
+@pytest.mark.slow
 def test_quality_trains_the_plain_reference_beside_ours(tmp_path):
     """A few steps only: the reference (pytorch/examples' network) is trained and scored in the
     same run, its figures and ratios reported, ml5's published model's grid beside ours."""

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import random_net
+from helpers import random_net
 from stylemirror import formats
 
 
@@ -28,7 +28,7 @@ def broken(tmp_path):
     (tmp_path / "wrong_shape" / "manifest.json").write_text(json.dumps(manifest))
     formats.write_ml5(random_net(), tmp_path / "good")
     formats.save_safetensors(random_net(arch="lite"), tmp_path / "lite.safetensors")
-    from conftest import photo
+    from helpers import photo
     photo((20, 16)).save(tmp_path / "photo.png")
     (tmp_path / "notes.txt").write_text("hello")
     return tmp_path

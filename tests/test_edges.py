@@ -9,12 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ML5_MODEL_NAMES, ml5_model, photo, random_net
+from helpers import ML5_MODEL_NAMES, canvas_pixels, ml5_model, open_page, photo, random_net
 from stylemirror import formats
 from stylemirror.metrics import EDGE_BAND, edge_score, flat_wall
 from stylemirror.padding import reflect_pad
 from stylemirror.stylize import Options, Stylizer
-from test_mirror import canvas_pixels, mirror_url, models, open_page  # noqa: F401 (fixtures)
 
 WALLS = 8  # walls of different noise scored together: their texture averages out (metrics.edge_score)
 TARGET = 8  # levels
@@ -96,6 +95,7 @@ def test_the_stylized_picture_does_not_move_at_any_size(h, w):
     assert near < 10 and moved > 4 * near, (near, moved)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ML5_MODEL_NAMES)
 def test_published_styles_paint_no_frame_by_default(model):
     net = formats.read_model(ml5_model(model))
@@ -104,6 +104,7 @@ def test_published_styles_paint_no_frame_by_default(model):
     assert clean <= TARGET < 20 < framed_before, (clean, framed_before)
 
 
+@pytest.mark.slow
 def test_stylize_command_paints_no_frame(tmp_path):
     """The whole path a user takes: wall pictures in a folder through `stylemirror stylize`."""
     folder = tmp_path / "walls"
@@ -117,6 +118,7 @@ def test_stylize_command_paints_no_frame(tmp_path):
         assert edge_score(outs) <= TARGET, model
 
 
+@pytest.mark.slow
 def test_edge_pad_0_gives_the_network_as_ml5_runs_it(tmp_path):
     picture = photo((37, 29))
     picture.save(tmp_path / "in.png")

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("skimage", reason="the flicker clips are made from scikit-image's photos")
 
-from conftest import random_net  # noqa: E402
+from helpers import random_net  # noqa: E402
 from stylemirror.bench import flicker  # noqa: E402
 from stylemirror.stylize import Steadier, Stylizer  # noqa: E402
 

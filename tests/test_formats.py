@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ml5_model, random_net
+from helpers import ml5_model, random_net
 from stylemirror import formats
 from stylemirror.errors import UserError
 
@@ -173,6 +173,7 @@ def test_failed_write_keeps_existing_model(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary left behind
 
 
+@pytest.mark.slow
 def test_cli_export_chain_ml5_safetensors_ml5_onnx(tmp_path):
     import subprocess
     import sys

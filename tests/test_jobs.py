@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import make_vgg_mat, photo
+import pytest
+
+from helpers import make_vgg_mat, photo
 from stylemirror import formats
 
 SCRIPT = Path(__file__).resolve().parent.parent / "jobs" / "gpu-train.sh"
 
 
+@pytest.mark.slow
 def test_the_cloud_job_trains_leaves_models_and_a_rerun_resumes(tmp_path):
     pictures = tmp_path / "data" / "train2014"
     pictures.mkdir(parents=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import SHARED, make_torchvision_vgg, make_vgg_mat
+from helpers import SHARED, make_torchvision_vgg, make_vgg_mat
 from stylemirror import loss_network, server
 from stylemirror.errors import UserError
 from stylemirror.loss_network import PerceptualLoss, gram

@@ -2,72 +2,18 @@
 
 import http.client
 import json
-import shutil
 import threading
 
 import numpy as np
 import pytest
 
-from conftest import ML5_MODELS, ROOT, launch, ml5_model, photo, random_net
+from helpers import ARTIFACTS, canvas_pixels, ml5_model, open_page, photo, random_net
 from stylemirror import formats, mirror, registry, server
-from stylemirror.bench import write_y4m
 from stylemirror.stylize import Stylizer
-
-ARTIFACTS = ROOT / "test-artifacts"
-
-
-@pytest.fixture
-def models(tmp_path):
-    """A models folder: two ml5 folders exported by our own code, ml5's published udnie where
-    the shared folder has it, and two in the mirror's own format: a training run's
-    --model-dir (standard network) and a lite network's file."""
-    folder = tmp_path / "models"
-    formats.write_ml5(random_net(seed=4), folder / "ours")
-    formats.write_ml5(random_net(seed=5), folder / "other")
-    formats.write_ml5(random_net(seed=6), folder / "run" / "ml5")
-    formats.save_safetensors(random_net(seed=6), folder / "run" / "model.safetensors")
-    formats.save_safetensors(random_net(seed=7, arch="lite"), folder / "lite.safetensors")
-    if (ML5_MODELS / "udnie" / "manifest.json").exists():
-        shutil.copytree(ML5_MODELS / "udnie", folder / "udnie")
-    return folder
-
-
-@pytest.fixture
-def mirror_url(models):
-    srv = mirror.Mirror([models]).serve(port=0)
-    yield f"http://127.0.0.1:{srv.server_address[1]}/"
-    srv.shutdown()
-
-
-@pytest.fixture(scope="module")
-def camera_browser(playwright, tmp_path_factory):
-    y4m = tmp_path_factory.mktemp("camera") / "camera.y4m"
-    write_y4m(y4m, photo((320, 240)))
-    context = launch(playwright, tmp_path_factory.mktemp("profile"), [
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={y4m.resolve()}"])
-    yield context
-    context.close()
-
-
-def open_page(context, url, until="ready"):
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url)
-    page.wait_for_function(f"['{until}', 'error', 'no-models'].includes(document.body.dataset.state)", timeout=90000)
-    page.errors = errors
-    return page
 
 
 def message(page):
     return page.locator("#message").inner_text() if page.locator("#message").is_visible() else ""
-
-
-def canvas_pixels(page, canvas_id):
-    w, h = page.evaluate(f"[document.getElementById('{canvas_id}').width, document.getElementById('{canvas_id}').height]")
-    data = page.evaluate(f"Array.from(document.getElementById('{canvas_id}').getContext('2d').getImageData(0, 0, {w}, {h}).data)")
-    return np.array(data, dtype=np.uint8).reshape(h, w, 4)[..., :3]
 
 
 MODEL_PATHS = {"udnie": "udnie", "ours": "ours", "run": "run/model.safetensors", "lite": "lite.safetensors"}

@@ -1,49 +1,13 @@
 """Our network against real ml5.js 0.12.2 (webgl backend) in headless Chromium."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
-from conftest import ML5_MODEL_NAMES, ml5_model, photo, random_net
+from helpers import ML5_MODEL_NAMES, ml5_model, photo, random_net, run_ml5
 from stylemirror import formats
 from stylemirror.stylize import Options, Stylizer
-
-ML5_PAGE = '<!doctype html><script src="/vendor/ml5.min.js"></script>'
-
-RUN_ML5 = """async ({modelUrl, imageUrl}) => {
-  await ml5.tf.setBackend('webgl');
-  const img = new Image();
-  img.src = imageUrl;
-  await img.decode();
-  const style = await ml5.styleTransfer(modelUrl);
-  const result = await style.transfer(img);
-  const out = new Image();
-  out.src = result.src;
-  await out.decode();
-  const canvas = document.createElement('canvas');
-  canvas.width = out.width; canvas.height = out.height;
-  const ctx = canvas.getContext('2d');
-  ctx.drawImage(out, 0, 0);
-  return {backend: ml5.tf.getBackend(), width: out.width, height: out.height,
-          pixels: Array.from(ctx.getImageData(0, 0, out.width, out.height).data)};
-}"""
-
-
-def run_ml5(browser, base_url, tmp_path, model_dir, picture):
-    shutil.copytree(model_dir, tmp_path / "model")
-    picture.save(tmp_path / "input.png")
-    (tmp_path / "ml5.html").write_text(ML5_PAGE)
-    page = browser.new_page()
-    try:
-        page.goto(f"{base_url}/work/ml5.html")
-        result = page.evaluate(RUN_ML5, {"modelUrl": f"{base_url}/work/model", "imageUrl": f"{base_url}/work/input.png"})
-    finally:
-        page.close()
-    assert result["backend"] == "webgl"
-    rgba = np.array(result["pixels"], dtype=np.uint8).reshape(result["height"], result["width"], 4)
-    return rgba[..., :3]
 
 
 @pytest.mark.parametrize("size", [(64, 48), (37, 29)], ids=["even", "odd"])

@@ -11,22 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import photo, random_net
+from helpers import (NAMES, canvas_pixels, fake_camera, launch, multi_net, open_page, photo, random_net, rows, run_ml5,
+                     stylemirror, train_args)
 from stylemirror import formats
 from stylemirror.errors import UserError
 from stylemirror.network import InferenceNet, TransformNet
 from stylemirror.stylize import Options, Stylizer, pick_style, style_weights
-from test_ml5_browser import run_ml5
-from test_train import rows, stylemirror, train_args, workdir  # noqa: F401 (workdir is a fixture)
-
-NAMES = ("udnie", "brick", "grass")
-
-
-def multi_net(styles=3, seed=0) -> TransformNet:
-    """A random multi-style network whose styles' norm parameters differ clearly."""
-    net = random_net(seed, styles=styles, shift=0.8)
-    net.style_info = tuple({"name": n, "sha256": "0" * 64} for n in NAMES[:styles])
-    return net.eval()
 
 
 def one_hot(i, n=3):
@@ -179,7 +169,7 @@ def sha256(path):
 
 
 @pytest.fixture(scope="module")
-def styles(workdir):  # noqa: F811 (the fixture imported above)
+def styles(workdir):
     import skimage.data
 
     paths = []
@@ -190,12 +180,13 @@ def styles(workdir):  # noqa: F811 (the fixture imported above)
     return paths
 
 
-def multi_args(workdir, styles, ckpt, *extra):  # noqa: F811
+def multi_args(workdir, styles, ckpt, *extra):
     args = train_args(workdir, ckpt, *extra)
     return [*args[:2], styles[0], "--style", styles[1], *args[3:]]
 
 
-def test_training_cycles_the_styles_and_writes_every_format(workdir, styles, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_training_cycles_the_styles_and_writes_every_format(workdir, styles, tmp_path):
     ckpt = tmp_path / "ckpt"
     # One step trains the first style only: the second's norm rows stay as initialised.
     first = stylemirror(*multi_args(workdir, styles, ckpt, "--max-steps", "1", "--checkpoint-iterations", "1",
@@ -250,7 +241,7 @@ def test_training_cycles_the_styles_and_writes_every_format(workdir, styles, tmp
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and why in result.stderr, result.stderr
 
 
-def test_two_styles_of_one_name_are_refused(workdir, tmp_path):  # noqa: F811
+def test_two_styles_of_one_name_are_refused(workdir, tmp_path):
     (tmp_path / "a").mkdir()
     Image.open(workdir / "style.png").save(tmp_path / "a" / "style.png")
     args = train_args(workdir, tmp_path / "ckpt", "--max-steps", "1")
@@ -262,14 +253,11 @@ def test_two_styles_of_one_name_are_refused(workdir, tmp_path):  # noqa: F811
 def still_camera(playwright, tmp_path_factory):
     """Chromium whose fake camera shows one still photo: every frame is the same, so the
     page's output can be compared with `stylize` on the frame it shows beside it."""
-    from conftest import launch
     from stylemirror.bench import write_y4m
 
     y4m = tmp_path_factory.mktemp("camera") / "still.y4m"
     write_y4m(y4m, photo((320, 240)), frames=1)
-    context = launch(playwright, tmp_path_factory.mktemp("profile"), [
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={y4m.resolve()}"])
+    context = launch(playwright, tmp_path_factory.mktemp("profile"), fake_camera(y4m))
     yield context
     context.close()
 
@@ -277,7 +265,6 @@ def still_camera(playwright, tmp_path_factory):
 @pytest.fixture
 def duo_url(tmp_path):
     """The mirror serving a two-style model (udnie, brick) and a single-style one."""
-    from conftest import random_net
     from stylemirror import mirror
 
     folder = tmp_path / "models"
@@ -316,8 +303,6 @@ def test_the_model_list_says_how_many_styles_a_model_holds(tmp_path):
 
 
 def test_page_blends_the_styles_live_on_the_camera(still_camera, duo_url):
-    from test_mirror import canvas_pixels, open_page
-
     net = multi_net(styles=2)
     page = open_page(still_camera, f"{duo_url}?model=duo&backend=wasm&size=160x120")
     assert page.evaluate("window.mirror.net.styles") == ["udnie", "brick"]
@@ -368,7 +353,6 @@ def test_page_blends_the_styles_live_on_the_camera(still_camera, duo_url):
 
 def test_a_picture_on_show_follows_the_blend_and_the_model(still_camera, duo_url, tmp_path):
     """In picture mode a new blend, or another model, stylizes the picture on show again."""
-    from test_mirror import canvas_pixels, open_page
 
     net = multi_net(styles=2)
     picture = photo((61, 45))
@@ -394,8 +378,9 @@ def test_a_picture_on_show_follows_the_blend_and_the_model(still_camera, duo_url
     page.close()
 
 
-def test_bench_quality_styles_runs_at_tiny_settings(workdir, tmp_path):  # noqa: F811
-    from conftest import ML5_MODELS, SHARED
+@pytest.mark.slow
+def test_bench_quality_styles_runs_at_tiny_settings(workdir, tmp_path):
+    from helpers import ML5_MODELS, SHARED
     from stylemirror.bench.quality import style_picture
 
     photo((64, 48)).save(tmp_path / "photo.png")
@@ -422,6 +407,7 @@ def test_bench_quality_styles_runs_at_tiny_settings(workdir, tmp_path):  # noqa:
         assert rendered.shape == (256, 256, 3) and rendered.std() > 10
 
 
+@pytest.mark.slow
 def test_export_cli_writes_and_replaces_per_style_folders(tmp_path):
     formats.save_safetensors(multi_net(styles=2), tmp_path / "duo.safetensors")
     for _ in range(2):  # the second replaces the first: a previous export of the same kind

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import photo, random_net
+from helpers import photo, random_net
 from stylemirror.metrics import grid_score
 from stylemirror.network import DECODERS, ENCODERS, InferenceNet, TransformNet, same_pad_stride2
 

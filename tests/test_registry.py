@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from conftest import random_net
+from helpers import random_net
 from stylemirror import formats, registry, server
 from stylemirror.errors import UserError
 

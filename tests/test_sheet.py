@@ -5,17 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import photo, random_net
+from helpers import multi_net, photo, random_net, stylemirror
 from stylemirror import formats, sheet
 from stylemirror.stylize import Options, Stylizer
-from test_multistyle import multi_net
-from test_train import stylemirror
 
 SIZE = (80, 60)
 
 
 @pytest.fixture
-def models(tmp_path):
+def sheet_models(tmp_path):
     """A folder the mirror would list as: alpha (ml5), duo (two styles), solo; and nan, a
     diverged model that it leaves out."""
     folder = tmp_path / "models"
@@ -31,8 +29,9 @@ def models(tmp_path):
     return folder
 
 
-def test_sheet_shows_every_style_with_its_label(models, tmp_path):
-    result = stylemirror("sheet", tmp_path / "photo.png", "-o", tmp_path / "sheet.png", "--models", models,
+@pytest.mark.slow
+def test_sheet_shows_every_style_with_its_label(sheet_models, tmp_path):
+    result = stylemirror("sheet", tmp_path / "photo.png", "-o", tmp_path / "sheet.png", "--models", sheet_models,
                          "--tile-size", 80, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "4 styles beside the original" in result.stdout
@@ -41,9 +40,9 @@ def test_sheet_shows_every_style_with_its_label(models, tmp_path):
     picture = np.asarray(Image.open(tmp_path / "sheet.png").convert("RGB")).astype(int)
     count = 5  # the original, alpha, duo's two styles, solo
     assert picture.shape[:2] == sheet.sheet_size(count, SIZE)[::-1]
-    duo = formats.read_model(models / "duo.safetensors")
-    nets = [formats.read_model(models / "alpha"), duo.select([1.0, 0.0]), duo.select([0.0, 1.0]),
-            formats.read_model(models / "solo.safetensors")]
+    duo = formats.read_model(sheet_models / "duo.safetensors")
+    nets = [formats.read_model(sheet_models / "alpha"), duo.select([1.0, 0.0]), duo.select([0.0, 1.0]),
+            formats.read_model(sheet_models / "solo.safetensors")]
     expected = [np.asarray(photo(SIZE))] + [np.asarray(Stylizer(n, options=Options()).picture(photo(SIZE))) for n in nets]
     boxes = sheet.tile_boxes(count, SIZE)
     for (left, top, right, bottom), want in zip(boxes, expected):
@@ -59,21 +58,23 @@ def test_sheet_shows_every_style_with_its_label(models, tmp_path):
     assert (picture[top:top + SIZE[1] + sheet.LABEL_HEIGHT, left:left + SIZE[0]] == 255).all()
 
 
-def test_sheet_labels_in_the_mirrors_order(models, tmp_path):
+@pytest.mark.slow
+def test_sheet_labels_in_the_mirrors_order(sheet_models, tmp_path):
     from stylemirror import mirror
 
-    labels = sheet.make_sheet(tmp_path / "photo.png", tmp_path / "s.png", mirror.model_folders([models]), tile=80)
+    labels = sheet.make_sheet(tmp_path / "photo.png", tmp_path / "s.png", mirror.model_folders([sheet_models]), tile=80)
     assert labels == ["original", "alpha", "duo: udnie", "duo: brick", "solo"]
 
 
-def test_sheet_bad_input_says_one_line(models, tmp_path):
+@pytest.mark.slow
+def test_sheet_bad_input_says_one_line(sheet_models, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("not a picture")
     cases = [(["missing.jpg"], "missing.jpg: no such file"),
              ([tmp_path / "notes.txt"], "not a readable picture"),
              ([tmp_path / "photo.png", "--models", tmp_path / "empty"], "no models to show"),
              ([tmp_path / "photo.png", "--models", tmp_path / "nowhere"], "no such folder"),
-             ([tmp_path / "photo.png", "--models", models, "-o", tmp_path / "sheet.xyz"], "unknown picture format")]
+             ([tmp_path / "photo.png", "--models", sheet_models, "-o", tmp_path / "sheet.xyz"], "unknown picture format")]
     for args, why in cases:
         out = [] if "-o" in args else ["-o", tmp_path / "sheet.png"]
         result = stylemirror("sheet", *args, *out, cwd=tmp_path / "empty")

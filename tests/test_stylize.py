@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import ml5_model, photo, random_net
+from helpers import make_video, ml5_model, photo, random_net
 from stylemirror import formats
 from stylemirror.stylize import Options, Stylizer, run
 
@@ -108,40 +108,13 @@ def test_folder_is_mirrored(tmp_path):
     assert found == ["album/a.png", "album/b.png", "album/trip/c.jpg"]
 
 
+@pytest.mark.slow
 def test_batched_equals_one_by_one():
     pictures = [photo((20, 16)), photo((20, 16)).rotate(180), photo((16, 20))]
     batched = stylizer(batch_size=3).pictures(pictures)
     single = [stylizer(batch_size=1).picture(p) for p in pictures]
     for a, b in zip(batched, single):
         assert np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max() <= 1
-
-
-def make_video(path, frames=12, rate=10, size=(64, 48), audio=True, move=1, noise=0.0):
-    """A photo sliding `move` pixels a frame, under fresh noise of `noise` levels every frame."""
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=rate)
-        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
-        video.options = {"crf": "10"} if noise else {}  # keep the noise: it is what is tested
-        sound = out.add_stream("aac", rate=16000) if audio else None
-        base = np.asarray(photo(size))
-        for i in range(frames):
-            pixels = np.roll(base, i * move, axis=1) + rng.normal(0, noise, base.shape)
-            frame = av.VideoFrame.from_ndarray(np.clip(pixels, 0, 255).round().astype(np.uint8), format="rgb24")
-            for packet in video.encode(frame):
-                out.mux(packet)
-        if sound is not None:
-            t = np.arange(int(16000 * frames / rate)) / 16000
-            samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
-            for start in range(0, samples.shape[1], 1024):
-                frame = av.AudioFrame.from_ndarray(samples[:, start:start + 1024].copy(), format="flt", layout="mono")
-                frame.sample_rate = 16000
-                for packet in sound.encode(frame):
-                    out.mux(packet)
-            for packet in sound.encode():
-                out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
 
 
 def test_video_keeps_frame_rate_frames_and_audio(tmp_path):
@@ -166,6 +139,7 @@ def video_frames(path):
         return np.stack([f.to_ndarray(format="rgb24") for f in v.decode(video=0)]).astype(float)
 
 
+@pytest.mark.slow
 def test_a_still_noisy_video_is_steadied_unless_told_not_to(tmp_path):
     make_video(tmp_path / "still.mp4", frames=16, audio=False, move=0, noise=4)
     for steady in (True, False):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED, photo
+from helpers import SHARED, photo
 from stylemirror import formats
 from stylemirror.network import TransformNet
 from stylemirror.stylize import Options, Stylizer

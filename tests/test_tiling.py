@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ml5_model, photo, random_net
+from helpers import ml5_model, photo, random_net
 from stylemirror import tiling
 from stylemirror.formats import read_ml5
 from stylemirror.images import picture_tensor
@@ -43,6 +43,7 @@ def assert_joins_untiled(net, x, tile_pixels):
     return diff
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("h, w, decoder", [(150, 101, "resize"), (131, 162, "deconv3"), (145, 147, "resize"),
                                            (128, 136, "deconv3")])
 def test_random_net_tiles_join_without_seams(h, w, decoder):
@@ -52,6 +53,7 @@ def test_random_net_tiles_join_without_seams(h, w, decoder):
     assert diff.max() < 0.05  # the statistics are exact: only float rounding is left
 
 
+@pytest.mark.slow
 def test_published_model_tiles_join_without_seams():
     net = read_ml5(ml5_model("wave")).eval()
     assert_joins_untiled(net, picture_tensor(photo((176, 144))), 224 * 224)
@@ -65,6 +67,7 @@ def test_halo_covers_the_receptive_field():
     assert 44 <= tiling.halo(random_net(arch="lite")) <= 52
 
 
+@pytest.mark.slow
 def test_big_pictures_go_through_tiles_in_stylize(monkeypatch):
     """Stylizer.frames (pictures and video frames alike) tiles what is above max_pixels,
     reflected edges included, and gives the untiled result within a level."""
@@ -81,6 +84,7 @@ def test_big_pictures_go_through_tiles_in_stylize(monkeypatch):
         assert np.abs(out.astype(int) - untiled.astype(int)).mean() <= 1.0
 
 
+@pytest.mark.slow
 def test_tiles_apply_the_options_and_hold_the_frame_only_as_uint8(monkeypatch):
     """--strength and --preserve-colors are applied tile by tile, to the untiled result within a
     level; the tiled path is handed the frame and its output as uint8, never a float copy."""
@@ -98,6 +102,7 @@ def test_tiles_apply_the_options_and_hold_the_frame_only_as_uint8(monkeypatch):
     assert np.abs(tiled.astype(int) - untiled.astype(int)).mean() <= 1.0
 
 
+@pytest.mark.slow
 def test_random_sizes_keep_their_size_within_the_memory_bound():
     """Property: sizes from 1 px to a few thousand, odd and even, come out at their size, and
     no activation of any layer is larger than the tile bound allows (untiled, a picture above

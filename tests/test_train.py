@@ -1,7 +1,6 @@
 """`stylemirror train` end to end, on tiny pictures and generated VGG weights."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -12,48 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_vgg_mat, photo, snapshot
+from helpers import photo, rows, run_ml5, snapshot, stylemirror, torchrun_train, train_args
 from stylemirror import formats
 from stylemirror.stylize import Options, Stylizer
-from test_ml5_browser import run_ml5
-
-SKIMAGE_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry"]
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """Training pictures (real photos from scikit-image, one broken file), a style picture
-    and a generated VGG19 .mat with the original's structure."""
-    import skimage.data
-    root = tmp_path_factory.mktemp("train")
-    (root / "photos" / "nested").mkdir(parents=True)
-    for i, name in enumerate(SKIMAGE_PHOTOS):
-        image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-        image.thumbnail((96, 96))
-        image.save(root / "photos" / ("nested" if i % 2 else "") / f"{name}.jpg")
-    (root / "photos" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    (root / "photos" / "readme.txt").write_text("not a picture")
-    style = Image.open(root / "photos" / "astronaut.jpg").rotate(90).filter(__import__("PIL.ImageFilter").ImageFilter.FIND_EDGES)
-    style.save(root / "style.png")
-    photo((40, 30)).save(root / "test.png")
-    make_vgg_mat(root / "vgg.mat", upto="conv3_1")
-    return root
-
-
-def train_args(root, ckpt, *extra):
-    return ["train", "--style", root / "style.png", "--train-path", root / "photos", "--vgg-path", root / "vgg.mat",
-            "--style-layers", "relu1_1,relu2_1,relu3_1", "--content-layer", "relu2_2", "--checkpoint-dir", ckpt,
-            "--image-size", "32", "--batch-size", "2", "--workers", "0", *extra]
-
-
-def stylemirror(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "stylemirror", *map(str, args)], capture_output=True, text=True, **kwargs)
-
-
-def rows(ckpt):
-    return [json.loads(line) for line in (ckpt / "train_log.jsonl").read_text().splitlines()]
-
-
+@pytest.mark.slow
 def test_training_writes_everything_and_the_loss_falls(workdir, tmp_path, browser, static_server):
     ckpt = tmp_path / "ckpt"
     result = stylemirror(*train_args(workdir, ckpt, "--epochs", "8", "--checkpoint-iterations", "10",
@@ -89,6 +52,7 @@ def test_training_writes_everything_and_the_loss_falls(workdir, tmp_path, browse
     assert np.abs(ml5_pixels.astype(int) - ours.astype(int)).max() <= 2
 
 
+@pytest.mark.slow
 def test_a_run_script_for_the_original_runs_unchanged(workdir, tmp_path):
     """style.py's flags, in its spelling (`1.5e1`), with `stylemirror train` in its place."""
     result = stylemirror(*train_args(workdir, tmp_path / "c", "--content-weight", "1.5e1", "--checkpoint-iterations",
@@ -98,6 +62,7 @@ def test_a_run_script_for_the_original_runs_unchanged(workdir, tmp_path):
     assert (tmp_path / "c" / "model" / "ml5" / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_compiled_training_runs_and_saves_plain_weights(workdir, tmp_path):
     """torch.compile (what long runs use) trains, checkpoints and exports like the eager loop."""
     ckpt = tmp_path / "ckpt"
@@ -110,6 +75,7 @@ def test_compiled_training_runs_and_saves_plain_weights(workdir, tmp_path):
     formats.read_model(ckpt / "model" / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_checkpoints_and_resuming_leave_the_run_as_trained_straight_through(workdir, tmp_path):
     """A checkpoint (its live network, its preview) changes nothing in the training: a run
     checkpointed every step, and one stopped and resumed, end with the weights of one run
@@ -130,6 +96,7 @@ def test_checkpoints_and_resuming_leave_the_run_as_trained_straight_through(work
         assert all(torch.equal(straight[k], other[k]) for k in straight)
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(workdir, tmp_path):
     ckpt = tmp_path / "ckpt"
     args = [sys.executable, "-m", "stylemirror", *map(str, train_args(
@@ -152,6 +119,7 @@ def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(workdir, tmp_path):
     assert fresh.stdout.startswith("starting a fresh run")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
 def test_signal_saves_a_checkpoint_and_exits_cleanly(workdir, tmp_path, signum, status):
     ckpt = tmp_path / "ckpt"
@@ -169,6 +137,7 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(workdir, tmp_path, signum, 
     assert f"stopped by {signum.name} at step {int(saved.stem.split('_')[1])}" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid_weight", ["0", "1e7"])
 def test_non_finite_loss_stops_with_last_good_checkpoint(workdir, tmp_path, grid_weight):
     """Without the grid term the loss turns non-finite; with it, a first step's gradients are
@@ -204,13 +173,7 @@ def test_bad_input_is_one_line_exit_2(workdir, tmp_path, change, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def torchrun_train(*args, env=None):
-    """`stylemirror train ARGS` as two processes under torchrun, on this machine."""
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    return subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "stylemirror", *map(str, args)],
-                          capture_output=True, text=True, timeout=300, env=env)
-
-
+@pytest.mark.slow
 def test_torchrun_two_processes_train_one_set_of_checkpoints(workdir, tmp_path):
     ckpt = tmp_path / "ckpt"
     result = torchrun_train(*train_args(workdir, ckpt, "--epochs", "4", "--checkpoint-iterations", "2",
@@ -223,6 +186,7 @@ def test_torchrun_two_processes_train_one_set_of_checkpoints(workdir, tmp_path):
     assert (ckpt / "model" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_lite_network_trains_and_exports_what_can_run_it(workdir, tmp_path):
     """--arch lite: the mirror's format and ONNX (ml5.js cannot run it, so no ml5 folder)."""
     ckpt = tmp_path / "ckpt"
@@ -268,6 +232,7 @@ def lite_run(workdir, tmp_path_factory):
     return ckpt
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change,named", [(["--arch", "lite", "--style-weight", "5"], "--style-weight 100.0 (now 5.0)"),
                                           (["--arch", "standard"], "--arch lite (now standard)"),
                                           (["--arch", "lite", "--decoder", "deconv3", "--encoder", "conv3"],
@@ -282,6 +247,7 @@ def test_resuming_with_another_recipe_is_refused(workdir, lite_run, tmp_path, ch
     assert snapshot(ckpt) == before  # the run left as it was
 
 
+@pytest.mark.slow
 def test_what_may_change_between_runs_does_not_stop_a_resume(workdir, lite_run, tmp_path):
     ckpt = shutil.copytree(lite_run, tmp_path / "ckpt")
     more = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "2", "--epochs", "3"))
@@ -304,6 +270,7 @@ def test_bf16_where_it_is_native_unless_told(monkeypatch):
     assert args.bf16 is False and "bf16" in train.TrainConfig.__dataclass_fields__
 
 
+@pytest.mark.slow
 def test_the_grid_term_is_on_and_the_steadiness_term_off_by_default_each_logged_and_counted_when_on(workdir, tmp_path):
     default = tmp_path / "default"
     result = stylemirror(*train_args(workdir, default, "--epochs", "1"))

@@ -3,10 +3,11 @@ device (weights and Adam's state untouched) and the losses are read once a log r
 
 import math
 
+import pytest
 import torch
 
+from helpers import rows, stylemirror, train_args
 from stylemirror import train
-from test_train import rows, stylemirror, train_args, workdir  # noqa: F401 (workdir is a fixture)
 
 
 def tiny_step(net, optimizer, tally, scale):
@@ -74,7 +75,8 @@ def test_a_checkpoint_of_plain_adam_resumes_into_the_fused_one():
     assert [s["step"].item() for s in fused.state.values()] == [2.0, 2.0]
 
 
-def test_non_finite_steps_are_caught_at_the_next_read_with_the_last_good_checkpoint(workdir, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_non_finite_steps_are_caught_at_the_next_read_with_the_last_good_checkpoint(workdir, tmp_path):
     """Losses are read only at log rows and checkpoints (here every 3 steps): the run stops at the
     first read after five non-finite steps in a row, every checkpoint's weights finite. Without
     the grid term: with it, the first step overflows the weights before any loss turns

@@ -17,10 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import make_vgg_mat, photo, random_net, snapshot
+from helpers import make_vgg_mat, make_video, photo, random_net, snapshot
 from stylemirror import cli, formats, mirror, server
 from stylemirror.stylize import Options, Stylizer, run
-from test_stylize import make_video
 
 NET = random_net(seed=3)
 
@@ -120,6 +119,7 @@ def test_bad_input_is_one_line_and_keeps_every_file(user, args, message):
     assert snapshot(user) == before
 
 
+@pytest.mark.slow
 def test_export_replaces_its_own_exports_and_force_anything(user):
     for fmt, out in (("ml5", "m"), ("onnx", "m.onnx"), ("safetensors", "m.safetensors")):
         for _ in range(2):  # the second replaces the first
@@ -179,6 +179,7 @@ def mode(path):
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow
 def test_written_files_get_the_umask_modes(user, umask_027):
     assert stylemirror("export", user / "model", "--format", "ml5", "-o", user / "e")[0] == 0
     assert stylemirror("export", user / "model", "--format", "onnx", "-o", user / "e.onnx")[0] == 0
@@ -221,6 +222,7 @@ def test_training_on_unreadable_pictures_exports_nothing(training, tmp_path):
     assert not (tmp_path / "ckpt" / "model").exists() and not list((tmp_path / "ckpt").glob("ckpt_*"))
 
 
+@pytest.mark.slow
 def test_training_says_max_steps_is_beyond_epochs_keeps_user_files_and_modes(training, tmp_path, umask_027):
     ckpt, models = tmp_path / "ckpt", tmp_path / "models"
     models.mkdir()
@@ -241,6 +243,7 @@ def test_training_says_max_steps_is_beyond_epochs_keeps_user_files_and_modes(tra
     assert json.loads((models / "model.json").read_text())["steps"] == 2
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_video_leaves_no_temporary_file(tmp_path):
     formats.write_ml5(NET, tmp_path / "m")
     make_video(tmp_path / "long.mp4", frames=400, size=(64, 48), audio=False)
@@ -333,6 +336,7 @@ def test_page_refuses_nan_weights(browser, user):
 STYLIZER = Stylizer(NET, "cpu")
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(w=st.integers(1, 600), h=st.integers(1, 600), mode_=st.sampled_from(["RGB", "L", "RGBA", "P"]),
        ext=st.sampled_from([".png", ".jpg"]))

@@ -12,12 +12,10 @@ import av
 import pytest
 import torch
 
-from conftest import random_net
+from helpers import ARTIFACTS, canvas_pixels, random_net, stylemirror, torchrun_train, train_args
 from stylemirror import formats, mirror, watch
 from stylemirror.errors import UserError
 from stylemirror.network import TransformNet
-from test_mirror import ARTIFACTS, camera_browser, canvas_pixels, mirror_url, models  # noqa: F401 (fixtures)
-from test_train import stylemirror, torchrun_train, train_args, workdir  # noqa: F401 (fixture)
 
 TINY = ("--image-size", "64", "--batch-size", "1", "--log-interval", "1", "--epochs", "20")
 
@@ -39,6 +37,7 @@ def live_files(ckpt):
     return sorted(p.name for p in (ckpt / "live").iterdir())
 
 
+@pytest.mark.slow
 def test_training_writes_the_live_network_at_every_checkpoint(workdir, tmp_path):
     ckpt = tmp_path / "ckpt"
     result = stylemirror(*train_args(workdir, ckpt, *TINY, "--checkpoint-iterations", "3", "--max-steps", "7"))
@@ -225,6 +224,7 @@ def browser_env(tmp_path):
     return {**os.environ, "BROWSER": f"{sys.executable} {tmp_path / 'browser.py'} %s {seen}"}, seen
 
 
+@pytest.mark.slow
 def test_train_mirror_serves_the_run_and_opens_it(workdir, tmp_path):
     """The page is opened on the run while it trains."""
     env, seen = browser_env(tmp_path)
@@ -240,6 +240,7 @@ def test_train_mirror_serves_the_run_and_opens_it(workdir, tmp_path):
     assert opened["model_bytes"] == opened["entry"]["size"] > 1e5
 
 
+@pytest.mark.slow
 def test_train_mirror_under_torchrun_is_served_and_opened_once(workdir, tmp_path):
     """Under torchrun only the first process serves the page, opens it and writes the live
     networks it shows: the others train beside it without a server of their own."""
@@ -261,7 +262,7 @@ def watch_state(page):
                          " streaming: !!(window.mirror.stream && window.mirror.stream.active)})")
 
 
-def test_the_page_follows_a_training_run(camera_browser, workdir, tmp_path):  # noqa: F811
+def test_the_page_follows_a_training_run(camera_browser, workdir, tmp_path):
     """Opened before the run starts, the page waits; then it follows each checkpoint of the
     run (and of the run resumed), swapping networks while the camera frames keep coming."""
     ckpt = tmp_path / "run"
@@ -307,7 +308,7 @@ def test_the_page_follows_a_training_run(camera_browser, workdir, tmp_path):  # 
         srv.shutdown()
 
 
-def test_several_runs_standard_networks_and_switching_between_them(camera_browser, tmp_path):  # noqa: F811
+def test_several_runs_standard_networks_and_switching_between_them(camera_browser, tmp_path):
     """Two runs listed by their folders' names; the standard network swapped in as the lite one
     is; choosing the other run, not started yet, waits for it, then follows it; the first run,
     gone on meanwhile, is listed and chosen again at its newest step."""
@@ -363,7 +364,7 @@ def two_style_net(seed):
     return net.eval()
 
 
-def test_a_multi_style_run_keeps_its_blend_across_swaps(camera_browser, tmp_path):  # noqa: F811
+def test_a_multi_style_run_keeps_its_blend_across_swaps(camera_browser, tmp_path):
     run = tmp_path / "two"
     watch.write_live(run, two_style_net(0), {"step": 0, "total_steps": 2})
     srv = mirror.Mirror([tmp_path / "no models"], runs=watch.runs([run])).serve(port=0)
@@ -386,7 +387,7 @@ def decode_webm(path):
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
-def test_recording_gives_a_playable_webm(camera_browser, mirror_url, tmp_path):  # noqa: F811
+def test_recording_gives_a_playable_webm(camera_browser, mirror_url, tmp_path):
     def camera_page(limit):
         page = camera_browser.new_page()
         page.goto(f"{mirror_url}?model=ours&backend=wasm&size=160x120&recordlimit={limit}")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, WEB, launch, make_vgg_mat, photo, random_net
+from helpers import ROOT, WEB, fake_camera, launch, make_vgg_mat, photo, random_net
 from stylemirror import __version__, formats
 from stylemirror.bench import write_y4m
 from stylemirror.stylize import Options, Stylizer
@@ -38,6 +38,8 @@ THIRD_PARTY = [
     "vendor/ml5.LICENSE.md",
 ]
 WASM = [f for f in THIRD_PARTY if f.endswith(".wasm")]
+
+pytestmark = pytest.mark.slow  # every test here builds the wheel or installs it in a fresh venv
 
 
 def page_files() -> list[str]:
@@ -171,17 +173,18 @@ def test_installed_commands_work_away_from_the_checkout(venv, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def one_model(tmp_path_factory):
+    """A models folder holding one ml5 folder, ours."""
     folder = tmp_path_factory.mktemp("models")
     formats.write_ml5(random_net(seed=4), folder / "ours")
     return folder
 
 
 @pytest.fixture(scope="module")
-def installed_mirror(venv, models):
+def installed_mirror(venv, one_model):
     """The installed `stylemirror mirror` on a free port, serving one model, run from elsewhere."""
     proc = subprocess.Popen([venv / "bin" / "stylemirror", "mirror", "--no-browser", "--port", "0",
-                             "--models", models], cwd=models, env=clean_env(), text=True,
+                             "--models", one_model], cwd=one_model, env=clean_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         url, deadline, said = None, time.monotonic() + 60, ""
@@ -223,12 +226,10 @@ def test_installed_mirror_serves_everything_its_pages_load(installed_mirror, ven
     assert [m["name"] for m in json.loads(index)["models"]] == ["ours"]
 
 
-def test_installed_mirror_stylizes_camera_frames(installed_mirror, models, playwright, tmp_path):
+def test_installed_mirror_stylizes_camera_frames(installed_mirror, one_model, playwright, tmp_path):
     y4m = tmp_path / "camera.y4m"
     write_y4m(y4m, photo((320, 240)), frames=1)  # a still camera: the frame beside the output is its source
-    context = launch(playwright, tmp_path / "profile", [
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={y4m.resolve()}"])
+    context = launch(playwright, tmp_path / "profile", fake_camera(y4m))
     try:
         page = context.new_page()
         errors = []
@@ -246,7 +247,7 @@ def test_installed_mirror_stylizes_camera_frames(installed_mirror, models, playw
         # A camera frame, and beside it that frame stylized with the model as `stylize` does it
         # with the same edge padding.
         assert frames["camera-view"].std() > 10 and frames["output"].std() > 10
-        ours = Stylizer(formats.read_model(models / "ours"), options=Options(edge_pad=32)).picture(
+        ours = Stylizer(formats.read_model(one_model / "ours"), options=Options(edge_pad=32)).picture(
             Image.fromarray(frames["camera-view"].astype(np.uint8)))
         diff = np.abs(frames["output"] - np.asarray(ours).astype(int))
         assert diff.max() <= 3, f"max difference {diff.max()} levels"
