@@ -77,3 +77,14 @@ def flat_wall(width: int = 320, height: int = 240, seed: int = 0) -> np.ndarray:
     at the edges, so whatever differs there the network's padding painted."""
     noise = np.random.default_rng(seed).normal(0.0, 2.0, (height, width, 3))
     return np.clip(np.round(128.0 + noise), 0, 255).astype(np.uint8)
+
+
+def style_distance(picture, painting, predictor=None) -> float:
+    """How far a picture's style is from a painting's: the distance (L2) between the two's
+    style vectors from the arbitrary-style network's predictor (each resized to 256x256). On
+    udnie.jpg: amber.jpg at 256 px scores about 2.95, its stylization by the arbitrary network
+    about 1.2. `predictor`: an arbitrary.StylePredictor to reuse (loading one takes a moment)."""
+    from . import arbitrary  # ONNX Runtime and the model files only when asked
+
+    predictor = predictor or arbitrary.StylePredictor()
+    return float(np.linalg.norm(predictor(picture) - predictor(painting)))
