@@ -4,11 +4,16 @@ import argparse
 import json
 import sys
 
-from . import __version__, bench, train
+from . import __version__, train
+from .bench import data as data_bench, flicker as flicker_bench, mirror as mirror_bench, quality as quality_bench
+from .bench import stylize as stylize_bench, train as train_bench
 from .arguments import non_negative_int, port_number, positive_int, unit_float
 from .errors import UserError
 from .stylize import Options
 
+# Each benchmark's module: its flags (add_arguments), its report (run) and its help (HELP).
+BENCHMARKS = {"train": train_bench, "stylize": stylize_bench, "data": data_bench, "quality": quality_bench,
+              "mirror": mirror_bench, "flicker": flicker_bench}
 MODEL_HELP = "an ml5 model folder, a .safetensors file, or a published style name (see `stylemirror models`)"
 
 
@@ -183,7 +188,7 @@ def add_mirror(sub):
 def add_bench(sub):
     p = sub.add_parser("bench", help="measure speed (beside a plain reference) or training quality")
     benchmarks = p.add_subparsers(dest="what", required=True, metavar="BENCHMARK")
-    for name, module in bench.BENCHMARKS.items():
+    for name, module in BENCHMARKS.items():
         b = benchmarks.add_parser(name, help=module.HELP, description=module.HELP,
                                   formatter_class=ShowDefaults)
         module.add_arguments(b)

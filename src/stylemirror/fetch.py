@@ -157,7 +157,7 @@ def fetch_coco(folder, keep_zip=False) -> Path:
 
 
 def fetch_vgg19(folder=None) -> Path:
-    from .registry import cache_dir
+    from .cache import cache_dir
 
     source = SOURCES["vgg19"]
     folder = Path(folder) if folder else cache_dir() / "vgg"

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import atomic
 from .errors import UserError
+from .tensorfiles import read_tensors  # noqa: F401 (formats.read_tensors, as callers name it)
 from .network import ConvLayer, InferenceNet, TransformNet, UpsampleLayer
 
 SAFETENSORS_FORMAT = "stylemirror-transformnet-v1"
@@ -184,24 +184,6 @@ def _load_state(net: TransformNet, state: dict, path) -> TransformNet:
         first = str(e).strip().splitlines()
         raise UserError(f"{path}: not a stylemirror model ({first[1].strip() if len(first) > 1 else first[0]})") from None
     return net
-
-
-def read_tensors(path) -> dict:
-    """{name: tensor} from a safetensors file or a PyTorch state dict (.pt/.pth). Never runs
-    code: torch files load with weights_only=True, so a pickle that would is refused."""
-    try:
-        if str(path).endswith(".safetensors"):
-            with safe_open(str(path), framework="pt") as f:
-                state = {k: f.get_tensor(k) for k in f.keys()}
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # both libraries raise several types for damaged or hostile files
-        # The libraries' own words (often empty, or a bare number) mean nothing to a user.
-        raise UserError(f"{path}: refused: not a plain tensor file (damaged, cut short, another kind of file, "
-                        "or a pickle that would run code); write or download the file again") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path}: expected a state dict of tensors")
-    return state
 
 
 def net_for(state: dict) -> TransformNet:

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import atomic, registry
+from . import atomic
+from .cache import cache_dir
 from .errors import UserError
 
 VGG19_LAYERS = (
@@ -112,7 +113,7 @@ def load_matconvnet(path):
 
 
 def load_torchvision(path):
-    from .formats import read_tensors
+    from .tensorfiles import read_tensors
 
     state = read_tensors(path)
     weights = {}
@@ -140,7 +141,7 @@ def default_vgg_path() -> Path:
     first digits of its SHA-256 (torchvision's convention), which the download must match."""
     url = os.environ.get("STYLEMIRROR_VGG_URL", TORCHVISION_URL)
     name = url.rsplit("/", 1)[-1]
-    dest = registry.cache_dir() / "vgg" / name
+    dest = cache_dir() / "vgg" / name
     if dest.exists():
         return dest
     expected = name.rsplit("-", 1)[-1].split(".")[0]

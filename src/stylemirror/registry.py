@@ -1,9 +1,6 @@
 """What a user names as MODEL, resolved and opened (`open_model`: a model file or folder, a
 training --model-dir, or a published ml5 style), and the user cache the published styles are
-pulled into.
-
-The cache is `$STYLEMIRROR_CACHE`, else `$XDG_CACHE_HOME/stylemirror`, else
-`~/.cache/stylemirror`. The download source can be pointed elsewhere (a mirror, a test
+pulled into (cache.py). The download source can be pointed elsewhere (a mirror, a test
 server) with `$STYLEMIRROR_MODELS_URL`."""
 
 import json
@@ -16,19 +13,13 @@ import torch
 from tqdm import tqdm
 
 from . import atomic, formats
+from .cache import cache_dir
 from .errors import UserError
 
 # The styles ml5.js published in ml5-data-and-models (MIT licence).
 PUBLISHED = ("wave", "udnie", "la_muse", "rain_princess", "scream", "wreck",
              "mathura", "matilde_perez", "matta", "fuchun")
 DEFAULT_MODELS_URL = "https://raw.githubusercontent.com/ml5js/ml5-data-and-models/master/models/style-transfer"
-
-
-def cache_dir() -> Path:
-    if os.environ.get("STYLEMIRROR_CACHE"):
-        return Path(os.environ["STYLEMIRROR_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "stylemirror"
 
 
 def model_dir(name: str) -> Path:

@@ -2,8 +2,6 @@
 One module per benchmark, its plain reference beside it, its flags (`add_arguments`) and its
 report (`run`, which prints it and returns the figures); what they share is in common."""
 
-import importlib
-
 from .common import CHROMIUM_ARGS, SKIMAGE_PHOTOS, machine, sync, timed_in_turns, write_skimage_photos
 from .data import bench_data, coco_like_jpegs
 from .mirror import bench_mirror, page_fps, write_y4m
@@ -11,10 +9,7 @@ from .quality import QUALITY_LAYERS, quality, quality_styles, style_score
 from .stylize import bench_stylize
 from .train import PEAK_BF16_TFLOPS, STEP_VARIANTS, ReferenceVGG19, bench_e2e, bench_train, peak_tflops, random_vgg_weights, reference_step
 
-BENCHMARKS = {name: importlib.import_module(f".{name}", __name__)
-              for name in ("train", "stylize", "data", "quality", "mirror", "flicker")}
-
-__all__ = ["BENCHMARKS", "CHROMIUM_ARGS", "PEAK_BF16_TFLOPS", "QUALITY_LAYERS", "SKIMAGE_PHOTOS", "STEP_VARIANTS", "ReferenceVGG19",
+__all__ = ["CHROMIUM_ARGS", "PEAK_BF16_TFLOPS", "QUALITY_LAYERS", "SKIMAGE_PHOTOS", "STEP_VARIANTS", "ReferenceVGG19",
            "bench_data", "bench_e2e", "bench_mirror", "bench_stylize", "bench_train", "coco_like_jpegs", "machine", "page_fps",
            "peak_tflops", "quality", "quality_styles", "random_vgg_weights", "reference_step", "style_score", "sync", "timed_in_turns",
            "write_skimage_photos", "write_y4m"]
