@@ -241,7 +241,7 @@ def quality_probe(args):
         result = quality(assets / "udnie.jpg", assets / "amber.jpg", assets / "vgg19.mat", out, steps=steps,
                          image_size=size, batch_size=4, style_weight=args.style_weight, reference=False,
                          stability_weight=args.stability, grid_weight=args.grid, seed=args.seed, steadiness=False)
-    net = formats.load_model(next(out.glob("*.safetensors")))
+    net = formats.read_model(next(out.glob("*.safetensors")))
     device = "cuda" if torch.cuda.is_available() else "cpu"  # fp16 there: within a level of the CPU's fp32
     flicker = bench_flicker({"net": Stylizer(net, device)}, steady=True)
     result.update(tag=args.tag, sub_batch=args.sub_batch, eager=args.eager, wall_s=time.perf_counter() - start,

@@ -9,6 +9,7 @@ from PIL import Image
 
 from helpers import IMAGES, SHARED
 from stylemirror import bench
+from stylemirror.bench.quality import quality
 
 
 def bench_json(*args):
@@ -81,7 +82,7 @@ def test_short_training_moves_the_style_and_paints_no_grid(tmp_path):
     on a 2-core CPU the stylized photo is much closer to the style, in Gram distance, than the
     photo was, and carries little more of a periodic grid than the photo itself (the resize
     decoder, the blur encoder and the grid term; ml5's published udnie scores 54x the photo)."""
-    result = bench.quality(IMAGES / "udnie.jpg", IMAGES / "amber.jpg", shared_vgg(), tmp_path, steps=200,
+    result = quality(IMAGES / "udnie.jpg", IMAGES / "amber.jpg", shared_vgg(), tmp_path, steps=200,
                            image_size=128, batch_size=4, workers=0, reference=False)
     # Seed 42 at 200 steps: style 0.480, drift 1.51, grid over 4 positions of the photo 1.26x the
     # photo's own, at one position 1.30x; the loss 12.6x lower; a flat wall's frame 0.3 levels
@@ -102,7 +103,7 @@ def test_short_training_moves_the_style_and_paints_no_grid(tmp_path):
 def test_quality_seed_sets_the_runs_start(tmp_path):
     """bench quality --seed: the same seed trains the same network, another seed another."""
     def run(seed):
-        return bench.quality(IMAGES / "udnie.jpg", IMAGES / "amber.jpg", shared_vgg(), tmp_path / str(seed), steps=1,
+        return quality(IMAGES / "udnie.jpg", IMAGES / "amber.jpg", shared_vgg(), tmp_path / str(seed), steps=1,
                              image_size=32, batch_size=2, workers=0, reference=False, steadiness=False, seed=seed)
 
     first, again, other = run(7), run(7), run(8)
@@ -115,7 +116,7 @@ def test_quality_trains_the_plain_reference_beside_ours(tmp_path):
     """A few steps only: the reference (pytorch/examples' network) is trained and scored in the
     same run, its figures and ratios reported, ml5's published model's grid beside ours."""
     published = SHARED / "ml5-models" / "udnie"
-    result = bench.quality(IMAGES / "udnie.jpg", IMAGES / "amber.jpg", shared_vgg(), tmp_path, steps=2,
+    result = quality(IMAGES / "udnie.jpg", IMAGES / "amber.jpg", shared_vgg(), tmp_path, steps=2,
                            image_size=32, batch_size=2, workers=0, steadiness=False,
                            published=published if (published / "manifest.json").exists() else None)
     for key in ("reference_style_score", "reference_content_drift", "reference_grid", "grid", "photo_grid",

@@ -186,4 +186,4 @@ def test_download_with_wrong_checksum_is_refused_and_not_kept(vgg_host, monkeypa
     monkeypatch.setenv("STYLEMIRROR_VGG_URL", f"{base}/vgg19-00000000.pth")
     with pytest.raises(UserError, match="checksum mismatch"):
         loss_network.default_vgg_path()
-    assert not list((loss_network.registry.cache_dir() / "vgg").iterdir())
+    assert not list((loss_network.cache_dir() / "vgg").iterdir())

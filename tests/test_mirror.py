@@ -116,7 +116,8 @@ def test_camera_without_image_capture_plays_the_video(camera_browser, mirror_url
 def test_index_hands_the_page_what_python_computes_with(mirror_url):
     """The page pads and steadies with Python's own values (index.json), and its scripts come
     with a JavaScript MIME type, which module scripts require."""
-    from stylemirror.stylize import Options, Steadier, edge_padding
+    from stylemirror.padding import edge_padding
+    from stylemirror.stylize import Options, Steadier
     conn = http.client.HTTPConnection(mirror_url.split("//")[1].rstrip("/"))
     conn.request("GET", "/models/index.json")
     settings = json.loads(conn.getresponse().read())["settings"]

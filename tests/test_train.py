@@ -265,7 +265,7 @@ def test_bf16_where_it_is_native_unless_told(monkeypatch):
     assert not train.StepOptions.for_device(cpu, False, bf16=False).bf16
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
     assert not train.StepOptions.for_device(cpu, False).bf16
-    assert train.StepOptions.for_device(cuda, True) == train.StepOptions(channels_last=True, bf16=True, compile=True)
+    assert train.StepOptions.for_device(cuda, True) == train.StepOptions(bf16=True, compile=True)  # no channels_last
     args = build_parser().parse_args(["train", "--style", "s.jpg", "--checkpoint-dir", "c", "--no-bf16"])
     assert args.bf16 is False and "bf16" in train.TrainConfig.__dataclass_fields__
 

@@ -345,7 +345,7 @@ function reflectPad(x, sides) {
 // net.apply on an HxWx3 image with `pad` mirrored pixels around it (0: none, as ml5.js
 // runs), and more at the bottom and right, so that the padded size is a `multiple` (index.json's
 // pad_multiple): at other sizes the stride-2 convs' grid starts 1-3 pixels off, and the whole
-// output with it (stylize.edge_padding). HxWx3 float32 in 0..255. Call inside tf.tidy.
+// output with it (padding.edge_padding). HxWx3 float32 in 0..255. Call inside tf.tidy.
 export function stylize(net, image, pad, multiple) {
   if (!pad) return net.apply(image);
   const [h, w] = image.shape;
