@@ -355,10 +355,11 @@ class Run:
 
         was_training = self.net.training
         device = next(self.net.parameters()).device
-        for name, net in self.net.each_style():
-            suffix = "" if self.net.styles == 1 else f"_{name}"
-            stylizer = Stylizer(net, device, engine="torch")
-            save_picture(stylizer.picture(open_picture(self.cfg.test)), Path(self.cfg.test_dir) / f"step_{step:08d}{suffix}.png")
+        with torch.random.fork_rng(devices=[]):  # what the preview draws must not move the training's RNG
+            for name, net in self.net.each_style():
+                suffix = "" if self.net.styles == 1 else f"_{name}"
+                stylizer = Stylizer(net, device, engine="torch")
+                save_picture(stylizer.picture(open_picture(self.cfg.test)), Path(self.cfg.test_dir) / f"step_{step:08d}{suffix}.png")
         self.net.train(was_training)
 
     def export(self, step):
