@@ -25,16 +25,9 @@ TINY = bool(os.environ.get("TINY"))
 
 
 def timed(fn, device, steps, warmup):
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    """Median seconds of fn() (bench's own timer, for one function)."""
+    from stylemirror.bench.common import timed_in_turns
+    return timed_in_turns({"fn": fn}, device, steps, warmup)["fn"]
 
 
 def step_probe(args):

@@ -5,9 +5,9 @@ import json
 import sys
 
 from . import __version__, train
+from .arguments import non_negative_int, port_number, positive_int, unit_float
 from .bench import data as data_bench, flicker as flicker_bench, mirror as mirror_bench, quality as quality_bench
 from .bench import stylize as stylize_bench, train as train_bench
-from .arguments import non_negative_int, port_number, positive_int, unit_float
 from .errors import UserError
 from .stylize import Options
 
