@@ -12,7 +12,7 @@ from stylemirror import registry
 from stylemirror.errors import UserError
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "stylemirror"
-BASE = {"stylemirror", "errors", "atomic", "cache", "tensorfiles"}  # below every zone
+BASE = {"stylemirror", "errors", "paths", "atomic", "cache", "tensorfiles"}  # below every zone
 MODEL = {"network", "arbitrary", "formats", "registry", "padding"}
 USE = {"images", "stylize", "tiling", "metrics"}
 # The longest import chain, in modules.

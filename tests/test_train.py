@@ -254,6 +254,36 @@ def test_what_may_change_between_runs_does_not_stop_a_resume(workdir, lite_run, 
     assert more.returncode == 0 and more.stdout.startswith("resuming from"), more.stderr[-2000:]
 
 
+@pytest.mark.slow
+def test_a_style_picture_may_move_but_not_change(workdir, lite_run, tmp_path):
+    ckpt = shutil.copytree(lite_run, tmp_path / "ckpt")
+    (tmp_path / "moved").mkdir()
+    shutil.copy(workdir / "style.png", tmp_path / "moved" / "style.png")
+    args = [a if a != workdir / "style.png" else tmp_path / "moved" / "style.png"
+            for a in train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "2")]
+    Image.open(workdir / "style.png").rotate(90).save(tmp_path / "changed.png")
+    changed = [a if a != tmp_path / "moved" / "style.png" else tmp_path / "changed.png" for a in args]
+    before = snapshot(ckpt)
+    refused = stylemirror(*changed)
+    assert refused.returncode == 2 and "their content has changed" in refused.stderr, refused.stderr
+    assert snapshot(ckpt) == before
+    moved = stylemirror(*args)
+    assert moved.returncode == 0 and moved.stdout.startswith("resuming from"), moved.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(workdir, lite_run, tmp_path):
+    ckpt = shutil.copytree(lite_run, tmp_path / "ckpt")
+    assert stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "2")).returncode == 0
+    newest = ckpt / "ckpt_00000002.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # a copy cut short
+    again = stylemirror(*train_args(workdir, ckpt, "--arch", "lite", "--max-steps", "3"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "ckpt_00000002.pt: cannot resume from this checkpoint" in again.stderr
+    assert "resuming from the checkpoint before it" in again.stderr
+    assert again.stdout.startswith(f"resuming from {ckpt / 'ckpt_00000001.pt'} (step 1 of 3")
+
+
 def test_bf16_where_it_is_native_unless_told(monkeypatch):
     import torch
 

@@ -347,8 +347,9 @@ function reflectPad(x, sides) {
 // pad_multiple): at other sizes the stride-2 convs' grid starts 1-3 pixels off, and the whole
 // output with it (padding.edge_padding). HxWx3 float32 in 0..255. Call inside tf.tidy.
 export function stylize(net, image, pad, multiple) {
-  if (!pad) return net.apply(image);
   const [h, w] = image.shape;
+  pad = Math.min(pad, h, w);  // past the shorter side a reflection only repeats (padding.bounded)
+  if (!pad) return net.apply(image);
   const rest = (size) => (multiple - ((size + 2 * pad) % multiple)) % multiple;
   const sides = [[pad, pad + rest(h)], [pad, pad + rest(w)]];
   return net.apply(reflectPad(image.toFloat(), sides)).slice([pad, pad, 0], [h, w, 3]);

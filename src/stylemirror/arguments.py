@@ -52,3 +52,10 @@ def port_number(text: str) -> int:
 
 def layer_list(text: str) -> tuple:
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def path_text(text: str) -> str:
+    """A path on the command line: never empty ("" would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty one")
+    return text

@@ -6,10 +6,10 @@
   output and no temporary file.
 - Modes: what we write gets the mode a plain open()/mkdir would give (the umask's), and a
   file we replace keeps its mode, as `cp` does; not mkstemp's private 0600/0700.
-- Claims: an output path that exists and is not something of the same kind is never replaced
-  silently. A file may be replaced by a file of the same kind (as `cp` does); a folder only when
-  it is empty or a previous export of the same kind. Anything else is refused in one line,
-  and `--force` replaces it.
+- Claims: an output path that exists and is not something of the same kind is never replaced.
+  A file may be replaced by a file of the same kind (a picture by a picture, as `cp` does; a
+  model by an earlier export, told by its content); a folder only when it is empty or a
+  previous export of the same kind. Anything else is refused in one line.
 """
 
 import contextlib
@@ -96,7 +96,7 @@ def _put_in_place(tmp: Path, dest: Path):
     once the new one is in place."""
     old = None
     if dest.is_dir() and not dest.is_symlink():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        old = dest.with_name(f"{temporary_prefix(dest)}old")
         os.replace(dest, old)
     try:
         os.replace(tmp, dest)
@@ -108,6 +108,39 @@ def _put_in_place(tmp: Path, dest: Path):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def temporary_prefix(dest: Path) -> str:
+    """Our temporaries beside `dest` are named `.NAME.tmpPID-...`: hidden, and a later run
+    can tell those of a process that was killed (kill -9 runs no clean-up) from a live one's."""
+    return f".{dest.name}.tmp{os.getpid()}-"
+
+
+def remove_stale_temporaries(dest: Path):
+    """Remove the temporaries beside `dest` that a killed run of ours left (their process is
+    gone); those of a process still running, and every other file, are left alone."""
+    pattern = re.compile(rf"\.{re.escape(dest.name)}\.tmp(\d+)-.*")
+    try:
+        entries = list(dest.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not (m := pattern.fullmatch(entry.name)) or process_alive(int(m.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's: not ours to judge
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(dest, suffix=""):
     """Yield a temporary file path beside `dest`; on success it replaces `dest`.
@@ -115,7 +148,8 @@ def atomic_path(dest, suffix=""):
     dest = Path(dest)
     _make_parent(dest)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix, dir=dest.parent)
+        remove_stale_temporaries(dest)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(dest), suffix=suffix or dest.suffix, dir=dest.parent)
     except OSError as e:
         raise _cannot_write(dest, e) from None
     os.close(fd)
@@ -141,14 +175,15 @@ def atomic_dir(dest):
     dest = Path(dest)
     _make_parent(dest)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        remove_stale_temporaries(dest)
+        tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(dest), dir=dest.parent))
     except OSError as e:
         raise _cannot_write(dest, e) from None
     try:
         yield tmp
         os.chmod(tmp, _mode_for(dest, folder=True))
-        if dest.exists() and not dest.is_dir():  # a file a claim with --force allowed replacing
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        if dest.exists() and not dest.is_dir():  # a file in the way that the caller's claim allowed
+            old = dest.with_name(f"{temporary_prefix(dest)}old")
             os.replace(dest, old)
             os.replace(tmp, dest)
             old.unlink()
@@ -170,28 +205,25 @@ def is_ml5_export(folder: Path) -> bool:
         p.is_file() and ML5_FILE.fullmatch(p.name) for p in entries)
 
 
-FORCE_HINT = "pass --force to replace it, or choose another output path"
-
-
-def claim_file(dest, suffixes, what: str, force=False, hint=FORCE_HINT):
-    """`dest` may receive a file of `what` (whose names end in one of `suffixes`): it is
-    absent, or a file of the same kind, or `force` says replace whatever it is."""
+def claim_file(dest, is_previous, what: str, hint: str = "choose another output path"):
+    """`dest` may receive a file of `what`: it is absent, or a regular file that
+    `is_previous(dest)` recognises as an earlier one of the same kind."""
     dest = Path(dest)
     check_parent(dest)
-    if force or not (dest.exists() or dest.is_symlink()):
+    if not (dest.exists() or dest.is_symlink()):
         return
     if dest.is_dir():
         raise UserError(f"{dest} is a folder; refusing to replace it with {what} ({hint})")
-    if dest.suffix.lower() not in suffixes:
+    if not dest.is_file() or not is_previous(dest):
         raise UserError(f"{dest} exists and is not {what}; refusing to replace it ({hint})")
 
 
-def claim_folder(dest, is_previous, what: str, force=False, hint=FORCE_HINT):
-    """`dest` may be replaced by a folder of `what`: it is absent, an empty folder, a folder
-    `is_previous` recognises as an earlier one of the same kind, or `force` says so."""
+def claim_folder(dest, is_previous, what: str, hint: str = "choose another output path"):
+    """`dest` may be replaced by a folder of `what`: it is absent, an empty folder, or a folder
+    `is_previous` recognises as an earlier one of the same kind."""
     dest = Path(dest)
     check_parent(dest)
-    if force or not (dest.exists() or dest.is_symlink()):
+    if not (dest.exists() or dest.is_symlink()):
         return
     if not dest.is_dir():
         raise UserError(f"{dest} is a file; refusing to replace it with {what} ({hint})")

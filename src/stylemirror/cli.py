@@ -5,7 +5,7 @@ import json
 import sys
 
 from . import __version__, train
-from .arguments import non_negative_int, port_number, positive_int, unit_float
+from .arguments import non_negative_int, path_text, port_number, positive_int, unit_float
 from .bench import data as data_bench, flicker as flicker_bench, mirror as mirror_bench, quality as quality_bench
 from .bench import stylize as stylize_bench, train as train_bench
 from .errors import UserError
@@ -14,7 +14,8 @@ from .stylize import Options
 # Each benchmark's module: its flags (add_arguments), its report (run) and its help (HELP).
 BENCHMARKS = {"train": train_bench, "stylize": stylize_bench, "data": data_bench, "quality": quality_bench,
               "mirror": mirror_bench, "flicker": flicker_bench}
-MODEL_HELP = "an ml5 model folder, a .safetensors file, or a published style name (see `stylemirror models`)"
+MODEL_HELP = ("an ml5 model folder, a .safetensors or .pt file, a training's --model-dir, or a published style name "
+              "(see `stylemirror models`)")
 
 
 def cmd_stylize(args):
@@ -30,12 +31,9 @@ def cmd_stylize(args):
 
 
 def cmd_export(args):
-    from . import atomic, formats, registry
+    from . import formats, registry
 
-    if args.format == "ml5":
-        atomic.claim_folder(args.output, formats.is_ml5_output, "an ml5 model", args.force)
-    else:
-        atomic.claim_file(args.output, {f".{args.format}"}, f"a .{args.format} file", args.force)
+    formats.claim_export(args.format, args.output, args.force)
     net = registry.open_model(args.model)
     writer = {"ml5": formats.write_ml5, "onnx": formats.export_onnx,
               "safetensors": formats.save_safetensors}[args.format]
@@ -130,12 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_stylize(sub):
     p = sub.add_parser("stylize", help="stylize pictures, folders of pictures and videos")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="pictures, videos or folders")
-    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("inputs", nargs="+", type=path_text, metavar="INPUT", help="pictures, videos or folders")
+    p.add_argument("--model", required=True, type=path_text, help=MODEL_HELP)
     p.add_argument("--style", metavar="NAME|NAME:W,NAME:W",
                    help="a multi-style model's style by name, or a blend of its styles (weights are normalised "
                         "to sum 1), e.g. --style udnie:0.7,wave:0.3")
-    p.add_argument("-o", "--output", required=True,
+    p.add_argument("-o", "--output", required=True, type=path_text,
                    help="output file (one input; an existing folder: the output goes inside it) or folder "
                         "(outside the inputs). A file of the same kind and name is replaced, as cp does")
     p.add_argument("--max-size", type=positive_int, help="downscale so the longer side is at most N pixels")
@@ -154,13 +152,15 @@ def add_stylize(sub):
 
 def add_export(sub):
     p = sub.add_parser("export", help="write a model in another format")
-    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("model", metavar="MODEL", type=path_text, help=MODEL_HELP)
     p.add_argument("--format", required=True, choices=["ml5", "onnx", "safetensors"])
-    p.add_argument("-o", "--output", required=True,
-                   help="output folder (ml5) or file. An existing one is replaced only where it is a previous "
-                        "export of the same format (an ml5 folder, a .onnx or .safetensors file); "
-                        "anything else is refused, to keep your files")
-    p.add_argument("--force", action="store_true", help="replace whatever is at -o (its files are deleted)")
+    p.add_argument("-o", "--output", required=True, type=path_text,
+                   help="output folder (ml5) or file (.onnx, .safetensors). An existing one is replaced only "
+                        "where it is an earlier export of the same format (an ml5 model folder, or a file "
+                        "stylemirror exported); anything else is refused, to keep your files")
+    p.add_argument("--force", action="store_true",
+                   help="also replace a model of the same format that stylemirror did not export "
+                        "(never anything else)")
     p.set_defaults(func=cmd_export)
 
 
@@ -175,11 +175,11 @@ def add_train(sub):
 
 def add_mirror(sub):
     p = sub.add_parser("mirror", help="the live webcam style mirror, in your browser")
-    p.add_argument("--models", nargs="*", metavar="DIR", help="more folders with models (ml5 folders or training --model-dirs)")
+    p.add_argument("--models", nargs="*", type=path_text, metavar="DIR", help="more folders with models (ml5 folders or training --model-dirs)")
     p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    p.add_argument("--watch", action="append", default=[], metavar="CHECKPOINT_DIR",
+    p.add_argument("--watch", action="append", default=[], type=path_text, metavar="CHECKPOINT_DIR",
                    help="show a training run's network as it learns (going, finished, or synced from another "
                         "machine; one not started yet is waited for); several times for several runs")
     p.set_defaults(func=cmd_mirror)
@@ -211,9 +211,9 @@ def add_fetch(sub):
 
 def add_sheet(sub):
     p = sub.add_parser("sheet", help="one photo through every model the mirror lists, as a labelled grid picture")
-    p.add_argument("photo", metavar="PHOTO")
-    p.add_argument("-o", "--output", required=True, help="the sheet picture (.png, .jpg ...)")
-    p.add_argument("--models", nargs="*", metavar="DIR",
+    p.add_argument("photo", metavar="PHOTO", type=path_text)
+    p.add_argument("-o", "--output", required=True, type=path_text, help="the sheet picture (.png, .jpg ...)")
+    p.add_argument("--models", nargs="*", type=path_text, metavar="DIR",
                    help="more folders with models, as `stylemirror mirror --models` takes them")
     p.add_argument("--tile-size", type=positive_int, default=256, help="the longer side of each tile (default 256)")
     p.set_defaults(func=cmd_sheet)

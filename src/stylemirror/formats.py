@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 
 from . import atomic
 from .errors import UserError
+from .paths import check_style_name, is_special, regular_file
 from .tensorfiles import read_tensors  # noqa: F401 (formats.read_tensors, as callers name it)
 from .network import ConvLayer, InferenceNet, TransformNet, UpsampleLayer
 
@@ -71,7 +72,7 @@ def read_ml5(folder) -> TransformNet:
     folder = Path(folder)
     manifest_path = folder / "manifest.json"
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(regular_file(manifest_path).read_text())
     except FileNotFoundError:
         raise UserError(f"{manifest_path}: missing (an ml5 model folder needs a manifest.json)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -103,7 +104,7 @@ def read_ml5(folder) -> TransformNet:
         if path.resolve().parent != folder.resolve():
             raise UserError(f"{manifest_path}: variable {name} points outside the model folder")
         try:
-            data = path.read_bytes()
+            data = regular_file(path).read_bytes()
         except OSError as e:
             raise UserError(f"{path}: cannot read variable {name} ({e.strerror or e})") from None
         if len(data) != 4 * math.prod(want):
@@ -139,6 +140,7 @@ def write_ml5(net: TransformNet, folder):
             _write_ml5_files(net, tmp)
         else:
             for name, single in net.each_style():
+                check_style_name(name, str(folder))  # each style becomes a folder: never a path
                 _write_ml5_files(single, tmp / name)
 
 
@@ -161,20 +163,78 @@ def save_safetensors(net: TransformNet, path, metadata: dict | None = None):
         save_file(state, str(tmp), metadata=meta)
 
 
-def stylemirror_metadata(path) -> dict | None:
-    """The metadata of a .safetensors file that `stylemirror` wrote ("arch" always there),
-    else None (not, say, someone's VGG weights). Reads the header only, as the safetensors
-    layout puts it (8-byte length, JSON): a file damaged past its header still shows up, to
-    fail with a clear message when it is loaded, where safe_open would refuse it unnamed."""
+def safetensors_header(path) -> dict | None:
+    """The JSON header of a safetensors file (8-byte length, then JSON), else None. Read
+    without safe_open: a file damaged past its header still shows what it is."""
+    if is_special(path):
+        return None
     try:
         with open(path, "rb") as f:
             (length,) = struct.unpack("<Q", f.read(8))
             if length > 10_000_000:
                 return None
-            meta = json.loads(f.read(length)).get("__metadata__") or {}
-    except (OSError, ValueError, struct.error, AttributeError):
+            header = json.loads(f.read(length))
+    except (OSError, ValueError, struct.error):
         return None
-    return {"arch": "standard", **meta} if meta.get("format") == SAFETENSORS_FORMAT else None
+    return header if isinstance(header, dict) else None
+
+
+def stylemirror_metadata(path) -> dict | None:
+    """The metadata of a .safetensors file that `stylemirror` wrote ("arch" always there),
+    else None (not, say, someone's VGG weights): it then fails with a clear message when it is
+    loaded, where safe_open would refuse it unnamed."""
+    meta = (safetensors_header(path) or {}).get("__metadata__") or {}
+    if not isinstance(meta, dict) or meta.get("format") != SAFETENSORS_FORMAT:
+        return None
+    return {"arch": "standard", **meta}
+
+
+def onnx_io(path) -> tuple[list, list] | None:
+    """(input names, output names) of an ONNX model file, else None."""
+    import onnx
+
+    if is_special(path) or not Path(path).is_file() or Path(path).stat().st_size > 2**31:
+        return None
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # protobuf raises several types for what is not an ONNX file
+        return None
+    return [i.name for i in graph.input], [o.name for o in graph.output]
+
+
+def is_model_file(fmt: str, path, ours: bool = True) -> bool:
+    """`path` holds a model of format `fmt` ("onnx", "safetensors", "ml5"): one that
+    stylemirror exported (`ours`), or any. Told by content, never by the file's name."""
+    if fmt == "ml5":
+        return Path(path).is_dir() and is_ml5_output(Path(path))
+    if fmt == "safetensors":
+        return (stylemirror_metadata(path) if ours else safetensors_header(path)) is not None
+    inputs, outputs = onnx_io(path) or ([], [])
+    if ours:
+        return inputs in (["image"], ["image", "style"]) and outputs == ["stylized"]
+    return bool(inputs and outputs)
+
+
+FORMAT_NAMES = {"ml5": "an ml5 model folder", "onnx": "an ONNX model", "safetensors": "a .safetensors model"}
+
+
+def claim_export(fmt: str, dest, force: bool = False):
+    """`export --format fmt -o dest` may write there: the name fits the format, and what is
+    there is absent, or an earlier export of that format (with `force`: any model of that
+    format). Nothing else is ever replaced, whatever the flags."""
+    dest = Path(dest)
+    suffix = {"onnx": ".onnx", "safetensors": ".safetensors"}.get(fmt, "")
+    if dest.suffix.lower() != suffix and (suffix or dest.suffix.lower() in (".onnx", ".safetensors")):
+        wanted = f"a file name ending in {suffix}" if suffix else "a folder, not a model file name"
+        raise UserError(f"-o {dest}: {FORMAT_NAMES[fmt]} export needs {wanted}")
+    if fmt == "ml5":
+        atomic.claim_folder(dest, is_ml5_output, "an ml5 model", hint="choose another output path")
+        return
+    if not force and is_model_file(fmt, dest, ours=False) and not is_model_file(fmt, dest):
+        raise UserError(f"{dest} is {FORMAT_NAMES[fmt]} that stylemirror did not export; refusing to replace it "
+                        "(pass --force to replace it, or choose another output path)")
+    atomic.claim_file(dest, lambda p: is_model_file(fmt, p, ours=not force), FORMAT_NAMES[fmt],
+                      hint="choose another output path")
 
 
 def _load_state(net: TransformNet, state: dict, path) -> TransformNet:
@@ -223,8 +283,13 @@ def read_style_info(path, styles: int) -> tuple:
         raise UserError(f"{path}: its \"styles\" metadata is damaged (expected a list of names and hashes)")
     if not records:
         return tuple({"name": f"style{i + 1}", "sha256": None} for i in range(styles))
-    if len(records) != styles or len({r["name"] for r in records}) != styles:
+    if len(records) != styles:
         raise UserError(f"{path}: its metadata names {len(records)} styles for a network of {styles}")
+    names = [r["name"] for r in records]
+    for name in names:
+        check_style_name(name, str(path))
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise UserError(f"{path}: its metadata names the style {twice[0]!r} twice; each style needs its own name")
     return tuple(records)
 
 
@@ -268,7 +333,7 @@ def export_onnx(net: TransformNet, path):
 def read_model(path) -> TransformNet:
     """The model in a file or folder: an ml5 folder (or its manifest.json), a .safetensors
     file or a .pt/.pth state dict."""
-    path = Path(path)
+    path = regular_file(path)
     if path.is_dir():
         net = read_ml5(path)
     elif not path.is_file():

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from . import atomic
 from .errors import UserError
+from .paths import regular_file
 
 PICTURE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
@@ -34,7 +35,7 @@ def picture_tensor(image: Image.Image) -> torch.Tensor:
 
 def open_picture(path) -> Image.Image:
     try:
-        image = Image.open(path)
+        image = Image.open(regular_file(path))
         image.load()
         return image
     except FileNotFoundError:
@@ -86,7 +87,7 @@ def map_video(src, dest, frames_fn, max_size: int | None = None, batch_size: int
         vin.thread_type = "AUTO"
         with atomic.atomic_path(dest) as tmp, av.open(str(tmp), "w", format=_container(dest)) as sink:
             vout = _video_stream(sink, vin, dest, max_size)
-            aout = sink.add_stream_from_template(audio) if audio is not None else None
+            aout, recode = _audio_stream(sink, audio, dest)
             total = vin.frames or (int(source.duration * float(vin.average_rate) / 1e6)
                                    if source.duration and vin.average_rate else None)
             pending = []  # (pts, frame) waiting to go through frames_fn in one batch
@@ -106,9 +107,7 @@ def map_video(src, dest, frames_fn, max_size: int | None = None, batch_size: int
             with tqdm(total=total, desc=Path(src).name, unit="frame") as progress, _video_errors(src):
                 for packet in source.demux(*streams):
                     if packet.stream is audio:
-                        if packet.dts is not None:
-                            packet.stream = aout
-                            sink.mux(packet)
+                        _copy_audio(packet, aout, sink, recode)
                         continue
                     for frame in packet.decode():
                         rgb = frame.reformat(vout.width, vout.height, "rgb24", interpolation="AREA")
@@ -116,15 +115,51 @@ def map_video(src, dest, frames_fn, max_size: int | None = None, batch_size: int
                         if len(pending) >= batch_size:
                             flush()
                 flush()
-            for packet in vout.encode():
-                sink.mux(packet)
+            for stream in [vout] + ([aout] if recode else []):
+                for packet in stream.encode():
+                    sink.mux(packet)
+
+
+# The audio codecs each container holds as they are; any other is re-encoded into the first.
+AUDIO_CODECS = {".webm": ("libopus", "opus", "vorbis"), ".mp4": ("aac", "mp3", "alac", "ac3"),
+                ".m4v": ("aac", "mp3", "alac", "ac3"), ".mov": ("aac", "mp3", "alac", "ac3", "pcm_s16le"),
+                ".avi": ("libmp3lame", "mp3", "ac3", "pcm_s16le")}
+
+
+def _audio_stream(sink, audio, dest):
+    """(the output's audio stream, whether it is re-encoded): the input's track copied as it
+    is where the container holds its codec (.mkv holds any), else re-encoded into one it does."""
+    if audio is None:
+        return None, False
+    codecs = AUDIO_CODECS.get(Path(dest).suffix.lower())
+    if codecs is None or audio.codec_context.name in codecs:
+        return sink.add_stream_from_template(audio), False
+    rate = 48000 if codecs[0] == "libopus" else audio.codec_context.sample_rate or 48000  # Opus: 48 kHz
+    out = sink.add_stream(codecs[0], rate=rate)
+    out.layout = audio.codec_context.layout.name if audio.codec_context.layout else "stereo"
+    names = {"libopus": "Opus", "aac": "AAC", "libmp3lame": "MP3"}
+    tqdm.write(f"note: {Path(dest).suffix} cannot hold {audio.codec_context.name} audio; re-encoding it as "
+               f"{names[codecs[0]]}", file=sys.stderr)
+    return out, True
+
+
+def _copy_audio(packet, aout, sink, recode: bool):
+    if not recode:
+        if packet.dts is not None:
+            packet.stream = aout
+            sink.mux(packet)
+        return
+    for frame in packet.decode():
+        frame.pts = None  # the encoder counts samples from the track's start
+        for out in aout.encode(frame):
+            sink.mux(out)
 
 
 def _open_video(src):
     import av
 
     try:
-        return av.open(str(src))
+        return av.open(str(regular_file(src)))
     except (av.error.FFmpegError, OSError) as e:
         raise UserError(f"{src}: not a readable video ({e})") from None
 

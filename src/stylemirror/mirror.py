@@ -8,6 +8,7 @@ them, with SETTINGS (the values the page computes with), and is rebuilt on every
 model trained while the mirror runs shows up on the next page load. Training runs given with
 --watch come first in it (watch.py)."""
 
+import errno
 import json
 import re
 import sys
@@ -22,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from . import formats, padding, registry, server
 from . import watch as watching
 from .errors import UserError
+from .paths import is_special
 from .stylize import Steadier
 
 # The page is package data: src/stylemirror/web links to web/ in a checkout (and an editable
@@ -75,7 +77,8 @@ def find_models(folders, taken=()) -> dict[str, Path]:
 def model_folders(extra) -> list[Path]:
     for folder in extra or []:
         if not Path(folder).is_dir():
-            raise UserError(f"--models {folder}: no such folder (give folders that hold models)")
+            what = "a file, not a folder" if Path(folder).exists() else "no such folder"
+            raise UserError(f"--models {folder}: {what} (give folders that hold models)")
     return [Path(p) for p in extra or []] + [registry.cache_dir() / "models", Path.cwd() / "models"]
 
 
@@ -83,22 +86,29 @@ def model_size(model: Path) -> int:
     return model.stat().st_size if model.is_file() else sum(p.stat().st_size for p in model.iterdir() if p.is_file())
 
 
-def nonfinite_weights(model: Path) -> str | None:
-    """The first variable of a model that holds NaN or infinity (a diverged training: it would
-    paint black), else None. Other damage (missing or short files ...) the page reports itself
+def weights_problem(model: Path) -> str | None:
+    """Why a model's weights cannot stylize: a variable that holds NaN or infinity (a diverged
+    training: it would paint black), or one that is a pipe or device (reading it would wait
+    for ever); else None. Other damage (missing or short files ...) the page reports itself
     when it loads the model."""
     try:
         if model.is_file():
             with safe_open(str(model), framework="numpy") as f:
                 for key in f.keys():
                     if not np.isfinite(f.get_tensor(key)).all():
-                        return key
+                        return f"{key} holds NaN or infinite values (a diverged training?); " \
+                               "retrain it, with a lower --learning-rate"
             return None
         manifest = json.loads((model / "manifest.json").read_text())
         for name, entry in manifest.items():
             path = model / entry["filename"]
-            if path.resolve().parent == model.resolve() and not np.isfinite(np.fromfile(path, "<f4")).all():
-                return name
+            if path.resolve().parent != model.resolve():
+                continue
+            if is_special(path):
+                return f"{name} is not a regular file (a pipe or device)"
+            if not np.isfinite(np.fromfile(path, "<f4")).all():
+                return f"{name} holds NaN or infinite values (a diverged training?); " \
+                       "retrain it, with a lower --learning-rate"
     except (OSError, ValueError, TypeError, KeyError, AttributeError, SafetensorError):
         pass
     return None
@@ -124,10 +134,9 @@ class Mirror:
         except OSError:
             return None  # gone meanwhile: the page says so if it is asked for
         if self.checked.get(model, (None,))[0] != sig:
-            problem = None
-            if (variable := nonfinite_weights(model)) is not None:
-                problem = (f"{model}: {variable} holds NaN or infinite values (a diverged training?); "
-                           "retrain it, with a lower --learning-rate")
+            problem = weights_problem(model)
+            if problem is not None:
+                problem = f"{model}: {problem}"
                 print(f"stylemirror: not listing a model: {problem}", file=sys.stderr, flush=True)
             self.checked[model] = (sig, problem)
         return self.checked[model][1]
@@ -163,7 +172,8 @@ class Mirror:
             routes = {"/models/index.json": self.index, **{f"/{run.prefix}/latest.json": run.latest_json for run in self.runs}}
             srv = server.serve(self.mounts, host, port, routes=routes)
         except OSError as e:
-            raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); try --port") from None
+            hint = "try another --port" if e.errno == errno.EADDRINUSE else "check --host: an address of this machine"
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); {hint}") from None
         return srv
 
 

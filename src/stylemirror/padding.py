@@ -12,6 +12,13 @@ EDGE_PAD = 48
 PAD_MULTIPLE = 4
 
 
+def bounded(pad: int, h: int, w: int) -> int:
+    """The edge pad an h x w picture gets: at most its shorter side, past which a reflection
+    only repeats the picture (a 100000x1 strip padded by 48 would be 97 times the work).
+    web/stylenet.js bounds it the same way."""
+    return min(pad, h, w)
+
+
 def edge_padding(h: int, w: int, pad: int) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) for an h x w picture and an edge pad `pad`: `pad` on every
     side, and up to 3 more at the bottom and right so that the padded size is a multiple of

@@ -70,8 +70,13 @@ def make_sheet(photo_path, out, folders, tile: int = TILE) -> list[str]:
     from .images import open_picture, save_picture
     from .stylize import Options, Stylizer
 
+    from . import atomic
+
     if Path(out).suffix.lower() not in Image.registered_extensions():
         raise UserError(f"-o {out}: unknown picture format (use .png or .jpg)")
+    if Path(out).resolve() == Path(photo_path).resolve():
+        raise UserError(f"-o {out}: that is the photo itself; refusing to overwrite the input (choose another -o)")
+    atomic.claim_file(out, lambda _: True, "a picture", hint="choose another -o")  # a picture's name: as cp does
     photo = open_picture(photo_path).convert("RGB")
     photo.thumbnail((tile, tile), Image.Resampling.LANCZOS)
     models = entries(folders)

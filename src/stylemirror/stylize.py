@@ -2,6 +2,7 @@
 (Stylizer, with the user's Options and a video's Steadier), the choice of a multi-style
 model's style (pick_style), and the run over the files a user names (run)."""
 
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,8 +96,8 @@ class Stylizer:
 
     def network_with_edges(self, x: torch.Tensor) -> torch.Tensor:
         """The network on x reflect-padded by Options.edge_pad, cropped back to x's size."""
-        pad = self.options.edge_pad
         h, w = x.shape[-2:]
+        pad = padding.bounded(self.options.edge_pad, h, w)
         if pad == 0:
             return self.network(x)  # as ml5.js runs it
         return self.network(padding.reflect_pad(x, padding.edge_padding(h, w, pad)))[..., pad:pad + h, pad:pad + w]
@@ -116,9 +117,13 @@ class Stylizer:
     def frames(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """Stylize equally sized frames (uint8 HxWx3) as one batch."""
         h, w = frames[0].shape[:2]
-        pad = self.options.edge_pad
-        if (h + 2 * pad) * (w + 2 * pad) > self.options.max_pixels:
+        pad = padding.bounded(self.options.edge_pad, h, w)
+        padded = (h + 2 * pad) * (w + 2 * pad)
+        if padded > self.options.max_pixels:
             return [self.tiled(frame) for frame in frames]
+        if len(frames) * padded > self.options.max_pixels:  # memory bounded as a tile's: batches of what fits
+            fit = self.options.max_pixels // padded
+            return [out for i in range(0, len(frames), fit) for out in self.frames(frames[i:i + fit])]
         # One float copy, laid out as the network wants it (.float().contiguous() made two).
         x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).to(
             torch.float32, memory_format=torch.contiguous_format)
@@ -131,8 +136,9 @@ class Stylizer:
             warnings.filterwarnings("ignore", "The given NumPy array is not writable")
             x = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None]
         out = torch.empty((1, *frame.shape), dtype=torch.uint8, device=self.device)
-        tiling.stylize_tiled(self.net, x, min(self.options.max_pixels, tiling.TILE_PIXELS), self.options.edge_pad,
-                             self.finish, out.permute(0, 3, 1, 2))
+        pad = padding.bounded(self.options.edge_pad, *frame.shape[:2])
+        tiling.stylize_tiled(self.net, x, min(self.options.max_pixels, tiling.TILE_PIXELS), pad,
+                             self.finish, out.permute(0, 3, 1, 2), show_progress=True)
         return out[0].cpu().numpy()
 
     def prepare(self, image: Image.Image):
@@ -145,8 +151,10 @@ class Stylizer:
             alpha = image.getchannel("A")
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             # 16-bit and float greys: Pillow's convert would clip them at 255.
-            grey = np.asarray(image, dtype=np.float64)
-            scale = 255 / 65535 if grey.max() > 255 else 1.0
+            grey = np.nan_to_num(np.asarray(image, dtype=np.float64))
+            top = grey.max(initial=0)
+            # 16-bit greys span 0..65535; float pictures (TIFF) 0..1 mostly, else 0..255.
+            scale = 255 / 65535 if top > 255 else 255.0 if image.mode == "F" and top <= 1.0 else 1.0
             image = Image.fromarray(np.clip(grey * scale + 0.5, 0, 255).astype(np.uint8))
         image = image.convert("RGB")
         size = self.options.max_size
@@ -208,6 +216,9 @@ def style_weights(spec: str, names: list[str]) -> list[float]:
     total = sum(weights.values())
     if total <= 0:
         raise UserError(f"--style {spec}: the weights add up to 0; give one more than 0 ({styles})")
+    if total == float("inf"):
+        raise UserError(f"--style {spec}: the weights add up to more than a number can hold; use smaller ones "
+                        f"({styles})")
     return [w / total for w in weights.values()]
 
 
@@ -237,14 +248,21 @@ def stylize_video(stylizer: Stylizer, src, dest):
 
 def _plan(inputs: list[Path], out: Path):
     """Pair every input file with its output path. A folder is mirrored into `out`; a single
-    file goes to `out`, or into it where `out` is a folder (as `cp` does)."""
+    file goes to `out`, or into it where `out` is a folder (as `cp` does). A plan in which two
+    inputs would be written to one output is refused before anything is written."""
     if len(inputs) == 1 and images.kind_of(inputs[0]) != "folder":
         return [(inputs[0], out / inputs[0].name if out.is_dir() else out)]
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: several inputs need -o to be a folder")
-    pairs = []
+    if not out.exists() and out.suffix.lower() in images.PICTURE_EXTS | images.VIDEO_EXTS:
+        raise UserError(f"-o {out}: {'several inputs need' if len(inputs) > 1 else 'a folder needs'} -o to be a "
+                        f"folder, and {out.name} is a file name; name a folder (it is made if missing)")
+    pairs, folders = [], {}
     for src in inputs:
         if images.kind_of(src) == "folder":
+            if folders.setdefault(src.name, src).resolve() != src.resolve():
+                raise UserError(f"{folders[src.name]} and {src} would both be mirrored into {out / src.name}; "
+                                "stylize them into separate -o folders")
             inside = out.resolve()
             if inside == src.resolve() or src.resolve() in inside.parents:
                 raise UserError(f"-o {out} is inside the input folder {src}: a rerun would stylize the outputs "
@@ -254,7 +272,20 @@ def _plan(inputs: list[Path], out: Path):
                     pairs.append((f, out / src.name / f.relative_to(src)))
         else:
             pairs.append((src, out / src.name))
-    return pairs
+    return _one_input_each(pairs)
+
+
+def _one_input_each(pairs):
+    """`pairs` with an input named twice kept once; refused where two inputs share an output."""
+    by_output, kept = {}, []
+    for src, dest in pairs:
+        other = by_output.setdefault(dest.resolve(), src)
+        if other is src:
+            kept.append((src, dest))
+        elif other.resolve() != src.resolve():
+            raise UserError(f"{other} and {src} would both be written to {dest}; stylize them into "
+                            "separate -o folders, or rename one")
+    return kept
 
 
 def _check_outputs(pairs):
@@ -268,7 +299,16 @@ def _check_outputs(pairs):
         if dest.suffix.lower() not in exts:
             raise UserError(f"{dest}: {src} is a {kind}, so the output must be a {kind} file too "
                             f"({', '.join(sorted(exts))})")
-        atomic.claim_file(dest, {dest.suffix.lower()}, f"a {kind}", hint="choose another -o")
+        atomic.claim_file(dest, lambda _: True, f"a {kind}", hint="choose another -o")  # same extension: as cp does
+
+
+def first_frame(src) -> Image.Image:
+    """The picture in `src`; of an animated GIF or a multipage TIFF the first frame, said so."""
+    image = images.open_picture(src)
+    if getattr(image, "n_frames", 1) > 1:
+        tqdm.write(f"note: {src} holds {image.n_frames} frames; only the first is stylized "
+                   "(convert it to a video, e.g. .mp4, to stylize them all)", file=sys.stderr)
+    return image
 
 
 def run(stylizer: Stylizer, inputs, out, on_written=None):
@@ -303,7 +343,7 @@ def run(stylizer: Stylizer, inputs, out, on_written=None):
     batch = stylizer.options.batch_size
     with tqdm(total=len(pictures), desc="pictures", unit="picture", disable=len(pictures) < 2) as progress:
         for start in range(0, len(pictures), batch):
-            opened = [(readable(lambda: images.open_picture(src)), dest) for src, dest in pictures[start:start + batch]]
+            opened = [(readable(lambda: first_frame(src)), dest) for src, dest in pictures[start:start + batch]]
             opened = [(image, dest) for image, dest in opened if image is not None]
             for (_, dest), result in zip(opened, stylizer.pictures([image for image, _ in opened])):
                 images.save_picture(result, dest)

@@ -1,5 +1,8 @@
 """Reading a file of tensors without running code: a safetensors file, or a PyTorch state dict
-loaded with weights_only=True (a pickle that would run code is refused)."""
+loaded with weights_only=True (a pickle that would run code is refused). Callers check that the
+path is a regular file (paths.regular_file): this module sits below that one."""
+
+import warnings
 
 import torch
 from safetensors import safe_open
@@ -15,7 +18,9 @@ def read_tensors(path) -> dict:
             with safe_open(str(path), framework="pt") as f:
                 state = {k: f.get_tensor(k) for k in f.keys()}
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's note on a pickle's protocol: our line says it
+                warnings.simplefilter("ignore")
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception:  # both libraries raise several types for damaged or hostile files
         # The libraries' own words (often empty, or a bare number) mean nothing to a user.
         raise UserError(f"{path}: refused: not a plain tensor file (damaged, cut short, another kind of file, "

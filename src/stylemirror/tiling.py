@@ -31,6 +31,7 @@ import weakref
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
 from .network import EPS, InstanceNorm
 from .padding import edge_padding, reflect_pad
@@ -40,6 +41,8 @@ from .padding import edge_padding, reflect_pad
 # whole picture is held only as uint8, in and out (6 bytes a pixel): as float (24 bytes) a
 # 48 MP picture went past 2 GB (bench/README.md).
 TILE_PIXELS = 768 * 768
+# Fractional counts (a pass to an early norm is a fraction of a whole one): shown to one place.
+BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} [{elapsed}<{remaining}]"
 PROBE = 160  # side of the picture the receptive field is measured on (doubled if too small)
 
 
@@ -213,13 +216,17 @@ class _Stop(Exception):
     """Ends a statistics pass at the norm it gathers for."""
 
 
-def gather_stats(net, x, plan):
+def gather_stats(net, x, plan, progress=None):
     """Every norm's (mean, var) over the picture (a Padded), norm by norm, from the tiles'
-    owned parts."""
+    owned parts. `progress` (a tqdm) counts in whole-network tile passes: the pass for norm k
+    of n runs about (k + 1) / n of the network."""
     stats = {}
-    for k in range(len(plan.shapes)):
+    n = len(plan.shapes)
+    for k in range(n):
         moments = _Moments()
         for tile in plan.tiles:
+            if progress is not None:
+                progress.update((k + 1) / n)
             def upto_k(index, norm, t, tile=tile):
                 if index < k:
                     return _affine(norm, t, *stats[index])
@@ -233,10 +240,12 @@ def gather_stats(net, x, plan):
     return stats
 
 
-def apply_stats(net, x, plan, stats, out, edge_pad, finish):
+def apply_stats(net, x, plan, stats, out, edge_pad, finish, progress=None):
     """The last pass: every tile of x with the gathered statistics; what each owns of the
     picture (the padded picture less its `edge_pad` frame) goes into out, through finish."""
     for tile in plan.tiles:
+        if progress is not None:
+            progress.update(1)
         region = x.region(tile)
         with _norms_call(net, lambda index, norm, t: _affine(norm, t, *stats[index])):
             y = net(region)
@@ -278,12 +287,20 @@ def _as_is(x, y):
     return y
 
 
+def passes(plan) -> float:
+    """The work of a tiled picture, in whole-network tile passes (gather_stats, then apply_stats)."""
+    n = len(plan.shapes)
+    return len(plan.tiles) * ((n + 1) / 2 + 1)
+
+
 @torch.no_grad()
-def stylize_tiled(net, x, tile_pixels: int = TILE_PIXELS, edge_pad: int = 0, finish=_as_is, out=None):
+def stylize_tiled(net, x, tile_pixels: int = TILE_PIXELS, edge_pad: int = 0, finish=_as_is, out=None,
+                  show_progress=False):
     """net(reflect_pad(x, edge_pad)) cropped back to x's size (as Stylizer.network_with_edges),
     for x (N, 3, H, W) of any size, float or uint8, in tiles of at most about `tile_pixels`
     (halo included), frame by frame. Each tile's owned part goes through finish(its input,
-    its output) into `out` (N, 3, H, W), which may be of any dtype (default: float, as x)."""
+    its output) into `out` (N, 3, H, W), which may be of any dtype (default: float, as x).
+    `show_progress`: a bar with an ETA on stderr for every frame that takes several tiles."""
     n, _, h, w = x.shape
     if out is None:
         out = torch.empty(n, 3, h, w, device=x.device)
@@ -295,5 +312,8 @@ def stylize_tiled(net, x, tile_pixels: int = TILE_PIXELS, edge_pad: int = 0, fin
             region = frame.region(plan.tiles[0])
             out[i:i + 1] = finish(region[crop], net(region)[crop])
             continue
-        apply_stats(net, frame, plan, gather_stats(net, frame, plan), out[i:i + 1], edge_pad, finish)
+        with tqdm(total=passes(plan), desc=f"{w}x{h} in {len(plan.tiles)} tiles", unit="tile pass",
+                  disable=not show_progress, bar_format=BAR) as progress:
+            stats = gather_stats(net, frame, plan, progress)
+            apply_stats(net, frame, plan, stats, out[i:i + 1], edge_pad, finish, progress)
     return out

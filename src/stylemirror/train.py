@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import sys
 import time
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -28,6 +29,7 @@ from .devices import pick_device
 from .errors import UserError
 from .loss_network import LOSS_KEYS, WEIGHTED_TERMS
 from .network import ARCHITECTURES, DECODERS, ENCODERS, TransformNet
+from .paths import check_style_name
 
 MAX_BAD_STEPS = 5  # consecutive non-finite losses before giving up
 # torch.compile takes about a minute on a 2-core CPU and then makes a 256 px step about 1.5x
@@ -173,9 +175,14 @@ def checkpoint_path(folder: Path, step: int) -> Path:
     return folder / f"ckpt_{step:08d}.pt"
 
 
-def newest_checkpoint(folder: Path) -> Path | None:
+def checkpoints(folder: Path) -> list[Path]:
+    """A run's checkpoints, the newest first."""
     found = [(int(m.group(1)), p) for p in folder.glob("ckpt_*.pt") if (m := re.fullmatch(r"ckpt_(\d+)\.pt", p.name))]
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def newest_checkpoint(folder: Path) -> Path | None:
+    return next(iter(checkpoints(folder)), None)
 
 
 def style_name(path) -> str:
@@ -256,6 +263,10 @@ def model_info(cfg, step) -> dict:
     return info
 
 
+class RecipeChanged(UserError):
+    """A checkpoint's run was trained with another recipe: never resumed, never skipped."""
+
+
 class Run:
     """Everything rank 0 writes into --checkpoint-dir and --test-dir."""
 
@@ -268,19 +279,20 @@ class Run:
     def resume(self, device, steps_per_epoch):
         """Restore the newest checkpoint (unless --fresh); return (its Position, its path), or
         the start and None for a fresh run."""
-        newest = None if self.cfg.fresh else newest_checkpoint(self.folder)
-        if newest is None:
+        found = [] if self.cfg.fresh else checkpoints(self.folder)
+        if not found:
             return Position(steps_per_epoch=steps_per_epoch), None
-        try:
-            state = torch.load(newest, map_location=device, weights_only=True)
-            self.check_recipe(json.loads(state.get("config", "{}")), newest)
-            self.net.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(as_fused_adam(state["optimizer"]))
-        except UserError:
-            raise
-        except Exception as e:
-            raise UserError(f"{newest}: cannot resume from this checkpoint ({str(e).splitlines()[0]}); "
-                            "use --fresh to start over") from None
+        for newest in found:  # a damaged one (a full disk, a copy cut short): the one before it
+            try:
+                state = self.restore(newest, device)
+                break
+            except RecipeChanged:
+                raise
+            except UserError as e:
+                if newest == found[-1]:
+                    raise
+                if self.rank == 0:
+                    tqdm.write(f"stylemirror: {e}; resuming from the checkpoint before it", file=sys.stderr)
         torch.set_rng_state(state["rng"].cpu())
         if self.log_path.exists():  # forget rows logged after the checkpoint (a killed run)
             self.rows = [r for r in map(json.loads, self.log_path.read_text().splitlines()) if r["step"] <= state["step"]]
@@ -288,9 +300,24 @@ class Run:
                 atomic.write_bytes(self.log_path, "".join(json.dumps(r) + "\n" for r in self.rows).encode())
         return Position(state["step"], state["epoch"], state["batch"], steps_per_epoch), newest
 
-    def check_recipe(self, stored: dict, path):
-        """Refuse to go on with other weights, sizes or architecture than the checkpoint's
-        run: the result would silently be neither recipe."""
+    def restore(self, path, device) -> dict:
+        """Load a checkpoint into the network and optimizer, after checking its recipe."""
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+            self.check_recipe(json.loads(state.get("config", "{}")), path, json.loads(state.get("styles", "[]")))
+            self.net.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(as_fused_adam(state["optimizer"]))
+        except UserError:
+            raise
+        except Exception as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"{path}: cannot resume from this checkpoint ({first}); use --fresh to start over") from None
+        return state
+
+    def check_recipe(self, stored: dict, path, stored_styles_records=()):
+        """Refuse to go on with other weights, sizes, architecture or style pictures than the
+        checkpoint's run: the result would silently be neither recipe. A style picture may
+        move; its content (SHA-256, recorded in checkpoints) may not change."""
         mine = json.loads(json.dumps(dataclasses.asdict(self.cfg)))  # tuples as JSON has them
         stored = {**BEFORE_FIELDS, **stored}
         changed = [k for k in RECIPE if k in stored and stored[k] != mine[k]]
@@ -301,8 +328,11 @@ class Run:
         my_styles = [style_name(p) for p in self.cfg.style]
         if stored_styles and len(my_styles) + len(stored_styles) > 2 and stored_styles != my_styles:
             what.append(f"--style {', '.join(stored_styles)} (now {', '.join(my_styles)})")
+        elif stored_styles_records and [r["sha256"] for r in stored_styles_records] != [
+                style_record(p)["sha256"] for p in self.cfg.style]:
+            what.append(f"other --style pictures ({', '.join(my_styles)}: their content has changed)")
         if what:
-            raise UserError(f"{path} was trained with {', '.join(what)}: rerun with those to resume, "
+            raise RecipeChanged(f"{path} was trained with {', '.join(what)}: rerun with those to resume, "
                             "or start over with --fresh or another --checkpoint-dir")
 
     def start(self, at, total_steps, resumed, note, pictures, device, on_ready):
@@ -329,7 +359,8 @@ class Run:
             return
         state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "step": at.step, "epoch": at.epoch, "batch": at.batch, "rng": torch.get_rng_state(),
-                 "config": json.dumps(dataclasses.asdict(self.cfg))}
+                 "config": json.dumps(dataclasses.asdict(self.cfg)),
+                 "styles": json.dumps([style_record(p) for p in self.cfg.style])}
         with atomic.atomic_path(checkpoint_path(self.folder, at.step)) as tmp:
             torch.save(state, tmp)
         if self.rows:
@@ -489,16 +520,27 @@ class Tally:
                 "non_finite": int(non_finite), "longest_bad_run": int(longest)}
 
 
+def is_model_info(path) -> bool:
+    """A model.json that `model_info` wrote (told by its content, not its name)."""
+    try:
+        info = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(info, dict) and {"style", "steps", "vgg", "date"} <= info.keys()
+
+
 def claim_model_dir(cfg) -> Path:
     """--model-dir (default CHECKPOINT_DIR/model), after checking that the models written there
-    replace nothing but a previous run's models: the user's other files there are kept."""
+    replace nothing but a previous run's models, told by their content: the user's other
+    files there, and their own files of those names, are kept."""
     out = Path(cfg.model_dir or Path(cfg.checkpoint_dir) / "model")
     hint = "move them away or choose another --model-dir"
     if cfg.arch == "standard":
         atomic.claim_folder(out / "ml5", formats.is_ml5_output, "an ml5 model", hint=hint)
-    for name, what in (("model.safetensors", "a .safetensors file"), ("model.onnx", "an ONNX file"),
-                       ("model.json", "a JSON file")):
-        atomic.claim_file(out / name, {Path(name).suffix}, what, hint=hint)
+    for name, fmt in (("model.safetensors", "safetensors"), ("model.onnx", "onnx")):
+        atomic.claim_file(out / name, lambda p, fmt=fmt: formats.is_model_file(fmt, p),
+                          f"{formats.FORMAT_NAMES[fmt]} that stylemirror exported", hint=hint)
+    atomic.claim_file(out / "model.json", is_model_info, "a model.json that stylemirror wrote", hint=hint)
     return out
 
 
@@ -520,13 +562,19 @@ def check_config(cfg):
     claim_model_dir(cfg)
     if cfg.test and not cfg.test_dir:
         raise UserError("--test needs --test-dir (where the preview pictures go)")
+    if cfg.test_dir and Path(cfg.test_dir).exists() and not Path(cfg.test_dir).is_dir():
+        raise UserError(f"--test-dir {cfg.test_dir} is a file; it must be a folder for the preview pictures")
     names = [style_name(p) for p in cfg.style]
     if not names:
         raise UserError("--style: give a style picture")
+    for path, name in zip(cfg.style, names):  # a style is selected and exported by its name
+        check_style_name(name, f"--style {path}")
     if len(set(names)) < len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         raise UserError(f"--style: two style pictures named {', '.join(twice)}: a multi-style model names each "
                         "style by its file name, so rename one")
+    if not cfg.style_layers:
+        raise UserError("--style-layers: give at least one VGG19 layer, e.g. relu1_1,relu2_1,relu3_1")
     for layer in (*cfg.style_layers, cfg.content_layer):
         if not layer.startswith("relu") or layer not in loss_network.VGG19_LAYERS:
             raise UserError(f"unknown VGG19 layer {layer!r} (use relu1_1 ... relu5_4)")
