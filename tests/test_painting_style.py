@@ -164,7 +164,7 @@ def test_a_video_keeps_its_first_frame_s_vector(tmp_path, wave, monkeypatch):
 @pytest.mark.slow
 def test_a_big_picture_goes_through_tiles(wave):
     """A picture over max_pixels in tiles (the arbitrary network's norms tiled as a
-    TransformNet's), against one pass; about 20 to 40 s on 2 busy cores (14 passes of 10 tiles)."""
+    TransformNet's), against one pass; 20 to 70 s on 2 busy cores (14 passes of 10 tiles)."""
     frame = pixels(photo((637, 63))).astype(np.uint8)  # odd sizes: the grid must line up at any size
     tiled = Stylizer(wave, options=Options(max_pixels=40_000, edge_pad=0)).frames([frame])[0]
     whole = Stylizer(wave, options=Options(edge_pad=0)).frames([frame])[0]
