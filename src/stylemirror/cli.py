@@ -22,12 +22,24 @@ def cmd_stylize(args):
     from . import registry, stylize
     from .devices import pick_device
 
-    net = stylize.pick_style(registry.open_model(args.model), args.style)
+    if (args.model is None) == (args.style_image is None):
+        raise UserError("stylize needs exactly one of --model MODEL and --style-image PAINTING")
+    if args.style_image is not None:
+        from .paintings import painting_net
+        net = stylize.pick_style(painting_net(args.style_image), args.style)
+    else:
+        net = stylize.pick_style(registry.open_model(args.model), args.style)
     options = stylize.Options(max_size=args.max_size, preserve_colors=args.preserve_colors,
                               strength=args.strength, batch_size=args.batch_size, edge_pad=args.edge_pad,
                               steady=args.steady)
     stylizer = stylize.Stylizer(net, pick_device(args.device), options)
     stylize.run(stylizer, args.inputs, args.output, on_written=print)
+
+
+def cmd_style(args):
+    from .paintings import write_style_file
+
+    print(write_style_file(args.painting, args.output))
 
 
 def cmd_export(args):
@@ -121,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="stylemirror", description="Train, export and run fast neural style transfer.")
     parser.add_argument("--version", action="version", version=f"stylemirror {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_stylize, add_export, add_train, add_mirror, add_bench, add_fetch, add_sheet, add_models):
+    for add in (add_stylize, add_style, add_export, add_train, add_mirror, add_bench, add_fetch, add_sheet, add_models):
         add(sub)
     return parser
 
@@ -129,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 def add_stylize(sub):
     p = sub.add_parser("stylize", help="stylize pictures, folders of pictures and videos")
     p.add_argument("inputs", nargs="+", type=path_text, metavar="INPUT", help="pictures, videos or folders")
-    p.add_argument("--model", required=True, type=path_text, help=MODEL_HELP)
+    p.add_argument("--model", type=path_text, help=MODEL_HELP + "; or instead --style-image")
+    p.add_argument("--style-image", metavar="PAINTING|PAINTING:W,PAINTING:W",
+                   help="any painting as the style, no training (the arbitrary-style network; a blend of several "
+                        "with weights, e.g. a.jpg:0.7,b.jpg:0.3); `stylemirror style` saves one as a model file")
     p.add_argument("--style", metavar="NAME|NAME:W,NAME:W",
                    help="a multi-style model's style by name, or a blend of its styles (weights are normalised "
                         "to sum 1), e.g. --style udnie:0.7,wave:0.3")
@@ -138,7 +153,8 @@ def add_stylize(sub):
                         "(outside the inputs). A file of the same kind and name is replaced, as cp does")
     p.add_argument("--max-size", type=positive_int, help="downscale so the longer side is at most N pixels")
     p.add_argument("--preserve-colors", action="store_true", help="keep the original colours, style only the luminance")
-    p.add_argument("--strength", type=unit_float, default=1.0, help="0..1: blend with the original (default 1)")
+    p.add_argument("--strength", type=unit_float, default=1.0, help="0..1: blend with the original (default 1); a painting's style (--style-image, "
+                        "`stylemirror style`) moves its style towards the photo's own instead")
     p.add_argument("--batch-size", type=positive_int, default=4, help="frames per batch for folders and videos")
     p.add_argument("--edge-pad", type=non_negative_int, default=Options.edge_pad, metavar="PIXELS",
                    help=f"mirror the picture this far past its edges before stylizing, so no coloured frame "
@@ -148,6 +164,17 @@ def add_stylize(sub):
                         "shimmer; moving parts pass untouched (default on)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     p.set_defaults(func=cmd_stylize)
+
+
+def add_style(sub):
+    p = sub.add_parser("style", help="a painting's model file, with no training (the arbitrary-style network)",
+                       description="Writes a painting's style vector as a model file that stylize, export, sheet "
+                                   "and bench take as any other. Training a network for the painting "
+                                   "(`stylemirror train`) reaches a better likeness of that one painting.")
+    p.add_argument("painting", metavar="PAINTING", help="the painting (any picture file)")
+    p.add_argument("-o", "--output", help="the model file (default: PAINTING's name.safetensors in this folder); "
+                                          "an existing one is replaced only where it is an earlier style file")
+    p.set_defaults(func=cmd_style)
 
 
 def add_export(sub):

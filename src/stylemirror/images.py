@@ -3,6 +3,7 @@ video frame by frame (its frame rate, size and audio kept). What is done to the 
 the caller's (stylize.py)."""
 
 import contextlib
+import hashlib
 import sys
 from pathlib import Path
 
@@ -42,6 +43,20 @@ def open_picture(path) -> Image.Image:
         raise UserError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise UserError(f"{path}: not a readable picture ({e})") from None
+
+
+def style_name(path) -> str:
+    """A style's name in a model: its picture's file name without the extension."""
+    return Path(path).stem
+
+
+def style_record(path) -> dict:
+    """{"name", "sha256"} of a style picture, as a model file records it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": style_name(path), "sha256": digest.hexdigest()}
 
 
 def save_picture(image: Image.Image, dest):

@@ -94,6 +94,7 @@ class InstanceNorm(nn.Module):
     # Tiled stylizing (tiling.py) sets this, on an instance, to a function (norm, x) -> output
     # that normalises a tile with the whole picture's statistics instead of the tile's own.
     tiled = None
+    eps = EPS  # a subclass may differ (arbitrary.py's network was trained with 1e-5)
 
     def __init__(self, channels: int, styles: int = 1):
         super().__init__()
@@ -117,7 +118,7 @@ class InstanceNorm(nn.Module):
             # A single pixel is its own mean, so the result is the shift (ml5 gives the same);
             # F.instance_norm refuses this size.
             return torch.zeros_like(x) + shift.view(1, -1, 1, 1)
-        return F.instance_norm(x, weight=scale, bias=shift, eps=EPS)
+        return F.instance_norm(x, weight=scale, bias=shift, eps=self.eps)
 
 
 def same_pad_stride2(x, kernel: int = 3, mode: str = "constant"):

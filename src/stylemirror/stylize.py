@@ -2,6 +2,7 @@
 (Stylizer, with the user's Options and a video's Steadier), the choice of a multi-style
 model's style (pick_style), and the run over the files a user names (run)."""
 
+import contextlib
 import sys
 import warnings
 from dataclasses import dataclass
@@ -77,8 +78,13 @@ class Stylizer:
             raise UserError(f"--strength must be between 0 and 1, got {options.strength}")
         if options.edge_pad < 0:
             raise UserError(f"--edge-pad must be 0 (off) or a number of pixels, got {options.edge_pad}")
+        # A painting's network takes --strength the paper's way: its vector moved towards each
+        # picture's own (StyledNet.at_strength), not a fade of the output.
+        self.vector_strength = net.arch == "arbitrary" and options.strength < 1.0
+        self.scene = None  # one_scene: None, or [the network its first frame chose]
         if engine == "auto":
-            engine = "onnxruntime" if self.device.type == "cpu" else "torch"
+            # A network per picture (vector_strength) would need an ONNX graph per picture.
+            engine = "onnxruntime" if self.device.type == "cpu" and not self.vector_strength else "torch"
         self.session = None
         # On a GPU, fp16 (tensor cores): within a level of fp32 on ml5's published models.
         self.half = engine == "torch" and self.device.type == "cuda"
@@ -88,19 +94,20 @@ class Stylizer:
             from .formats import onnx_bytes
             self.session = onnxruntime.InferenceSession(onnx_bytes(self.net), providers=["CPUExecutionProvider"])
 
-    def network(self, x: torch.Tensor) -> torch.Tensor:
-        if self.session is None:
+    def network(self, x: torch.Tensor, net=None) -> torch.Tensor:
+        """`net` (default the Stylizer's own, which may run in ONNX Runtime) on x."""
+        if self.session is None or (net is not None and net is not self.net):
             with torch.autocast(self.device.type, torch.float16, enabled=self.half):
-                return self.net(x).float()
+                return (net or self.net)(x).float()
         return torch.from_numpy(self.session.run(None, {"image": x.numpy()})[0])
 
-    def network_with_edges(self, x: torch.Tensor) -> torch.Tensor:
+    def network_with_edges(self, x: torch.Tensor, net=None) -> torch.Tensor:
         """The network on x reflect-padded by Options.edge_pad, cropped back to x's size."""
         h, w = x.shape[-2:]
         pad = padding.bounded(self.options.edge_pad, h, w)
         if pad == 0:
-            return self.network(x)  # as ml5.js runs it
-        return self.network(padding.reflect_pad(x, padding.edge_padding(h, w, pad)))[..., pad:pad + h, pad:pad + w]
+            return self.network(x, net)  # as ml5.js runs it
+        return self.network(padding.reflect_pad(x, padding.edge_padding(h, w, pad)), net)[..., pad:pad + h, pad:pad + w]
 
     def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The network's output y for input x (floats, N x 3 x H x W) -> uint8, with the
@@ -109,27 +116,53 @@ class Stylizer:
             # Keep the original's chroma: add the stylized luma change to every channel.
             luma = LUMA.to(y).view(1, 3, 1, 1)
             y = x + ((y - x) * luma).sum(1, keepdim=True)
-        if self.options.strength < 1.0:
+        if self.options.strength < 1.0 and not self.vector_strength:
             y = torch.lerp(x, y, self.options.strength)
         return y.round_().clamp_(0, 255).to(torch.uint8)  # in place: big pictures
 
+    def net_for(self, frame: np.ndarray):
+        """The network for one picture (uint8 HxWx3): the Stylizer's own, or at --strength
+        for this picture (vector_strength); in one_scene, the first frame's for every frame."""
+        if not self.vector_strength:
+            return self.net
+        if self.scene:
+            return self.scene[0]
+        net = self.net.at_strength(frame, self.options.strength)
+        if self.scene is not None:
+            self.scene.append(net)
+        return net
+
+    @contextlib.contextmanager
+    def one_scene(self):
+        """Frames of one video: a painting's network at --strength keeps the first frame's
+        vector (the photo's style barely moves within a shot), so no frame changes style."""
+        self.scene = []
+        try:
+            yield self
+        finally:
+            self.scene = None
+
     @torch.inference_mode()
     def frames(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        """Stylize equally sized frames (uint8 HxWx3) as one batch."""
+        """Stylize equally sized frames (uint8 HxWx3) as one batch (one at a time where
+        each picture has its own network: net_for)."""
+        if self.vector_strength and self.scene is None and len(frames) > 1:
+            return [out for frame in frames for out in self.frames([frame])]
+        net = self.net_for(frames[0])
         h, w = frames[0].shape[:2]
         pad = padding.bounded(self.options.edge_pad, h, w)
         padded = (h + 2 * pad) * (w + 2 * pad)
         if padded > self.options.max_pixels:
-            return [self.tiled(frame) for frame in frames]
+            return [self.tiled(frame, net) for frame in frames]
         if len(frames) * padded > self.options.max_pixels:  # memory bounded as a tile's: batches of what fits
             fit = self.options.max_pixels // padded
             return [out for i in range(0, len(frames), fit) for out in self.frames(frames[i:i + fit])]
         # One float copy, laid out as the network wants it (.float().contiguous() made two).
         x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).to(
             torch.float32, memory_format=torch.contiguous_format)
-        return list(self.finish(x, self.network_with_edges(x)).permute(0, 2, 3, 1).cpu().numpy())
+        return list(self.finish(x, self.network_with_edges(x, net)).permute(0, 2, 3, 1).cpu().numpy())
 
-    def tiled(self, frame: np.ndarray) -> np.ndarray:
+    def tiled(self, frame: np.ndarray, net=None) -> np.ndarray:
         """A frame too big for one pass, in tiles (tiling.py), the padding read tile by tile:
         the whole frame is held only as uint8, in and out, never as float."""
         with warnings.catch_warnings():  # a decoded picture is read-only; tiles are only read out of it
@@ -137,7 +170,7 @@ class Stylizer:
             x = torch.from_numpy(frame).to(self.device).permute(2, 0, 1)[None]
         out = torch.empty((1, *frame.shape), dtype=torch.uint8, device=self.device)
         pad = padding.bounded(self.options.edge_pad, *frame.shape[:2])
-        tiling.stylize_tiled(self.net, x, min(self.options.max_pixels, tiling.TILE_PIXELS), pad,
+        tiling.stylize_tiled(net or self.net, x, min(self.options.max_pixels, tiling.TILE_PIXELS), pad,
                              self.finish, out.permute(0, 3, 1, 2), show_progress=True)
         return out[0].cpu().numpy()
 
@@ -242,8 +275,9 @@ def stylize_video(stylizer: Stylizer, src, dest):
     """Stylize every frame of a video (images.map_video: the frame rate, the size or
     --max-size, and the audio track kept), steadied first unless --no-steady."""
     steady = Steadier() if stylizer.options.steady else (lambda frame: frame)
-    images.map_video(src, dest, lambda frames: stylizer.frames([steady(f) for f in frames]),
-                     stylizer.options.max_size, stylizer.options.batch_size)
+    with stylizer.one_scene():
+        images.map_video(src, dest, lambda frames: stylizer.frames([steady(f) for f in frames]),
+                         stylizer.options.max_size, stylizer.options.batch_size)
 
 
 def _plan(inputs: list[Path], out: Path):

@@ -19,8 +19,9 @@ stride-2 convs use TensorFlow's 'same' padding, which for a size that is not a m
 shifts their grid: the picture behaves as if it sat at offset s = (-size) % 4 on a canvas whose
 stride-2 grids start at 0 (while the decoder's output starts at the canvas's 0). Tiles are cut
 on that canvas at multiples of 4, so every tile sees the same grid as the whole picture; the
-first tile starts at the picture's true edge, where its own padding is the picture's.
-Everything is derived from the modules' own forward passes (the shapes each norm sees, the
+first tile starts at the picture's true edge, where its own padding is the picture's. The
+arbitrary-style network (arbitrary.py) reflect-pads both sides, so its grids start at the
+picture at every size: it says so (`grid_at_start`) and its canvas takes no shift. Everything is derived from the modules' own forward passes (the shapes each norm sees, the
 receptive field), not from a copy of the architecture.
 """
 
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from .network import EPS, InstanceNorm
+from .network import InstanceNorm
 from .padding import edge_padding, reflect_pad
 
 # The largest tile (halo included), in pixels. Eager fp32 inference holds about 0.5 KB a pixel
@@ -69,7 +70,7 @@ def _norms_call(net, fn):
 
 def _affine(norm, x, mean, var):
     """Instance norm of x with given per-channel statistics."""
-    a = norm.scale * torch.rsqrt(var + EPS)
+    a = norm.scale * torch.rsqrt(var + norm.eps)
     b = norm.shift - mean * a
     return torch.addcmul(b.view(1, -1, 1, 1), x, a.view(1, -1, 1, 1))
 
@@ -144,10 +145,13 @@ class Span:
 class Axis:
     """The tiling of one axis of a picture of `size` pixels."""
 
-    def __init__(self, size: int, core: int, margin: int):
+    def __init__(self, size: int, core: int, margin: int, grid_at_start: bool = False):
         self.size = size
-        self.shift = -size % 4
-        canvas = size + self.shift
+        # A network whose stride-2 grids start at the picture's first pixel at every size
+        # (grid_at_start: reflect padding on both sides) needs no shift on the canvas.
+        self.grid_at_start = grid_at_start
+        self.shift = 0 if grid_at_start else -size % 4
+        canvas = size + -size % 4
         count = max(1, math.ceil(canvas / core))
         bounds = [4 * round(k * canvas / count / 4) for k in range(count + 1)]
         self.spans = [Span(max(0, lo - margin - self.shift), min(size, hi + margin - self.shift), lo, hi)
@@ -161,7 +165,7 @@ class Axis:
     def owned(self, span: Span, scale: int, full: int, local: int) -> slice:
         """The rows of a tile's activation (`local` rows; the whole picture's has `full`) that
         this tile owns: the owned parts of all tiles partition the whole."""
-        lead = (self.size + self.shift) // scale - full
+        lead = 0 if self.grid_at_start else (self.size + self.shift) // scale - full
         lo = max(0, span.own_lo // scale - lead)
         hi = min(full, span.own_hi // scale - lead)
         off = self.offset(span, scale, lead)
@@ -177,7 +181,8 @@ class Plan:
         margin = halo(net)
         side = 4 * (math.isqrt(tile_pixels) // 4)
         core = max(4, side - 2 * margin)
-        self.rows, self.cols = Axis(h, core, margin), Axis(w, core, margin)
+        at_start = getattr(net, "grid_at_start", False)
+        self.rows, self.cols = Axis(h, core, margin, at_start), Axis(w, core, margin, at_start)
         self.shapes = _norm_shapes(net, h, w)
         # Each norm's scale (1, 2, 4: how many picture pixels one of its pixels spans).
         self.scales = [(64 // ph, 64 // pw) for ph, pw in _norm_shapes(net, 64, 64)]

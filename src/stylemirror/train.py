@@ -8,7 +8,6 @@ import argparse
 import dataclasses
 import datetime
 import functools
-import hashlib
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from .arguments import (layer_list, non_negative_float, positive_float, positive
                         zoom_factor)
 from .devices import pick_device
 from .errors import UserError
+from .images import style_name, style_record
 from .loss_network import LOSS_KEYS, WEIGHTED_TERMS
 from .network import ARCHITECTURES, DECODERS, ENCODERS, TransformNet
 from .paths import check_style_name
@@ -183,20 +183,6 @@ def checkpoints(folder: Path) -> list[Path]:
 
 def newest_checkpoint(folder: Path) -> Path | None:
     return next(iter(checkpoints(folder)), None)
-
-
-def style_name(path) -> str:
-    """A style's name in a multi-style model: its picture's file name without the extension."""
-    return Path(path).stem
-
-
-def style_record(path) -> dict:
-    """{"name", "sha256"} of a style picture, as a multi-style model file records it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"name": style_name(path), "sha256": digest.hexdigest()}
 
 
 def load_style(path, size):
