@@ -21,7 +21,8 @@ stride-2 grids start at 0 (while the decoder's output starts at the canvas's 0).
 on that canvas at multiples of 4, so every tile sees the same grid as the whole picture; the
 first tile starts at the picture's true edge, where its own padding is the picture's. The
 arbitrary-style network (arbitrary.py) reflect-pads both sides, so its grids start at the
-picture at every size: it says so (`grid_at_start`) and its canvas takes no shift. Everything is derived from the modules' own forward passes (the shapes each norm sees, the
+picture at every size: it says so (`grid_at_start`) and its canvas takes no shift.
+Everything is derived from the modules' own forward passes (the shapes each norm sees, the
 receptive field), not from a copy of the architecture.
 """
 
