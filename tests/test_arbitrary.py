@@ -157,14 +157,18 @@ def test_clean_edges(net, vectors):
     assert bare <= 16.0 and padded <= 8.0, f"the border is {bare:.1f} levels from the centre ({padded:.1f} edge-padded)"
 
 
-def test_style_distance(net, predictor, vectors):
+def test_style_distance(net, predictor, vectors, originals):
     udnie, amber = shared_picture("udnie"), shared_picture("amber")
     photo = metrics.style_distance(amber.resize((256, 256), Image.Resampling.BICUBIC), udnie, predictor)
-    # Stylized at the network's own size, 384 px (2.95 and 1.21 for the two, measured).
+    # Stylized at the network's own size, 384 px. Measured: the photo 2.90, ours 1.57, the
+    # shipped (int8) original 1.61.
     picture = np.asarray(amber.resize((SIZE, SIZE), Image.Resampling.BICUBIC))
-    styled = np.round(stylize(net, picture, vectors["udnie"])).astype(np.uint8)
+    styled = np.round(stylize(net, picture, vectors["udnie"])).clip(0, 255).astype(np.uint8)
     stylized = metrics.style_distance(styled, udnie, predictor)
-    assert 2.5 < photo < 3.4 and 0.8 < stylized < 1.6 and stylized < photo / 2, (photo, stylized)
+    shipped = np.round(run_original(originals[0], picture, vectors["udnie"])).clip(0, 255).astype(np.uint8)
+    original = metrics.style_distance(shipped, udnie, predictor)
+    assert 2.5 < photo < 3.4 and stylized < 0.6 * photo, (photo, stylized)
+    assert abs(stylized - original) < 0.15, (stylized, original)  # the rebuild paints as the original does
 
 
 def test_a_changed_model_file_is_refused(tmp_path):
