@@ -253,7 +253,7 @@ def test_the_edge_pad_is_bounded_by_the_picture(monkeypatch):
     seen = []
     stylizer = Stylizer(NET, options=Options(edge_pad=2000))
     real = stylizer.network
-    monkeypatch.setattr(stylizer, "network", lambda x: seen.append(tuple(x.shape[-2:])) or real(x))
+    monkeypatch.setattr(stylizer, "network", lambda x, *net: seen.append(tuple(x.shape[-2:])) or real(x, *net))
     small = stylizer.picture(photo((120, 80)))
     assert small.size == (120, 80) and seen[-1] == (240, 280)  # 80 a side, rounded up to 4
     assert np.array_equal(np.asarray(small), np.asarray(Stylizer(NET, options=Options(edge_pad=80)).picture(photo((120, 80)))))
@@ -318,7 +318,7 @@ def test_a_huge_batch_size_holds_no_more_than_a_tile_at_once(monkeypatch):
     stylizer = Stylizer(NET, options=Options(batch_size=10**9, max_pixels=4 * 160 * 120, edge_pad=0))
     seen = []
     real = stylizer.network
-    monkeypatch.setattr(stylizer, "network", lambda x: seen.append(x.shape[0]) or real(x))
+    monkeypatch.setattr(stylizer, "network", lambda x, *net: seen.append(x.shape[0]) or real(x, *net))
     frames = [np.asarray(photo((160, 120)).rotate(i)) for i in range(10)]
     outs = stylizer.frames(frames)
     assert seen == [4, 4, 2] and len(outs) == 10
