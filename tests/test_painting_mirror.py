@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors.torch import load as load_safetensors
 
 from helpers import IMAGES, ROOT, WEB, canvas_pixels, open_page, photo, random_net
-from stylemirror import arbitrary, formats, mirror
+from stylemirror import arbitrary, formats, mirror, registry
 from stylemirror.stylize import Options, Stylizer
 
 SHIPPED = ["great_wave", "shipwreck_of_the_minotaur", "the_scream", "udnie"]  # the Great Wave first
@@ -68,6 +68,21 @@ def test_index_lists_the_shipped_paintings_first(bare_url, predictor):
         assert picture == (WEB / entry["thumbnail"]).read_bytes() and len(picture) < 100_000
         expected = predictor(Image.open(WEB / entry["thumbnail"]).convert("RGB"))
         assert np.abs(np.array(entry["style"]) - expected).max() < 1e-4
+
+
+def test_a_fresh_machine_opens_on_the_great_wave_without_pulling(tmp_path, monkeypatch, capsys):
+    """`make mirror` on a fresh clone: no model anywhere, offline; the page's first style (it
+    opens on it without ?model=) is the Great Wave, and nothing is downloaded."""
+    monkeypatch.chdir(tmp_path)
+    srv = mirror.start(port=0, open_browser=False)
+    try:
+        out = capsys.readouterr().out
+        url = f"http://127.0.0.1:{srv.server_address[1]}/"
+        assert f"style mirror at {url}  (" in out and "no style model found" not in out
+        assert json.loads(get(url + "models/index.json"))["models"][0]["name"] == "great_wave"
+        assert not registry.pulled()
+    finally:
+        srv.shutdown()
 
 
 def test_a_users_model_keeps_its_name_beside_a_shipped_painting(tmp_path):

@@ -269,10 +269,11 @@ def start(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(),
     which must not fail for it)."""
     folders = model_folders(models)
     runs = watching.runs(watch)
-    problem = None if runs else ensure_a_model(folders)
+    page = Mirror(folders, runs=runs)
+    # The shipped paintings are styles enough: a published one is pulled only where they cannot run.
+    problem = None if runs or page.painting_entries(set()) else ensure_a_model(folders)
     if problem:
         print(f"stylemirror: {problem}")
-    page = Mirror(folders, runs=runs)
     try:
         srv = page.serve(host, port)
     except UserError:
