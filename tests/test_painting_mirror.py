@@ -145,6 +145,37 @@ def test_posting_refuses_what_is_no_picture_or_too_large(bare_url):
     assert e.value.code == 404
 
 
+def test_keep_writes_a_painting_file_and_never_replaces_another_file(tmp_path, monkeypatch, predictor):
+    monkeypatch.chdir(tmp_path)
+    srv = mirror.Mirror([tmp_path / "models"]).serve(port=0)
+    url = f"http://127.0.0.1:{srv.server_address[1]}/"
+    try:
+        vector = predictor(Image.open(IMAGES / "the_scream.jpg").convert("RGB"))
+        keep = lambda name, style=vector.tolist(): post(url + "keep", json.dumps({"name": name, "style": style}).encode())  # noqa: E731
+        status, answer = keep("my scream")
+        assert status == 200 and json.loads(answer)["file"] == str(tmp_path / "models" / "my scream.safetensors")
+        net = formats.read_model(tmp_path / "models" / "my scream.safetensors")
+        assert torch.equal(net.style, torch.from_numpy(vector)) and net.style_names == ["my scream"]
+        listed = {m["name"]: m for m in json.loads(get(url + "models/index.json"))["models"]}
+        assert listed["my-scream"]["arch"] == "arbitrary" and listed["my-scream"]["url"] == "models/my-scream.safetensors"
+        assert keep("my scream", (vector * 2).tolist())[0] == 200  # an earlier painting file: replaced
+        # Anything else is left alone: another model, a plain file.
+        formats.save_safetensors(random_net(), tmp_path / "models" / "trained.safetensors")
+        (tmp_path / "models" / "notes.safetensors").write_text("mine")
+        for name in ("trained", "notes"):
+            before = (tmp_path / "models" / f"{name}.safetensors").read_bytes()
+            status, answer = keep(name)
+            assert status == 409 and "refusing to replace" in error(answer)
+            assert (tmp_path / "models" / f"{name}.safetensors").read_bytes() == before
+        for name in ("../escape", ".hidden", ""):
+            assert keep(name)[0] == 400
+        assert keep("short", [1.0] * 99)[0] == 400 and keep("nan", [float("nan")] * 100)[0] == 400
+        assert post(url + "keep", b"not json")[0] == 400
+        assert not (tmp_path / "escape.safetensors").exists()
+    finally:
+        srv.shutdown()
+
+
 # ---------------------------------------------------------------- the page
 
 def stop_and_read(page):
@@ -187,7 +218,8 @@ DROP = """async (url) => {
 }"""
 
 
-def test_switching_and_dropping_paintings_keeps_one_transformer(camera_browser, mirror_url, predictor):
+def test_switching_and_dropping_paintings_keeps_one_transformer(camera_browser, mirror_url, predictor, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "keep this style" writes into ./models
     requests = []
     listen = lambda request: requests.append(request.url)  # noqa: E731
     camera_browser.on("request", listen)
@@ -220,6 +252,11 @@ def test_switching_and_dropping_paintings_keeps_one_transformer(camera_browser, 
     assert np.abs(minotaur.astype(int) - ours.astype(int)).max() <= 3
     other = np.asarray(stylizer(vector).picture(Image.fromarray(camera3)))  # the Scream on that frame
     assert np.abs(minotaur.astype(int) - other.astype(int)).mean() > 10
+    # Kept: a painting's model file in ./models.
+    page.click("#keep-style")
+    page.wait_for_function("document.getElementById('message').textContent.startsWith('Kept as')", timeout=30000)
+    kept = formats.read_model(tmp_path / "models" / "minotaur.safetensors")
+    assert np.abs(kept.style.numpy() - expected).max() < 1e-4
     # One transformer all along, fetched once.
     assert page.evaluate("Painting.counts.loads") == 1
     camera_browser.remove_listener("request", listen)

@@ -104,6 +104,7 @@ async function useModel(name) {
   Blend.show(net, { onChange: restylePicture }); // a multi-style model's styles and blend control
   $('model-select').value = name;
   const details = [entry.arch !== 'standard' && entry.arch, entry.size && `${(entry.size / 1e6).toFixed(1)} MB`];
+  $('keep-style').hidden = !entry.dropped;
   $('style-thumbnail').hidden = !entry.thumbnail;
   if (entry.thumbnail) $('style-thumbnail').src = entry.thumbnail;
   $('model-info').textContent = `${name} (${details.filter(Boolean).join(', ')})`;
@@ -324,6 +325,23 @@ async function useStylePicture(file) {
   return useModel(name);
 }
 
+// "keep this style": the dropped painting as a model file in the server's ./models (POST /keep),
+// listed there from the next page load on.
+async function keepStyle() {
+  const entry = state.models.find((m) => m.name === state.model);
+  try {
+    const response = await fetch(state.arbitrary.keep, {
+      method: 'POST', body: JSON.stringify({ name: entry.name, style: Array.from(entry.style) }),
+      headers: { 'Content-Type': 'application/json' },
+    });
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error);
+    say(`Kept as ${answer.file}.`);
+  } catch (e) {
+    say(`The style "${entry.name}" could not be kept: ${e.message}`);
+  }
+}
+
 // A picture chosen or dropped: stylized, or used as the style where "use as style" is ticked.
 function usePicture(file) {
   return $('use-as-style').checked ? useStylePicture(file) : stylizePicture(file);
@@ -418,6 +436,7 @@ function wireControls() {
   $('camera-select').addEventListener('change', (e) => startCamera(e.target.value));
   $('view-toggle').addEventListener('click', toggleView);
   $('snapshot').addEventListener('click', snapshot);
+  $('keep-style').addEventListener('click', keepStyle);
   wireRecording();
   $('image-input').addEventListener('change', (e) => usePicture(e.target.files[0]));
   $('camera-button').addEventListener('click', () => {

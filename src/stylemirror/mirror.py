@@ -13,7 +13,8 @@ A painting runs in the arbitrary-style network (arbitrary.py): the page loads it
 once, from /models/arbitrary.safetensors (ArbitraryNet's state dict, made once a process), and
 each painting is only a style vector: the shipped ones' are computed here when the index is
 first built (cached), a painting's model file holds its own, and POST /style turns a picture
-the user drops on the page into one."""
+the user drops on the page into one; POST /keep writes such a vector as a painting's model
+file into ./models (never in place of anything but an earlier painting file)."""
 
 import errno
 import functools
@@ -28,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from . import arbitrary, formats, images, padding, paintings, registry, server
+from . import arbitrary, atomic, formats, images, padding, paintings, registry, server
 from . import watch as watching
 from .errors import UserError
-from .paths import is_special
+from .paths import is_special, style_name_problem
 from .stylize import Steadier
 
 # The page is package data: src/stylemirror/web links to web/ in a checkout (and an editable
@@ -55,6 +56,8 @@ WEIGHTS_URL = "models/arbitrary.safetensors"  # the arbitrary-style transformer,
 WEIGHTS_FORMAT = "stylemirror-arbitrary-transformer-v1"
 STYLE_URL = "style"  # POST a picture: its style vector
 MAX_STYLE_BYTES = 20_000_000
+KEEP_URL = "keep"  # POST {"name", "style"}: a painting's model file in ./models
+MAX_KEEP_BYTES = 100_000
 
 
 @functools.cache
@@ -86,6 +89,30 @@ def style_of_posted(body: bytes):
         return 200, {"style": paintings.picture_vector(picture).tolist()}
     except UserError as e:
         return 400, {"error": str(e)}
+
+
+def keep_style(folder: Path, body: bytes):
+    """POST /keep: {"name": NAME, "style": [100 numbers]} -> folder/NAME.safetensors, a
+    painting's model file, written atomically; an existing file is replaced only where it is
+    an earlier painting file."""
+    try:
+        asked = json.loads(body)
+        name, style = asked["name"], np.asarray(asked["style"], dtype=np.float32)
+    except (ValueError, TypeError, KeyError):
+        return 400, {"error": 'expected JSON {"name": NAME, "style": [100 numbers]}'}
+    if style.shape != (arbitrary.STYLE_DIM,) or not np.isfinite(style).all():
+        return 400, {"error": f"a style vector is {arbitrary.STYLE_DIM} finite numbers"}
+    problem = style_name_problem(name) or (str(name).startswith(".") and "no . at the start")
+    if problem:
+        return 400, {"error": f"the style name {name!r} is not a plain name ({problem})"}
+    dest = folder / f"{name}.safetensors"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic.claim_file(dest, paintings.is_style_file, "a painting's style file", hint="keep it under another name")
+        formats.save_painting_style(style, {"name": name, "sha256": None}, dest)
+    except (UserError, OSError) as e:
+        return 409, {"error": str(e)}
+    return 200, {"file": str(dest)}
 
 
 def model_candidates(folder: Path):
@@ -168,8 +195,9 @@ def signature(model: Path) -> tuple:
 
 
 class Mirror:
-    def __init__(self, folders, web=WEB, runs=()):
+    def __init__(self, folders, web=WEB, runs=(), keep_dir=None):
         self.folders, self.web, self.runs = folders, Path(web), list(runs)  # runs: watch.WatchedRun
+        self.keep_dir = keep_dir  # where POST /keep writes; None: ./models at the time
         self.mounts = {"/": self.web, **{"/" + run.prefix: run.live for run in self.runs}}
         self.checked: dict[Path, tuple] = {}  # model -> (signature, problem or None)
         self.paintings_problem = None  # why the shipped paintings cannot be listed, once said
@@ -228,7 +256,7 @@ class Mirror:
                 url, fmt, arch = f"models/{name}/", "ml5", "standard"
             self.mounts["/" + url.rstrip("/")] = model
             entries.append({**entry, "format": fmt, "arch": arch, "size": model_size(model), "url": url})
-        arbitrary_urls = {"weights": WEIGHTS_URL, "style": STYLE_URL, "max_bytes": MAX_STYLE_BYTES}
+        arbitrary_urls = {"weights": WEIGHTS_URL, "style": STYLE_URL, "max_bytes": MAX_STYLE_BYTES, "keep": KEEP_URL}
         return "application/json", json.dumps({"models": entries, "settings": SETTINGS, "arbitrary": arbitrary_urls}).encode()
 
     def serve(self, host="127.0.0.1", port=8000):
@@ -240,7 +268,8 @@ class Mirror:
         try:
             routes = {"/models/index.json": self.index, **{f"/{run.prefix}/latest.json": run.latest_json for run in self.runs}}
             routes["/" + WEIGHTS_URL] = lambda: ("application/octet-stream", arbitrary_weights())
-            post_routes = {"/" + STYLE_URL: (MAX_STYLE_BYTES, style_of_posted)}
+            post_routes = {"/" + STYLE_URL: (MAX_STYLE_BYTES, style_of_posted),
+                           "/" + KEEP_URL: (MAX_KEEP_BYTES, lambda body: keep_style(self.keep_dir or Path.cwd() / "models", body))}
             srv = server.serve(self.mounts, host, port, routes=routes, post_routes=post_routes)
         except OSError as e:
             hint = "try another --port" if e.errno == errno.EADDRINUSE else "check --host: an address of this machine"
