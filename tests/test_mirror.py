@@ -9,6 +9,7 @@ import pytest
 
 from helpers import ARTIFACTS, canvas_pixels, ml5_model, open_page, photo, random_net
 from stylemirror import formats, mirror, registry, server
+from stylemirror.errors import UserError
 from stylemirror.stylize import Stylizer
 
 
@@ -158,7 +159,7 @@ def test_no_camera_says_so(browser, mirror_url):
 def test_bad_model_name_says_so(browser, mirror_url):
     page = open_page(browser, f"{mirror_url}?model=nope&camera=off&backend=wasm")
     assert 'There is no style named "nope"' in message(page)
-    assert "Available: other, ours" in message(page)
+    assert "Available: great_wave, shipwreck_of_the_minotaur" in message(page) and ", other, ours" in message(page)
     page.close()
 
 
@@ -190,7 +191,12 @@ def test_only_stylemirror_safetensors_files_are_models(tmp_path):
     assert list(mirror.find_models([folder])) == ["mine"]
 
 
-def test_no_models_says_how_to_get_one(browser, tmp_path):
+def test_no_models_says_how_to_get_one(browser, tmp_path, monkeypatch):
+    """Where the arbitrary-style network is missing, no shipped painting is listed either."""
+    def missing(*args):
+        raise UserError("the arbitrary-style model arbitrary_predict.onnx is missing")
+
+    monkeypatch.setattr(mirror, "painting_style", missing)
     srv = mirror.Mirror([tmp_path / "empty"]).serve(port=0)
     page = open_page(browser, f"http://127.0.0.1:{srv.server_address[1]}/?backend=wasm", until="no-models")
     assert "stylemirror models pull wave" in message(page) and "stylemirror train" in message(page)
@@ -214,7 +220,9 @@ def test_index_lists_models(mirror_url, models):
     conn.request("GET", "/models/index.json")
     index = json.loads(conn.getresponse().read())
     names = [m["name"] for m in index["models"]]
-    assert names == ["other", "ours", "run"] + ["udnie"] * ("udnie" in names) + ["lite"]
+    udnie = (models / "udnie").exists()  # a user's model keeps its name: the shipped painting's yields
+    assert names[:4] == ["great_wave", "shipwreck_of_the_minotaur", "the_scream", "udnie-painting" if udnie else "udnie"]
+    assert names[4:] == ["other", "ours", "run"] + ["udnie"] * udnie + ["lite"]
     ml5_folders = [m for m in index["models"] if m["name"] in ("other", "ours", "udnie")]
     assert all(m["format"] == "ml5" and m["size"] > 6e6 and m["url"] == f"models/{m['name']}/" for m in ml5_folders)
     # A training run's folder is listed once, by its single file (ml5/ is the same model).

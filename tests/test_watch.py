@@ -73,7 +73,8 @@ def test_watch_waits_for_a_run_not_started_then_follows_it(tmp_path):
     srv = mirror.Mirror([tmp_path / "no models"], runs=watch.runs([ckpt])).serve(port=0)
     base = f"http://127.0.0.1:{srv.server_address[1]}"
     try:
-        [entry] = get_json(base, "/models/index.json")["models"]
+        entry, *paintings = get_json(base, "/models/index.json")["models"]  # the run first, then the shipped paintings
+        assert all(p["arch"] == "arbitrary" for p in paintings)
         assert entry["name"] == "my-run" and entry["url"] is None and entry["watch"] == "watch/my-run/latest.json"
         assert entry["label"] == "my-run (waiting for its first checkpoint)"
         assert get_json(base, "/watch/my-run/latest.json") == {
@@ -82,7 +83,7 @@ def test_watch_waits_for_a_run_not_started_then_follows_it(tmp_path):
         write_log(ckpt, [1, 2, 3, 4, 5])
         watch.write_live(ckpt, random_net(seed=1), {"step": 5, "epoch": 0.5, "total_steps": 10,
                                                     "images_per_s": 3.0, "eta_s": 1.7})
-        [entry] = get_json(base, "/models/index.json")["models"]
+        entry = get_json(base, "/models/index.json")["models"][0]
         assert entry["label"] == "my-run (training, step 5)" and entry["url"] == "watch/my-run/step_00000005.safetensors"
         latest = get_json(base, "/watch/my-run/latest.json")
         assert latest["state"] == "training" and latest["eta_s"] == 1.7 and latest["arch"] == "standard"
@@ -93,7 +94,7 @@ def test_watch_waits_for_a_run_not_started_then_follows_it(tmp_path):
         for step in (8, 10):
             watch.write_live(ckpt, random_net(seed=step, arch="lite"), {"step": step, "total_steps": 10})
         assert live_files(ckpt) == ["live.json", "step_00000008.safetensors", "step_00000010.safetensors"]
-        [entry] = get_json(base, "/models/index.json")["models"]
+        entry = get_json(base, "/models/index.json")["models"][0]
         assert entry["label"] == "my-run (finished, step 10)" and entry["arch"] == "lite"
         assert get(base, "/watch/my-run/step_00000005.safetensors")[0] == 404
         # Started over with --fresh: the log goes on from step 1 again; only the new rows count.
@@ -320,7 +321,7 @@ def test_several_runs_standard_networks_and_switching_between_them(camera_browse
     try:
         page.goto(f"http://127.0.0.1:{srv.server_address[1]}/?backend=wasm&size=160x120")
         page.wait_for_function("window.mirror.watch && window.mirror.frames >= 3", timeout=120000)
-        assert page.locator("#model-select option").all_inner_texts() == [
+        assert page.locator("#model-select option").all_inner_texts()[:2] == [  # then the shipped paintings
             "a (training, step 0)", "b (waiting for its first checkpoint)"]
         before = watch_state(page)
         for step in (10, 20):

@@ -44,7 +44,7 @@ pytestmark = pytest.mark.slow  # every test here builds the wheel or installs it
 
 def page_files() -> list[str]:
     """The page's own files (web/ relative), as the checkout has them."""
-    return sorted(str(p.relative_to(WEB)) for pattern in ("*.html", "*.js", "*.css", "examples/ml5/*")
+    return sorted(str(p.relative_to(WEB)) for pattern in ("*.html", "*.js", "*.css", "examples/ml5/*", "paintings/*.jpg")
                   for p in WEB.glob(pattern) if p.is_file())
 
 
@@ -123,7 +123,7 @@ def test_the_wheel_holds_the_page_and_nothing_more(wheel):
             assert z.read(f"stylemirror/web/{f}") == (WEB / f).read_bytes(), f
         licences = {n.removeprefix(f"{dist_info}licenses/") for n in names
                     if n.startswith(f"{dist_info}licenses/")}
-        assert licences == {"LICENSE", "licenses/Apache-2.0.txt", "licenses/THIRD-PARTY.md"}
+        assert licences == {"LICENSE", "licenses/Apache-2.0.txt", "licenses/THIRD-PARTY.md", "licenses/pytorch-examples-BSD-3-Clause.txt"}
         assert z.read(f"{dist_info}licenses/LICENSE") == (ROOT / "LICENSE").read_bytes()
         entry_points = z.read(f"{dist_info}entry_points.txt").decode()
     assert "stylemirror = stylemirror.cli:main" in entry_points

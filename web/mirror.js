@@ -2,6 +2,7 @@
 import * as Blend from './blend.js';
 import { $, download, say } from './dom.js';
 import { wireRecording } from './record.js';
+import * as Painting from './painting.js';
 import { state } from './state.js';
 import * as StyleNet from './stylenet.js';
 import * as Watch from './watch.js';
@@ -12,7 +13,7 @@ const view = $('camera-view'); // the camera frame being stylized, beside its re
 const canvas = $('output');
 
 // For tests and `stylemirror bench mirror`: the page's state, with its entry points, and the network's module.
-Object.assign(window, { mirror: Object.assign(state, { setBlend: Blend.setBlend, useModel, stylizePicture }), StyleNet });
+Object.assign(window, { mirror: Object.assign(state, { setBlend: Blend.setBlend, useModel, stylizePicture, useStylePicture }), StyleNet, Painting });
 
 const PICTURE_HINT = 'You can still stylize a picture: choose one with "picture…" or drop it on the page.';
 
@@ -89,7 +90,9 @@ async function useModel(name) {
   say(`Loading the style "${name}"…`);
   let net;
   try {
-    net = await StyleNet.load(entry.url, (f) => say(`Loading the style "${name}"… ${Math.round(100 * f)}%`));
+    const progress = (f) => say(`Loading the style "${name}"… ${Math.round(100 * f)}%`);
+    // A painting runs on the page's one arbitrary-style transformer: only its vector is new.
+    net = entry.arch === 'arbitrary' ? await Painting.load(state.arbitrary, entry, progress) : await StyleNet.load(entry.url, progress);
   } catch (e) {
     document.body.dataset.state = 'error';
     say(`Could not load the style "${name}": ${e.message}`);
@@ -100,14 +103,19 @@ async function useModel(name) {
   state.model = name;
   Blend.show(net, { onChange: restylePicture }); // a multi-style model's styles and blend control
   $('model-select').value = name;
-  const details = [entry.arch !== 'standard' && entry.arch, `${(entry.size / 1e6).toFixed(1)} MB`];
+  const details = [entry.arch !== 'standard' && entry.arch, entry.size && `${(entry.size / 1e6).toFixed(1)} MB`];
+  $('keep-style').hidden = !entry.dropped;
+  $('style-thumbnail').hidden = !entry.thumbnail;
+  if (entry.thumbnail) $('style-thumbnail').src = entry.thumbnail;
   $('model-info').textContent = `${name} (${details.filter(Boolean).join(', ')})`;
   // ml5.js runs ml5 folders only (the standard network, in its own format).
   $('ml5-link').hidden = entry.format !== 'ml5';
   $('ml5-link').querySelector('a').href = `examples/ml5/?model=${encodeURIComponent(name)}`;
-  const url = new URL(location.href);
-  url.searchParams.set('model', name);
-  history.replaceState(null, '', url);
+  if (!entry.dropped) { // a dropped painting is gone after a reload
+    const url = new URL(location.href);
+    url.searchParams.set('model', name);
+    history.replaceState(null, '', url);
+  }
   say('');
   document.body.dataset.state = state.mode === 'image' ? 'image' : 'ready';
   if (state.pendingPicture) {
@@ -285,6 +293,60 @@ async function stylizePicture(file) {
   document.body.dataset.state = 'image-done';
 }
 
+// A picture dropped (or chosen with "use as style") as the style: the server computes its
+// vector (POST /style), and the painting runs on the transformer while the camera keeps going.
+async function useStylePicture(file) {
+  if (!file || !file.type.startsWith('image/')) {
+    say(`"${file ? file.name : ''}" is not a picture: drop a painting's picture to paint in its style.`);
+    return false;
+  }
+  const { style: url, max_bytes: limit } = state.arbitrary;
+  if (file.size > limit) {
+    say(`"${file.name}" is too large to use as a style (at most ${limit / 1e6} MB).`);
+    return false;
+  }
+  say(`Reading the style of ${file.name}…`);
+  let answer;
+  try {
+    const response = await fetch(url, { method: 'POST', body: file, headers: { 'Content-Type': 'application/octet-stream' } });
+    answer = await response.json();
+    if (!response.ok) throw new Error(answer.error);
+  } catch (e) {
+    say(`"${file.name}" could not be used as a style: ${e.message}`);
+    return false;
+  }
+  const base = file.name.replace(/\.[^.]*$/, '') || 'painting';
+  let name = base;
+  for (let n = 2; state.models.some((m) => m.name === name); n++) name = `${base}-${n}`;
+  const entry = { name, label: `${name} (dropped)`, format: 'painting', arch: 'arbitrary', style: answer.style,
+    thumbnail: URL.createObjectURL(file), dropped: true };
+  state.models.push(entry);
+  $('model-select').append(new Option(entry.label, entry.name));
+  return useModel(name);
+}
+
+// "keep this style": the dropped painting as a model file in the server's ./models (POST /keep),
+// listed there from the next page load on.
+async function keepStyle() {
+  const entry = state.models.find((m) => m.name === state.model);
+  try {
+    const response = await fetch(state.arbitrary.keep, {
+      method: 'POST', body: JSON.stringify({ name: entry.name, style: Array.from(entry.style) }),
+      headers: { 'Content-Type': 'application/json' },
+    });
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error);
+    say(`Kept as ${answer.file}.`);
+  } catch (e) {
+    say(`The style "${entry.name}" could not be kept: ${e.message}`);
+  }
+}
+
+// A picture chosen or dropped: stylized, or used as the style where "use as style" is ticked.
+function usePicture(file) {
+  return $('use-as-style').checked ? useStylePicture(file) : stylizePicture(file);
+}
+
 // A slider sends many changes while a picture takes a while: one more pass after the one
 // running catches them all.
 let restyling = null;
@@ -374,8 +436,9 @@ function wireControls() {
   $('camera-select').addEventListener('change', (e) => startCamera(e.target.value));
   $('view-toggle').addEventListener('click', toggleView);
   $('snapshot').addEventListener('click', snapshot);
+  $('keep-style').addEventListener('click', keepStyle);
   wireRecording();
-  $('image-input').addEventListener('change', (e) => stylizePicture(e.target.files[0]));
+  $('image-input').addEventListener('change', (e) => usePicture(e.target.files[0]));
   $('camera-button').addEventListener('click', () => {
     $('camera-button').hidden = true;
     state.mode = 'camera';
@@ -388,7 +451,7 @@ function wireControls() {
   stage.addEventListener('drop', (e) => {
     e.preventDefault();
     stage.classList.remove('dragging');
-    stylizePicture(e.dataTransfer.files[0]);
+    usePicture(e.dataTransfer.files[0]);
   });
 }
 
@@ -406,7 +469,7 @@ async function main() {
   }
   $('backend').textContent = state.threads > 1 ? `${state.backend} (${state.threads} threads)` : state.backend;
   try {
-    ({ models: state.models, settings: state.settings } = await loadIndex());
+    ({ models: state.models, settings: state.settings, arbitrary: state.arbitrary } = await loadIndex());
   } catch (e) {
     say(`The model list could not be loaded (${e.message}). Is \`stylemirror mirror\` still running?`);
     document.body.dataset.state = 'error';

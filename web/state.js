@@ -3,6 +3,7 @@
 
 export const state = {
   settings: null, // what the page computes as Python does (index.json's "settings": mirror.py)
+  arbitrary: null, // the arbitrary-style transformer's weights and the style route (index.json's "arbitrary")
   backend: null,
   threads: null, // wasm's threads
   net: null,

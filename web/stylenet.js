@@ -88,8 +88,8 @@ async function readAll(response, onProgress) {
 }
 
 // Layout: 8-byte little-endian header length, a JSON header {name: {dtype, shape,
-// data_offsets}, __metadata__}, then the tensors' bytes.
-function parseSafetensors(buffer, file) {
+// data_offsets}, __metadata__}, then the tensors' bytes. Its metadata's format must be `format`.
+function parseSafetensors(buffer, file, format = SAFETENSORS_FORMAT) {
   const fail = (why) => { throw new Error(`${file}: ${why}`); };
   if (buffer.byteLength < 8) fail('too short to be a safetensors file');
   const headerLength = Number(new DataView(buffer).getBigUint64(0, true));
@@ -101,7 +101,7 @@ function parseSafetensors(buffer, file) {
     fail('not a safetensors file (its header is not JSON)');
   }
   const meta = header.__metadata__ || {};
-  if (meta.format !== SAFETENSORS_FORMAT) fail(`not a stylemirror model (format "${meta.format}")`);
+  if (meta.format !== format) fail(`not a stylemirror model (format "${meta.format}")`);
   const start = 8 + headerLength;
   const tensors = {};
   for (const [name, info] of Object.entries(header)) {
@@ -116,6 +116,13 @@ function parseSafetensors(buffer, file) {
     tensors[name] = { shape: info.shape, data };
   }
   return { tensors, meta };
+}
+
+// {tensors: {name: {shape, data}}, meta} of the safetensors file at url (painting.js reads
+// the arbitrary-style transformer and paintings' style files with it).
+export async function readTensors(url, format = SAFETENSORS_FORMAT, onProgress = () => {}) {
+  const file = decodeURIComponent(url.split('/').pop());
+  return parseSafetensors(await readAll(await fetchOk(url, file), onProgress), file, format);
 }
 
 // A multi-style file's style names, from its metadata's "styles" records.

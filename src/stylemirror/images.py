@@ -4,6 +4,7 @@ the caller's (stylize.py)."""
 
 import contextlib
 import hashlib
+import io
 import sys
 from pathlib import Path
 
@@ -34,15 +35,18 @@ def picture_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)[None].float()
 
 
-def open_picture(path) -> Image.Image:
+def open_picture(path, name=None) -> Image.Image:
+    """A picture file, or a picture's bytes (`name` then says what they are in messages),
+    refused in one line where it is none."""
+    name = name or path
     try:
-        image = Image.open(regular_file(path))
+        image = Image.open(io.BytesIO(path) if isinstance(path, bytes) else regular_file(path))
         image.load()
         return image
     except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+        raise UserError(f"{name}: no such file") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise UserError(f"{path}: not a readable picture ({e})") from None
+        raise UserError(f"{name}: not a readable picture ({e})") from None
 
 
 def style_name(path) -> str:

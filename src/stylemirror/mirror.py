@@ -6,9 +6,18 @@ one file, any architecture), a stylemirror `.safetensors` file, or an ml5 folder
 `manifest.json` beside its variables). Each is served under /models/; /models/index.json lists
 them, with SETTINGS (the values the page computes with), and is rebuilt on every request, so a
 model trained while the mirror runs shows up on the next page load. Training runs given with
---watch come first in it (watch.py)."""
+--watch come first in it (watch.py), then the paintings the package ships (web/paintings/,
+the Great Wave first: the page opens on it by default), then the models found.
+
+A painting runs in the arbitrary-style network (arbitrary.py): the page loads its transformer
+once, from /models/arbitrary.safetensors (ArbitraryNet's state dict, made once a process), and
+each painting is only a style vector: the shipped ones' are computed here when the index is
+first built (cached), a painting's model file holds its own, and POST /style turns a picture
+the user drops on the page into one; POST /keep writes such a vector as a painting's model
+file into ./models (never in place of anything but an earlier painting file)."""
 
 import errno
+import functools
 import json
 import re
 import sys
@@ -20,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from . import formats, padding, registry, server
+from . import arbitrary, atomic, formats, images, padding, paintings, registry, server
 from . import watch as watching
 from .errors import UserError
-from .paths import is_special
+from .paths import is_special, style_name_problem
 from .stylize import Steadier
 
 # The page is package data: src/stylemirror/web links to web/ in a checkout (and an editable
@@ -39,6 +48,71 @@ SETTINGS = {
     "pad_multiple": padding.PAD_MULTIPLE,
     "steady": {"follow": Steadier.FOLLOW, "quiet": Steadier.QUIET, "loud": Steadier.LOUD},
 }
+
+
+PAINTINGS = "paintings"  # the shipped paintings' folder in the page's
+DEFAULT_PAINTING = "great_wave"  # listed first of them
+WEIGHTS_URL = "models/arbitrary.safetensors"  # the arbitrary-style transformer, for the page
+WEIGHTS_FORMAT = "stylemirror-arbitrary-transformer-v1"
+STYLE_URL = "style"  # POST a picture: its style vector
+MAX_STYLE_BYTES = 20_000_000
+KEEP_URL = "keep"  # POST {"name", "style"}: a painting's model file in ./models
+MAX_KEEP_BYTES = 100_000
+
+
+@functools.cache
+def arbitrary_weights() -> bytes:
+    """The arbitrary-style transformer's weights as a safetensors file: ArbitraryNet's state
+    dict (PyTorch's names and layouts, as web/arbitrary.js reads them)."""
+    from safetensors.torch import save
+
+    state = {k: v.contiguous() for k, v in arbitrary.ArbitraryNet.pretrained().state_dict().items()}
+    return save(state, metadata={"format": WEIGHTS_FORMAT})
+
+
+def shipped_paintings(web: Path) -> list[tuple[str, Path]]:
+    """(name, picture) of the paintings the page ships, the default one first."""
+    found = sorted((web / PAINTINGS).glob("*.jpg"))
+    return [(p.stem, p) for p in sorted(found, key=lambda p: p.stem != DEFAULT_PAINTING)]
+
+
+@functools.lru_cache(maxsize=32)
+def painting_style(path: Path, sig: tuple) -> list[float]:
+    """A painting's style vector (`sig`: its signature, so that a changed file is read again)."""
+    return paintings.painting_vector(path)[0].tolist()
+
+
+def style_of_posted(body: bytes):
+    """POST /style: the style vector of a picture's bytes, or why they are none."""
+    try:
+        picture = images.open_picture(body, name="the picture")
+        return 200, {"style": paintings.picture_vector(picture).tolist()}
+    except UserError as e:
+        return 400, {"error": str(e)}
+
+
+def keep_style(folder: Path, body: bytes):
+    """POST /keep: {"name": NAME, "style": [100 numbers]} -> folder/NAME.safetensors, a
+    painting's model file, written atomically; an existing file is replaced only where it is
+    an earlier painting file."""
+    try:
+        asked = json.loads(body)
+        name, style = asked["name"], np.asarray(asked["style"], dtype=np.float32)
+    except (ValueError, TypeError, KeyError):
+        return 400, {"error": 'expected JSON {"name": NAME, "style": [100 numbers]}'}
+    if style.shape != (arbitrary.STYLE_DIM,) or not np.isfinite(style).all():
+        return 400, {"error": f"a style vector is {arbitrary.STYLE_DIM} finite numbers"}
+    problem = style_name_problem(name) or (str(name).startswith(".") and "no . at the start")
+    if problem:
+        return 400, {"error": f"the style name {name!r} is not a plain name ({problem})"}
+    dest = folder / f"{name}.safetensors"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic.claim_file(dest, paintings.is_style_file, "a painting's style file", hint="keep it under another name")
+        formats.save_painting_style(style, {"name": name, "sha256": None}, dest)
+    except (UserError, OSError) as e:
+        return 409, {"error": str(e)}
+    return 200, {"file": str(dest)}
 
 
 def model_candidates(folder: Path):
@@ -121,10 +195,12 @@ def signature(model: Path) -> tuple:
 
 
 class Mirror:
-    def __init__(self, folders, web=WEB, runs=()):
+    def __init__(self, folders, web=WEB, runs=(), keep_dir=None):
         self.folders, self.web, self.runs = folders, Path(web), list(runs)  # runs: watch.WatchedRun
+        self.keep_dir = keep_dir  # where POST /keep writes; None: ./models at the time
         self.mounts = {"/": self.web, **{"/" + run.prefix: run.live for run in self.runs}}
         self.checked: dict[Path, tuple] = {}  # model -> (signature, problem or None)
+        self.paintings_problem = None  # why the shipped paintings cannot be listed, once said
 
     def problem(self, model: Path) -> str | None:
         """Why `stylize` would refuse this model for its weights (NaN ...), else None.
@@ -141,12 +217,32 @@ class Mirror:
             self.checked[model] = (sig, problem)
         return self.checked[model][1]
 
+    def painting_entries(self, taken) -> list[dict]:
+        """The shipped paintings, each with its style vector and its picture as thumbnail;
+        none where the arbitrary-style network is missing (said once). A name already `taken`
+        (a model of the user's called udnie ...) is the user's: the painting's gets "-painting"."""
+        entries = []
+        for name, path in shipped_paintings(self.web):
+            name = f"{name}-painting" if name in taken else name
+            try:
+                style = painting_style(path, signature(path))
+            except UserError as e:
+                if self.paintings_problem is None:
+                    print(f"stylemirror: not listing the shipped paintings: {e}", file=sys.stderr, flush=True)
+                self.paintings_problem = str(e)
+                return []
+            entries.append({"name": name, "label": name.replace("_", " "), "format": "painting", "arch": "arbitrary",
+                            "thumbnail": f"{PAINTINGS}/{path.name}", "style": style})
+        return entries
+
     def index(self):
         """Rescan the model folders; remount them; describe them for the page."""
-        models = find_models(self.folders, taken={run.name for run in self.runs})
+        taken = {run.name for run in self.runs} | {Path(WEIGHTS_URL).stem}
+        models = find_models(self.folders, taken=taken)
+        shipped = self.painting_entries(taken | set(models))
         for prefix in [p for p in self.mounts if p.startswith("/models/")]:
             del self.mounts[prefix]
-        entries = [run.entry() for run in self.runs]  # first: the page opens on the run by default
+        entries = [run.entry() for run in self.runs] + shipped  # first: the page opens on the run by default
         for name, model in models.items():
             if self.problem(model):
                 continue
@@ -160,7 +256,8 @@ class Mirror:
                 url, fmt, arch = f"models/{name}/", "ml5", "standard"
             self.mounts["/" + url.rstrip("/")] = model
             entries.append({**entry, "format": fmt, "arch": arch, "size": model_size(model), "url": url})
-        return "application/json", json.dumps({"models": entries, "settings": SETTINGS}).encode()
+        arbitrary_urls = {"weights": WEIGHTS_URL, "style": STYLE_URL, "max_bytes": MAX_STYLE_BYTES, "keep": KEEP_URL}
+        return "application/json", json.dumps({"models": entries, "settings": SETTINGS, "arbitrary": arbitrary_urls}).encode()
 
     def serve(self, host="127.0.0.1", port=8000):
         missing = [f for f in NEEDED if not (self.web / f).is_file()]
@@ -170,7 +267,10 @@ class Mirror:
         self.index()
         try:
             routes = {"/models/index.json": self.index, **{f"/{run.prefix}/latest.json": run.latest_json for run in self.runs}}
-            srv = server.serve(self.mounts, host, port, routes=routes)
+            routes["/" + WEIGHTS_URL] = lambda: ("application/octet-stream", arbitrary_weights())
+            post_routes = {"/" + STYLE_URL: (MAX_STYLE_BYTES, style_of_posted),
+                           "/" + KEEP_URL: (MAX_KEEP_BYTES, lambda body: keep_style(self.keep_dir or Path.cwd() / "models", body))}
+            srv = server.serve(self.mounts, host, port, routes=routes, post_routes=post_routes)
         except OSError as e:
             hint = "try another --port" if e.errno == errno.EADDRINUSE else "check --host: an address of this machine"
             raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); {hint}") from None
@@ -198,10 +298,11 @@ def start(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(),
     which must not fail for it)."""
     folders = model_folders(models)
     runs = watching.runs(watch)
-    problem = None if runs else ensure_a_model(folders)
+    page = Mirror(folders, runs=runs)
+    # The shipped paintings are styles enough: a published one is pulled only where they cannot run.
+    problem = None if runs or page.painting_entries(set()) else ensure_a_model(folders)
     if problem:
         print(f"stylemirror: {problem}")
-    page = Mirror(folders, runs=runs)
     try:
         srv = page.serve(host, port)
     except UserError:

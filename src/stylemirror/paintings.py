@@ -34,8 +34,12 @@ def painting_specs(spec: str) -> list[tuple[Path, float]]:
 
 def painting_vector(path):
     """(style vector, {"name", "sha256"}) of a painting file."""
-    picture = images.open_picture(path).convert("RGB")
-    return arbitrary.predictor()(picture), images.style_record(path)
+    return picture_vector(images.open_picture(path)), images.style_record(path)
+
+
+def picture_vector(picture):
+    """The style vector of an opened picture (any mode)."""
+    return arbitrary.predictor()(picture.convert("RGB"))
 
 
 def painting_net(spec: str) -> arbitrary.StyledNet:

@@ -2,13 +2,20 @@
 
 Each folder is mounted under a URL prefix. A request path is decoded once, normalised, and
 must resolve (symlinks included) inside its mount, else 404: no `..` in any encoding, no
-directory listings, nothing else on the disk."""
+directory listings, nothing else on the disk.
 
+GET routes answer computed files at exact paths; POST routes, at their exact paths only, take
+a request body of a bounded, announced size (Content-Length, no chunked bodies) from a page
+of this origin, and answer JSON. Everything else refuses POST (405)."""
+
+import json
 import mimetypes
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from .errors import UserError
 
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".js")
@@ -53,6 +60,8 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "stylemirror"
     mounts: dict[str, Path] = {}
     routes: dict = {}  # exact URL path -> callable returning (content_type, bytes)
+    # exact URL path -> (largest body in bytes, callable(body) -> (status, JSON-able answer))
+    post_routes: dict = {}
 
     def log_message(self, *args):
         pass
@@ -60,7 +69,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self, head_only=False):
         url_path = urllib.parse.urlsplit(self.path).path
         if url_path in self.routes:
-            content_type, body = self.routes[url_path]()
+            try:
+                content_type, body = self.routes[url_path]()
+            except UserError as e:  # e.g. a model file the route is made from is missing
+                return self._send(500, "text/plain; charset=utf-8", f"{e}\n".encode(), head_only)
         else:
             target = resolve(self.mounts, self.path)
             if target is None:
@@ -75,9 +87,38 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self):
         self.do_GET(head_only=True)
 
-    def _send(self, status, content_type, body, head_only):
+    def do_POST(self):
+        url_path = urllib.parse.urlsplit(self.path).path
+        if url_path not in self.post_routes:
+            self.close_connection = True  # its body, if any, is left unread
+            return self._send(405, "text/plain; charset=utf-8", b"method not allowed\n", extra={"Allow": "GET, HEAD"})
+        limit, handle = self.post_routes[url_path]
+        status, answer = self._post(limit, handle)
+        self._send(status, "application/json", json.dumps(answer).encode())
+
+    def _post(self, limit, handle):
+        origin = self.headers.get("Origin")
+        if origin is not None and urllib.parse.urlsplit(origin).netloc != self.headers.get("Host"):
+            self.close_connection = True
+            return 403, {"error": "only the mirror's own page may post here"}
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding") or length is None or not length.isdigit():
+            self.close_connection = True
+            return 411, {"error": "a body of a stated Content-Length is required"}
+        if int(length) > limit:
+            self.close_connection = True  # its body is left unread
+            return 413, {"error": f"{int(length)} bytes is too large: at most {limit} bytes ({limit // 1_000_000} MB)"}
+        body = self.rfile.read(int(length))
+        if len(body) != int(length):
+            self.close_connection = True
+            return 400, {"error": f"the body stopped at {len(body)} of {length} bytes"}
+        return handle(body)
+
+    def _send(self, status, content_type, body, head_only=False, extra=None):
         try:
             self.send_response(status)
+            for key, value in (extra or {}).items():
+                self.send_header(key, value)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-cache")
@@ -92,10 +133,11 @@ class Handler(BaseHTTPRequestHandler):
             pass  # the client went away mid-response: nothing to do
 
 
-def serve(mounts: dict[str, Path], host="127.0.0.1", port=0, routes=None) -> ThreadingHTTPServer:
+def serve(mounts: dict[str, Path], host="127.0.0.1", port=0, routes=None, post_routes=None) -> ThreadingHTTPServer:
     """Start serving in a background thread; `server.server_address` gives the port.
     `mounts` is used live (not copied): its owner may add and remove mounts while serving."""
-    handler = type("MountHandler", (Handler,), {"mounts": mounts, "routes": dict(routes or {})})
+    handler = type("MountHandler", (Handler,), {"mounts": mounts, "routes": dict(routes or {}),
+                                                "post_routes": dict(post_routes or {})})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
