@@ -280,3 +280,10 @@ def test_a_picture_in_a_paintings_style_matches_stylize(browser, mirror_url, tmp
     assert diff.max() <= 3, f"max difference {diff.max()} levels"
     assert not page.errors
     page.close()
+
+
+def test_only_this_machine_may_post():
+    from stylemirror.server import from_this_machine
+
+    assert all(map(from_this_machine, ["127.0.0.1", "127.0.0.5", "::1", "::ffff:127.0.0.1"]))
+    assert not any(map(from_this_machine, ["192.168.1.5", "10.0.0.2", "::ffff:10.0.0.2", "fe80::1", "bogus"]))

@@ -8,6 +8,7 @@ GET routes answer computed files at exact paths; POST routes, at their exact pat
 a request body of a bounded, announced size (Content-Length, no chunked bodies) from a page
 of this origin, and answer JSON. Everything else refuses POST (405)."""
 
+import ipaddress
 import json
 import mimetypes
 import threading
@@ -56,6 +57,15 @@ def _resolve(mounts: dict[str, Path], url_path: str) -> Path | None:
     return None
 
 
+def from_this_machine(address: str) -> bool:
+    """A client on the loopback: the only one that may post (compute, write) while the server has
+    no access token, even where --host opens it to the network."""
+    try:
+        return ipaddress.ip_address(address.removeprefix("::ffff:")).is_loopback
+    except ValueError:
+        return False
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "stylemirror"
     mounts: dict[str, Path] = {}
@@ -97,6 +107,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, "application/json", json.dumps(answer).encode())
 
     def _post(self, limit, handle):
+        if not from_this_machine(self.client_address[0]):
+            self.close_connection = True
+            return 403, {"error": "posting is open to this machine only"}
         origin = self.headers.get("Origin")
         if origin is not None and urllib.parse.urlsplit(origin).netloc != self.headers.get("Host"):
             self.close_connection = True
