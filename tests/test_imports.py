@@ -1,7 +1,7 @@
 """The modules' layers, drawn from the source as a newcomer would draw them: every `from .x
 import y` (at module level or inside a function) is an edge, and the edges go downward only.
-The zones: model (network, formats, registry, padding) below use (images, stylize, tiling,
-metrics); the other modules build on them."""
+The zones: model (network, arbitrary, formats, registry, padding) below use (images, stylize,
+tiling, metrics, paintings); the other modules build on them."""
 
 import ast
 from pathlib import Path
@@ -14,7 +14,7 @@ from stylemirror.errors import UserError
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "stylemirror"
 BASE = {"stylemirror", "errors", "paths", "atomic", "cache", "tensorfiles"}  # below every zone
 MODEL = {"network", "arbitrary", "formats", "registry", "padding"}
-USE = {"images", "stylize", "tiling", "metrics"}
+USE = {"images", "stylize", "tiling", "metrics", "paintings"}
 # The longest import chain, in modules.
 MAX_FLOORS = 7
 
