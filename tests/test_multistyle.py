@@ -289,7 +289,7 @@ def test_damaged_style_names_are_refused_on_loading_and_tolerated_in_the_list(tm
     save_file(tensors, tmp_path / "trio.safetensors", metadata={**meta, "styles": styles})
     with pytest.raises(UserError, match='"styles" metadata is damaged'):
         formats.read_model(tmp_path / "trio.safetensors")
-    entries = json.loads(mirror.Mirror([tmp_path]).index()[1])["models"]
+    entries = [e for e in json.loads(mirror.Mirror([tmp_path]).index()[1])["models"] if e["format"] != "painting"]
     assert [e["name"] for e in entries] == ["trio"] and "label" not in entries[0]
 
 

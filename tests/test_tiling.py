@@ -77,7 +77,7 @@ def test_big_pictures_go_through_tiles_in_stylize(monkeypatch):
     tiled_stylizer = Stylizer(net, options=Options(edge_pad=16, max_pixels=160 * 160), engine="torch")
     calls = []
     original = tiling.stylize_tiled
-    monkeypatch.setattr(tiling, "stylize_tiled", lambda *args: calls.append(args[1].shape) or original(*args))
+    monkeypatch.setattr(tiling, "stylize_tiled", lambda *args, **kw: calls.append(args[1].shape) or original(*args, **kw))
     tiled = tiled_stylizer.frames([frame, frame])
     assert calls, "max_pixels did not send the frames through tiles"
     for out in tiled:
@@ -94,7 +94,8 @@ def test_tiles_apply_the_options_and_hold_the_frame_only_as_uint8(monkeypatch):
     untiled = Stylizer(net, options=Options(**options), engine="torch").frames([frame])[0]
     seen = []
     original = tiling.stylize_tiled
-    monkeypatch.setattr(tiling, "stylize_tiled", lambda *args: seen.append((args[1].dtype, args[5].dtype)) or original(*args))
+    monkeypatch.setattr(tiling, "stylize_tiled",
+                        lambda *args, **kw: seen.append((args[1].dtype, args[5].dtype)) or original(*args, **kw))
     # 140x140 tiles, halo included: 20 tiles (at 100x100, 1428 of a 4-pixel core: 90 s)
     tiled = Stylizer(net, options=Options(**options, max_pixels=140 * 140), engine="torch").frames([frame])[0]
     assert seen == [(torch.uint8, torch.uint8)]
