@@ -206,6 +206,8 @@ def test_training_says_max_steps_is_beyond_epochs_keeps_user_files_and_modes(tra
     assert code == 0, err
     assert "1 steps" in out.splitlines()[0] and "--epochs 1 ends before --max-steps 40" in out.splitlines()[0]
     assert (models / "readme.txt").read_text() == "mine"
+    info = json.loads((models / "model.json").read_text())
+    assert info["epochs"] == 1 and info["epochs_trained"] == 1.0 and info["steps"] == 1
     for path in (ckpt / "ckpt_00000001.pt", ckpt / "losses.png", ckpt / "train_log.jsonl",
                  models / "model.safetensors", models / "model.onnx", models / "model.json", models / "ml5" / "Variable"):
         assert mode(path) == 0o640, path
@@ -214,7 +216,8 @@ def test_training_says_max_steps_is_beyond_epochs_keeps_user_files_and_modes(tra
     code, out, err = stylemirror(*train_args(training, "photos", ckpt, "--epochs", "2", "--model-dir", models))
     assert code == 0, err
     assert out.startswith("resuming") and mode(ckpt / "train_log.jsonl") == 0o640
-    assert json.loads((models / "model.json").read_text())["steps"] == 2
+    info = json.loads((models / "model.json").read_text())
+    assert info["steps"] == 2 and info["epochs_trained"] == 2.0
 
 
 @pytest.mark.slow

@@ -367,3 +367,9 @@ def test_a_temporary_that_kill_9_left_is_removed_by_the_next_run(tmp_path):
                                "--max-size", "16")
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.glob(".out.mp4.*")) == [".out.mp4.tmp1-notes"]
+
+
+def test_a_crop_size_past_any_memory_is_refused_by_its_flag(tmp_path):
+    refused(stylemirror("train", "--style", tmp_path / "s.png", "--checkpoint-dir", tmp_path / "run", "--image-size",
+                        "100000"), "--image-size: must be between 1 and 4096 pixels")
+    assert not (tmp_path / "run").exists()

@@ -27,6 +27,8 @@ non_negative_float = number(float, lambda v: 0.0 <= v < float("inf"), "must be a
 positive_float = number(float, lambda v: math.isfinite(v) and v > 0, "must be a positive number")
 weight = number(float, lambda v: math.isfinite(v) and v >= 0, "must be a number, 0 or more")
 workers_count = number(int, lambda v: v >= 0, "must be 0 (decode on the main thread) or more")
+# A training crop or style picture side: past this a batch of crops no longer fits a machine's memory.
+crop_size = number(int, lambda v: 0 < v <= 4096, "must be between 1 and 4096 pixels")
 zoom_factor = number(float, lambda v: 1.0 <= v <= 8.0, "must be between 1 and 8")
 
 

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import atomic, data, formats, loss_network, watch
-from .arguments import (layer_list, non_negative_float, positive_float, positive_int, weight, workers_count,
+from .arguments import (crop_size, layer_list, non_negative_float, positive_float, positive_int, weight, workers_count,
                         zoom_factor)
 from .devices import pick_device
 from .errors import UserError
@@ -67,8 +67,8 @@ class TrainConfig:
     style_weight: float = option(100.0, type=float, check=weight, recipe=True)
     tv_weight: float = option(200.0, type=float, check=weight, recipe=True)
     learning_rate: float = option(1e-3, type=float, check=positive_float, recipe=True)
-    image_size: int = option(256, type=positive_int, recipe=True, help="training crop size (default %(default)s)")
-    style_size: int | None = option(None, type=positive_int, recipe=True,
+    image_size: int = option(256, type=crop_size, recipe=True, help="training crop size (default %(default)s)")
+    style_size: int | None = option(None, type=crop_size, recipe=True,
                                     help="downscale the style picture to at most N pixels")
     style_layers: tuple = option(loss_network.STYLE_LAYERS, type=layer_list, recipe=True,
                                  help="comma-separated VGG19 layers for the style loss (default relu1_1,...,relu5_1)")
@@ -235,11 +235,13 @@ def plot_losses(rows, dest):
     plt.close(fig)
 
 
-def model_info(cfg, step) -> dict:
+def model_info(cfg, step, epochs_trained=None) -> dict:
     """How the network was trained, as model.json and the safetensors metadata record it: every
     recipe field, the style pictures, the run's length, its VGG and date."""
     paths = [str(Path(p).resolve()) for p in cfg.style]
     info = {"style": paths[0] if len(paths) == 1 else paths, "steps": step, "epochs": cfg.epochs}
+    if epochs_trained is not None:  # --epochs is the plan; --max-steps may end the run before it
+        info["epochs_trained"] = round(epochs_trained, 4)
     for f in fields(cfg):
         if f.name in RECORDED:
             value = getattr(cfg, f.name)
@@ -379,7 +381,7 @@ class Run:
                 save_picture(stylizer.picture(open_picture(self.cfg.test)), Path(self.cfg.test_dir) / f"step_{step:08d}{suffix}.png")
         self.net.train(was_training)
 
-    def export(self, step):
+    def export(self, step, epochs_trained=None):
         if self.rank != 0:
             return None
         cfg = self.cfg
@@ -388,7 +390,7 @@ class Run:
         net.load_state_dict({k: v.float().cpu() for k, v in self.net.state_dict().items()})
         net.eval()
         net.style_info = self.net.style_info
-        info = model_info(cfg, step)
+        info = model_info(cfg, step, epochs_trained)
         if net.arch == "standard":  # the only network ml5.js can run
             formats.write_ml5(net, out / "ml5")
         formats.save_safetensors(net, out / "model.safetensors", info)
@@ -730,8 +732,9 @@ def stopped_by_signal(stop, step, rank) -> int:
     return 128 + stop.signal
 
 
-def export(run, step, world) -> int:
-    out = run.export(step)
+def export(run, at, world) -> int:
+    out = run.export(at.step, at.epochs)
+    step = at.step
     if run.rank == 0:
         print(f"done: {step} steps; models in {out}", flush=True)
     if world > 1:
@@ -797,4 +800,4 @@ def train(cfg: TrainConfig, on_ready=None) -> int:
         return stopped_by_signal(stop, at.step, rank)
     if at.step == first_step < total_steps:  # every batch was unreadable: not one step taken
         raise pictures.none_readable()
-    return export(run, at.step, world)
+    return export(run, at, world)
