@@ -282,7 +282,7 @@ def test_mirror_index_leaves_out_models_with_nan_weights(user, capfd):
     formats.write_ml5(nan_net(), folder / "nan-ml5")
     formats.save_safetensors(nan_net(), folder / "nan.safetensors")
     m = mirror.Mirror([folder])
-    listed = [e["name"] for e in json.loads(m.index()[1])["models"]]
+    listed = [e["name"] for e in json.loads(m.index()[1])["models"] if e["format"] != "painting"]
     assert listed == ["good"]
     assert capfd.readouterr().err.count("holds NaN or infinite values") == 2
     m.index()  # checked once per version of the files: said once

@@ -223,7 +223,10 @@ def test_installed_mirror_serves_everything_its_pages_load(installed_mirror, ven
     for wasm in WASM:  # tf.wasm.setWasmPaths() points at these
         assert get(urljoin(installed_mirror, wasm))[0] == 200, wasm
     status, index = get(urljoin(installed_mirror, "models/index.json"))
-    assert [m["name"] for m in json.loads(index)["models"]] == ["ours"]
+    models = json.loads(index)["models"]
+    assert [m["name"] for m in models if m["format"] != "painting"] == ["ours"]
+    for painting in (m for m in models if m["format"] == "painting"):  # the shipped ones, from the wheel
+        assert get(urljoin(installed_mirror, painting["thumbnail"]))[0] == 200, painting
 
 
 def test_installed_mirror_stylizes_camera_frames(installed_mirror, one_model, playwright, tmp_path):
