@@ -3,7 +3,7 @@
 // padding before every conv, conditional instance norm (eps 1e-5) whose scale and shift come
 // from a 100-number style vector, sigmoid output; any picture size (odd sizes are cropped
 // at the bottom/right). Weights: ArbitraryNet's state dict, PyTorch's names and layouts.
-const STYLE_DIM = 100;
+export const STYLE_DIM = 100; // numbers in a style vector (arbitrary.STYLE_DIM)
 const EPS = 1e-5;
 
 // tensors: {name: {shape, data}} of ArbitraryNet.state_dict().

@@ -7,15 +7,14 @@
 import * as Arbitrary from './arbitrary.js';
 import { readTensors } from './stylenet.js';
 
-const WEIGHTS_FORMAT = 'stylemirror-arbitrary-transformer-v1'; // mirror.py's
-const STYLE_DIM = 100;
+const { STYLE_DIM } = Arbitrary;
 
 let transformer = null; // a promise of the page's one transformer
 export const counts = { loads: 0 }; // transformers loaded so far (tests: one a page)
 
-function theTransformer(url, onProgress) {
+function theTransformer(url, format, onProgress) {
   if (!transformer) {
-    transformer = readTensors(url, WEIGHTS_FORMAT, onProgress).then(({ tensors }) => {
+    transformer = readTensors(url, format, onProgress).then(({ tensors }) => {
       counts.loads += 1;
       return Arbitrary.fromTensors(tensors);
     });
@@ -49,10 +48,10 @@ class Painting {
   dispose() {} // the transformer stays, for the next painting
 }
 
-// urls: index.json's "arbitrary" ({weights, ...}); entry: a model entry of arch "arbitrary".
+// urls: index.json's "arbitrary" ({weights, format, ...}: mirror.py's); entry: a model entry of arch "arbitrary".
 // The transformer runs the painting's style from here on.
 export async function load(urls, entry, onProgress = () => {}) {
-  const [net, vector] = await Promise.all([theTransformer(urls.weights, onProgress), styleOf(entry)]);
+  const [net, vector] = await Promise.all([theTransformer(urls.weights, urls.format, onProgress), styleOf(entry)]);
   net.setStyle(vector);
   return new Painting(net, vector);
 }

@@ -153,7 +153,8 @@ def add_stylize(sub):
                         "(outside the inputs). A file of the same kind and name is replaced, as cp does")
     p.add_argument("--max-size", type=positive_int, help="downscale so the longer side is at most N pixels")
     p.add_argument("--preserve-colors", action="store_true", help="keep the original colours, style only the luminance")
-    p.add_argument("--strength", type=unit_float, default=1.0, help="0..1: blend with the original (default 1); a painting's style (--style-image, "
+    p.add_argument("--strength", type=unit_float, default=1.0,
+                   help="0..1: blend with the original (default 1); a painting's style (--style-image, "
                         "`stylemirror style`) moves its style towards the photo's own instead")
     p.add_argument("--batch-size", type=positive_int, default=4, help="frames per batch for folders and videos")
     p.add_argument("--edge-pad", type=non_negative_int, default=Options.edge_pad, metavar="PIXELS",
@@ -202,7 +203,8 @@ def add_train(sub):
 
 def add_mirror(sub):
     p = sub.add_parser("mirror", help="the live webcam style mirror, in your browser")
-    p.add_argument("--models", nargs="*", type=path_text, metavar="DIR", help="more folders with models (ml5 folders or training --model-dirs)")
+    p.add_argument("--models", nargs="*", type=path_text, metavar="DIR",
+                   help="more folders with models (ml5 folders or training --model-dirs)")
     p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")

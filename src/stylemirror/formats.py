@@ -260,11 +260,13 @@ def claim_export(fmt: str, dest, force: bool = False):
     if fmt == "ml5":
         atomic.claim_folder(dest, is_ml5_output, "an ml5 model", hint="choose another output path")
         return
-    if not force and is_model_file(fmt, dest, ours=False) and not is_model_file(fmt, dest):
+    # Each file read once (an ONNX model is parsed whole): ours first, then any of the format.
+    ours = dest.is_file() and is_model_file(fmt, dest)
+    other = dest.is_file() and not ours and is_model_file(fmt, dest, ours=False)
+    if other and not force:
         raise UserError(f"{dest} is {FORMAT_NAMES[fmt]} that stylemirror did not export; refusing to replace it "
                         "(pass --force to replace it, or choose another output path)")
-    atomic.claim_file(dest, lambda p: is_model_file(fmt, p, ours=not force), FORMAT_NAMES[fmt],
-                      hint="choose another output path")
+    atomic.claim_file(dest, lambda _: ours or other, FORMAT_NAMES[fmt], hint="choose another output path")
 
 
 def _load_state(net: TransformNet, state: dict, path) -> TransformNet:

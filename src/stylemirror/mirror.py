@@ -256,7 +256,8 @@ class Mirror:
                 url, fmt, arch = f"models/{name}/", "ml5", "standard"
             self.mounts["/" + url.rstrip("/")] = model
             entries.append({**entry, "format": fmt, "arch": arch, "size": model_size(model), "url": url})
-        arbitrary_urls = {"weights": WEIGHTS_URL, "style": STYLE_URL, "max_bytes": MAX_STYLE_BYTES, "keep": KEEP_URL}
+        arbitrary_urls = {"weights": WEIGHTS_URL, "format": WEIGHTS_FORMAT, "style": STYLE_URL,
+                          "max_bytes": MAX_STYLE_BYTES, "keep": KEEP_URL}
         return "application/json", json.dumps({"models": entries, "settings": SETTINGS, "arbitrary": arbitrary_urls}).encode()
 
     def serve(self, host="127.0.0.1", port=8000):

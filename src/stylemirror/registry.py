@@ -95,7 +95,8 @@ def open_model(spec):
                         ".safetensors and .pt files (a training --model-dir holds model.safetensors beside model.onnx)")
     if path.is_dir():
         path = model_in_folder(path) or path
-    if path.is_dir() and not (path / "manifest.json").exists() and ((path / "live").is_dir() or any(path.glob("ckpt_*.pt"))):
+    checkpoints = path.is_dir() and ((path / "live").is_dir() or any(path.glob("ckpt_*.pt")))
+    if checkpoints and not (path / "manifest.json").exists():
         raise UserError(f"{spec}: a training's --checkpoint-dir, not a model; pass its model folder "
                         f"({path / 'model'}, or the run's --model-dir)")
     net = formats.read_model(path if path.exists() else published_model(str(spec)))

@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from . import atomic
 from .errors import UserError
 
 TILE = 256  # the longer side of each tile, in pixels
@@ -69,8 +70,6 @@ def make_sheet(photo_path, out, folders, tile: int = TILE) -> list[str]:
     tiles' labels in order (the original's first)."""
     from .images import open_picture, save_picture
     from .stylize import Options, Stylizer
-
-    from . import atomic
 
     if Path(out).suffix.lower() not in Image.registered_extensions():
         raise UserError(f"-o {out}: unknown picture format (use .png or .jpg)")

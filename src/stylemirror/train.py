@@ -22,8 +22,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import atomic, data, formats, loss_network, watch
-from .arguments import (crop_size, layer_list, non_negative_float, positive_float, positive_int, weight, workers_count,
-                        zoom_factor)
+from .arguments import (crop_size, layer_list, non_negative_float, positive_float, positive_int, weight,
+                        workers_count, zoom_factor)
 from .devices import pick_device
 from .errors import UserError
 from .images import style_name, style_record
