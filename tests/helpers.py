@@ -1,11 +1,15 @@
 """Plain helpers the tests share: where things are, small networks and pictures, generated VGG
 weights, the command line, and the browser. Fixtures live in conftest.py."""
 
+import contextlib
+import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import av
@@ -162,26 +166,38 @@ def make_torchvision_vgg(path, upto="conv3_1", seed=0):
 
 # ---------------------------------------------------------------- the command line
 
-def stylemirror(*args, **kwargs):
-    """`stylemirror ARGS` in a fresh process, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "stylemirror", *map(str, args)], capture_output=True, text=True, **kwargs)
+class Ran(subprocess.CompletedProcess):
+    """A finished command, which also unpacks as (exit status, stdout, stderr)."""
+
+    def __iter__(self):
+        return iter((self.returncode, self.stdout, self.stderr))
 
 
-def in_process(*args):
-    """(exit status, stdout, stderr) of `stylemirror ARGS`, run in this process (faster)."""
-    import contextlib
-    import io
-
+def stylemirror(*args, fresh=False, **run_options) -> Ran:
+    """`stylemirror ARGS` as a shell runs it: exit status, stdout and stderr. In this process
+    (a fresh interpreter spends 3-6 s importing torch here), unless `fresh` or a keyword of
+    subprocess.run (env, timeout, input) asks for a process of its own; `cwd` works in both."""
+    args = [str(a) for a in args]
+    if fresh or set(run_options) - {"cwd"}:
+        done = subprocess.run([sys.executable, "-m", "stylemirror", *args], capture_output=True, text=True,
+                              **run_options)
+        return Ran(done.args, done.returncode, done.stdout, done.stderr)
     from stylemirror import cli
 
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), contextlib.chdir(run_options.get("cwd") or "."):
         try:
-            cli.main([str(a) for a in args])
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
+            cli.main(args)
+        except SystemExit as e:  # as the interpreter turns it into an exit status
+            code = e.code if isinstance(e.code, int) or e.code is None else (print(e.code, file=sys.stderr) or 1)
+        except Exception:  # a traceback, as a user would see it
+            traceback.print_exc()
+            code = 1
+        finally:
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
+    return Ran(["stylemirror", *args], code or 0, out.getvalue(), err.getvalue())
 
 
 def torchrun_train(*args, env=None):

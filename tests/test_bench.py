@@ -1,20 +1,17 @@
 """The benchmarks run and report what they say; training quality is real."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
-from helpers import IMAGES, SHARED
+from helpers import IMAGES, SHARED, stylemirror
 from stylemirror import bench
 from stylemirror.bench.quality import quality
 
 
 def bench_json(*args):
-    result = subprocess.run([sys.executable, "-m", "stylemirror", "bench", *args, "--json"],
-                            capture_output=True, text=True)
+    result = stylemirror("bench", *args, "--json")
     assert result.returncode == 0, result.stderr
     return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -2,18 +2,11 @@
 
 import json
 import socket
-import subprocess
-import sys
 
 import pytest
 
-from helpers import random_net
+from helpers import random_net, stylemirror
 from stylemirror import formats
-
-
-def stylemirror(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "stylemirror", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
 @pytest.fixture
@@ -77,7 +70,8 @@ def test_mirror_port_in_use_is_one_clear_line(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = stylemirror("mirror", "--no-browser", "--port", port, "--models", tmp_path, cwd=tmp_path)
+        result = stylemirror("mirror", "--no-browser", "--port", port, "--models", tmp_path, cwd=tmp_path,
+                             timeout=120)
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
 

@@ -1,15 +1,13 @@
 """Clean edges (issue 15): the edge score, reflect padding, and every stylized picture without
 the coloured frame that the network's zero padding paints."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from helpers import ML5_MODEL_NAMES, canvas_pixels, ml5_model, open_page, photo, random_net
+from helpers import ML5_MODEL_NAMES, canvas_pixels, ml5_model, open_page, photo, random_net, stylemirror
 from stylemirror import formats
 from stylemirror.metrics import EDGE_BAND, edge_score, flat_wall
 from stylemirror.padding import reflect_pad
@@ -23,8 +21,7 @@ def walls(w=320, h=240):
     return [flat_wall(w, h, seed) for seed in range(WALLS)]
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "stylemirror", *map(str, args)], capture_output=True, text=True)
+cli = stylemirror
 
 
 def framed(w=96, h=64, colour=(140, 100, 80), width=EDGE_BAND, base=(100, 100, 100)):

@@ -119,11 +119,9 @@ def test_the_still_strip_shows_each_model_and_where_it_shimmers(tmp_path):
 
 
 def test_bench_flicker_strip_must_be_a_png(tmp_path):
-    import subprocess
-    import sys
+    from helpers import stylemirror
 
-    result = subprocess.run([sys.executable, "-m", "stylemirror", "bench", "flicker", "--strip", str(tmp_path / "s.gif")],
-                            capture_output=True, text=True)
+    result = stylemirror("bench", "flicker", "--strip", tmp_path / "s.gif")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "is a .png picture" in result.stderr
 
 

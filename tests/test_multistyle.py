@@ -3,8 +3,6 @@
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -386,10 +384,9 @@ def test_bench_quality_styles_runs_at_tiny_settings(workdir, tmp_path):
     photo((64, 48)).save(tmp_path / "photo.png")
     styles = ["brick", str(workdir / "style.png")]
     # Through the command line, as a user runs it (its JSON on the last line).
-    ran = subprocess.run([sys.executable, "-m", "stylemirror", "bench", "quality", "--styles", *styles,
-                          "--photo", str(tmp_path / "photo.png"), "--vgg-path", str(workdir / "vgg.mat"),
-                          "--out", str(tmp_path / "out"), "--steps", "1", "--image-size", "32", "--batch-size", "2",
-                          "--json"], capture_output=True, text=True)
+    ran = stylemirror("bench", "quality", "--styles", *styles, "--photo", tmp_path / "photo.png",
+                      "--vgg-path", workdir / "vgg.mat", "--out", tmp_path / "out", "--steps", "1",
+                      "--image-size", "32", "--batch-size", "2", "--json")
     assert ran.returncode == 0, ran.stderr[-2000:]
     result = json.loads(ran.stdout.splitlines()[-1])
     assert result["multi_steps"] == 2 and list(result["styles"]) == ["brick", "style"]

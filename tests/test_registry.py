@@ -1,12 +1,9 @@
 """`stylemirror models pull` against a local HTTP server: never the network."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from helpers import random_net
+from helpers import random_net, stylemirror
 from stylemirror import formats, registry, server
 from stylemirror.errors import UserError
 
@@ -33,11 +30,9 @@ def test_pull_then_load_by_name(model_host):
 
 
 def test_cli_pull_and_list(model_host):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "stylemirror", "models", *a],  # noqa: E731
-                                    capture_output=True, text=True)
-    result = run("pull", "wave")
+    result = stylemirror("models", "pull", "wave")
     assert result.returncode == 0, result.stderr
-    assert "wave             pulled" in run("list").stdout
+    assert "wave             pulled" in stylemirror("models", "list").stdout
 
 
 def test_damaged_download_leaves_nothing(model_host):

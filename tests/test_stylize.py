@@ -1,5 +1,3 @@
-import subprocess
-import sys
 
 import av
 import numpy as np
@@ -8,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from helpers import make_video, ml5_model, photo, random_net
+from helpers import make_video, ml5_model, photo, random_net, stylemirror
 from stylemirror import formats
 from stylemirror.stylize import Options, Stylizer, run
 
@@ -22,8 +20,7 @@ def stylizer(**options):
 DEFAULT = stylizer()
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "stylemirror", *map(str, args)], capture_output=True, text=True)
+cli = stylemirror
 
 
 @pytest.mark.parametrize("ext", [".jpg", ".png", ".webp"])

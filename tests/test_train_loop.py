@@ -2,12 +2,13 @@
 device (weights and Adam's state untouched) and the losses are read once a log row."""
 
 import math
+import signal
 
 import pytest
 import torch
 
 from helpers import rows, stylemirror, train_args
-from stylemirror import train
+from stylemirror import cli, train
 
 
 def tiny_step(net, optimizer, tally, scale):
@@ -93,3 +94,17 @@ def test_non_finite_steps_are_caught_at_the_next_read_with_the_last_good_checkpo
         state = torch.load(path, weights_only=True)
         assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert [r["step"] for r in rows(ckpt)] == [3]
+
+
+@pytest.mark.parametrize("extra", [(), ("--epochs", "20", "--learning-rate", "1e30", "--grid-weight", "0")],
+                         ids=["finished", "failed"])
+def test_train_gives_back_the_signal_handlers_it_took(workdir, tmp_path, extra):
+    """Ctrl-C works again for whoever called train() (a notebook, a script), however it ended."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    code = 0
+    try:
+        cli.main([str(a) for a in train_args(workdir, tmp_path / "ckpt", "--max-steps", "6", *extra)])
+    except SystemExit as e:
+        code = e.code
+    assert code == (2 if extra else 0)  # the failed run: non-finite five steps in a row
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

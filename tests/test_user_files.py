@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import in_process as stylemirror
+from helpers import stylemirror
 from helpers import multi_net, photo, random_net, snapshot
 from stylemirror import formats, mirror, padding
 from stylemirror.paths import style_name_problem
@@ -31,12 +31,6 @@ def refused(result, message: str):
     lines = [line for line in err.splitlines() if line.startswith("stylemirror")]
     assert len(lines) == 1 and message in lines[0], err
     assert "Traceback" not in err
-
-
-def in_subprocess(*args, timeout=60):
-    """`stylemirror ARGS` in a fresh process that must end within `timeout` seconds."""
-    return subprocess.run([sys.executable, "-m", "stylemirror", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def multi_style_file(path, names):
@@ -132,7 +126,7 @@ def test_export_replaces_its_own_exports_and_with_force_other_models_and_nothing
     formats.write_ml5(NET, tmp_path / "model")
     for fmt, out in (("ml5", "m"), ("onnx", "m.onnx"), ("safetensors", "m.safetensors")):
         for _ in range(2):  # the second replaces the first: told by content
-            assert stylemirror("export", tmp_path / "model", "--format", fmt, "-o", tmp_path / out)[0] == 0
+            assert stylemirror("export", tmp_path / "model", "--format", fmt, "-o", tmp_path / out).returncode == 0
     assert formats.read_model(tmp_path / "m.safetensors").state_dict().keys() == NET.state_dict().keys()
 
     foreign_onnx(tmp_path / "classifier.onnx")
@@ -154,7 +148,7 @@ def test_export_replaces_its_own_exports_and_with_force_other_models_and_nothing
                 "fake.onnx exists and is not an ONNX model")
     assert snapshot(tmp_path) == before
     for fmt, out in (("onnx", "classifier.onnx"), ("safetensors", "vgg.safetensors")):
-        assert stylemirror("export", tmp_path / "model", "--format", fmt, "-o", tmp_path / out, "--force")[0] == 0
+        assert stylemirror("export", tmp_path / "model", "--format", fmt, "-o", tmp_path / out, "--force").returncode == 0
     assert formats.read_model(tmp_path / "vgg.safetensors").state_dict().keys() == NET.state_dict().keys()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
@@ -220,12 +214,13 @@ def fifo(tmp_path):
 
 def test_a_pipe_named_like_a_picture_is_refused_not_waited_on(tmp_path, fifo):
     formats.write_ml5(NET, tmp_path / "model")
-    result = in_subprocess("stylize", "--model", tmp_path / "model", fifo, "-o", tmp_path / "o.png")
+    result = stylemirror("stylize", "--model", tmp_path / "model", fifo, "-o", tmp_path / "o.png", timeout=60)
     assert result.returncode == 2 and "not a regular file (a pipe, socket or device)" in result.stderr
-    result = in_subprocess("sheet", fifo, "-o", tmp_path / "s.png", "--models", tmp_path)
+    result = stylemirror("sheet", fifo, "-o", tmp_path / "s.png", "--models", tmp_path, timeout=60)
     assert result.returncode == 2 and "not a regular file" in result.stderr
     os.mkfifo(tmp_path / "clip.mp4")
-    result = in_subprocess("stylize", "--model", tmp_path / "model", tmp_path / "clip.mp4", "-o", tmp_path / "o.mp4")
+    result = stylemirror("stylize", "--model", tmp_path / "model", tmp_path / "clip.mp4", "-o", tmp_path / "o.mp4",
+                         timeout=60)
     assert result.returncode == 2 and "not a regular file" in result.stderr
 
 
@@ -236,7 +231,7 @@ def test_a_pipe_inside_a_model_folder_is_left_out_not_waited_on(tmp_path):
     os.mkfifo(tmp_path / "models" / "piped" / "Variable_3")
     os.mkfifo(tmp_path / "models" / "pipe.safetensors")
     photo((24, 16)).save(tmp_path / "photo.png")
-    result = in_subprocess("sheet", tmp_path / "photo.png", "-o", tmp_path / "s.png", "--models", tmp_path / "models")
+    result = stylemirror("sheet", tmp_path / "photo.png", "-o", tmp_path / "s.png", "--models", tmp_path / "models", timeout=60)
     assert result.returncode == 0, result.stderr
     assert "leaving out piped" in result.stderr and "1 styles beside the original" in result.stdout
 

@@ -158,8 +158,12 @@ class Stop:
 
     def __init__(self):
         self.signal = None
-        signal.signal(signal.SIGTERM, self._handle)
-        signal.signal(signal.SIGINT, self._handle)
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore(self):
+        """The handlers as they were: Ctrl-C works again for whoever called train()."""
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
     @property
     def requested(self):
@@ -744,8 +748,7 @@ def export(run, at, world) -> int:
 
 def train(cfg: TrainConfig, on_ready=None) -> int:
     """Train; `on_ready` is called (rank 0) once the run has a network to show. Returns the exit
-    status, as shells report it: 0 when finished (models exported), 128 + the signal's number
-    when a signal stopped it (after saving a checkpoint)."""
+    status: 0 when finished (models exported), 128 + the signal's number when a signal stopped it."""
     # Setup: the cheap checks first, so that a mistake fails fast; the loss network before
     # the style network: both draw their initial weights from the seeded generator.
     check_config(cfg)
@@ -771,28 +774,30 @@ def train(cfg: TrainConfig, on_ready=None) -> int:
     net.train()
     batches = pictures.batches(at, pin_memory=device.type == "cuda") if at.step < total_steps else ()
 
-    # The loop: a step a batch, a log row every --log-interval steps, a checkpoint every
-    # --checkpoint-iterations steps and when it stops.
-    for batch in batches:
-        style = None if selections is None else selections[at.step % len(selections)]
-        losses = forward_backward(model, criterion, optimizer, batch, device, options, terms, style)
-        non_finite = agree_across_ranks(~torch.isfinite(losses["total"].detach()), stop, device, world)
-        step_unless(optimizer, non_finite)
-        tally.add(losses, non_finite)
-        window.images += len(batch) * world
-        at.advance()
-        progress.update(1)
-        stopping = stop.requested or at.step >= total_steps
-        checkpoint_due = at.step % cfg.checkpoint_iterations == 0 or stopping
-        if at.step % cfg.log_interval == 0 or checkpoint_due:
-            log_window(run, tally, window, at, len(pictures.unreadable), progress)
-            window = Window(at.step)
-        if checkpoint_due:
-            save_checkpoint(run, at, total_steps)
-            window.start = time.perf_counter()  # checkpoint time is not training speed
-        if stopping:
-            break
-    progress.close()
+    # The loop: a step a batch; a log row and a checkpoint when due, and when it stops.
+    try:
+        for batch in batches:
+            style = None if selections is None else selections[at.step % len(selections)]
+            losses = forward_backward(model, criterion, optimizer, batch, device, options, terms, style)
+            non_finite = agree_across_ranks(~torch.isfinite(losses["total"].detach()), stop, device, world)
+            step_unless(optimizer, non_finite)
+            tally.add(losses, non_finite)
+            window.images += len(batch) * world
+            at.advance()
+            progress.update(1)
+            stopping = stop.requested or at.step >= total_steps
+            checkpoint_due = at.step % cfg.checkpoint_iterations == 0 or stopping
+            if at.step % cfg.log_interval == 0 or checkpoint_due:
+                log_window(run, tally, window, at, len(pictures.unreadable), progress)
+                window = Window(at.step)
+            if checkpoint_due:
+                save_checkpoint(run, at, total_steps)
+                window.start = time.perf_counter()  # checkpoint time is not training speed
+            if stopping:
+                break
+    finally:
+        stop.restore()
+        progress.close()
 
     # The end: the models exported, unless a signal stopped the run.
     pictures.say_skipped()
