@@ -105,7 +105,9 @@ def cmd_fetch(args):
 def cmd_mirror(args):
     from . import mirror
 
-    mirror.run(args.models, args.host, args.port, open_browser=not args.no_browser, watch=args.watch)
+    host = args.host or ("0.0.0.0" if args.lan else "127.0.0.1")
+    mirror.run(args.models, host, args.port, open_browser=not args.no_browser, watch=args.watch, lan=args.lan,
+               kiosk=args.kiosk)
 
 
 def cmd_bench(args):
@@ -206,7 +208,13 @@ def add_mirror(sub):
     p.add_argument("--models", nargs="*", type=path_text, metavar="DIR",
                    help="more folders with models (ml5 folders or training --model-dirs)")
     p.add_argument("--port", type=port_number, default=8000)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only; with --lan "
+                                  "0.0.0.0); any other than 127.0.0.1 needs the access token printed with the URL")
+    p.add_argument("--lan", action="store_true",
+                   help="for a phone or tablet on your network: HTTPS with this machine's own certificate, an "
+                        "access token in the URL, and a QR code of it to scan")
+    p.add_argument("--kiosk", action="store_true",
+                   help="open the page as a kiosk: the stylized camera full screen, the styles in turn (?cycle=20)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--watch", action="append", default=[], type=path_text, metavar="CHECKPOINT_DIR",
                    help="show a training run's network as it learns (going, finished, or synced from another "

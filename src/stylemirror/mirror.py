@@ -30,6 +30,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from . import arbitrary, atomic, formats, images, padding, paintings, registry, server
+from . import lan as lan_access
 from . import watch as watching
 from .errors import UserError
 from .paths import is_special, style_name_problem
@@ -58,6 +59,9 @@ STYLE_URL = "style"  # POST a picture: its style vector
 MAX_STYLE_BYTES = 20_000_000
 KEEP_URL = "keep"  # POST {"name", "style"}: a painting's model file in ./models
 MAX_KEEP_BYTES = 100_000
+LAN_NOTE = ("Scan it with the phone or tablet's camera. The certificate is this machine's own (made once, "
+            "kept in {folder}): the browser warns once; choose to continue (on iOS: Show Details, visit this "
+            "website). The token in the URL is this mirror's key: share it only with your own devices.")
 
 
 @functools.cache
@@ -260,7 +264,7 @@ class Mirror:
                           "max_bytes": MAX_STYLE_BYTES, "keep": KEEP_URL}
         return "application/json", json.dumps({"models": entries, "settings": SETTINGS, "arbitrary": arbitrary_urls}).encode()
 
-    def serve(self, host="127.0.0.1", port=8000):
+    def serve(self, host="127.0.0.1", port=8000, token=None, tls=None):
         missing = [f for f in NEEDED if not (self.web / f).is_file()]
         if missing:
             raise UserError(f"{self.web}: the page's files are missing ({', '.join(missing)}); run `make setup` "
@@ -271,7 +275,7 @@ class Mirror:
             routes["/" + WEIGHTS_URL] = lambda: ("application/octet-stream", arbitrary_weights())
             post_routes = {"/" + STYLE_URL: (MAX_STYLE_BYTES, style_of_posted),
                            "/" + KEEP_URL: (MAX_KEEP_BYTES, lambda body: keep_style(self.keep_dir or Path.cwd() / "models", body))}
-            srv = server.serve(self.mounts, host, port, routes=routes, post_routes=post_routes)
+            srv = server.serve(self.mounts, host, port, routes=routes, post_routes=post_routes, token=token, tls=tls)
         except OSError as e:
             hint = "try another --port" if e.errno == errno.EADDRINUSE else "check --host: an address of this machine"
             raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); {hint}") from None
@@ -293,10 +297,15 @@ def ensure_a_model(folders) -> str | None:
 
 
 def start(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(), any_port=False,
-          note="Ctrl-C to stop"):
+          note="Ctrl-C to stop", lan=False, kiosk=False):
     """Serve the mirror (its own daemon thread), say where, open the page (on the first watched
     run, if any). `any_port`: another free port where `port` is taken (beside a training run,
-    which must not fail for it)."""
+    which must not fail for it). `lan`: over HTTPS, for a phone or tablet on the local network.
+    Off this machine (`lan`, or a --host other than the loopback) every request needs a token."""
+    token = lan_access.access_token() if lan or not lan_access.is_loopback(host) else None
+    everywhere = host in ("0.0.0.0", "::")
+    shown = host if not everywhere else lan_access.lan_address() if lan else "127.0.0.1"
+    tls = lan_access.tls_context(*lan_access.certificate({shown})) if lan else None
     folders = model_folders(models)
     runs = watching.runs(watch)
     page = Mirror(folders, runs=runs)
@@ -305,15 +314,17 @@ def start(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(),
     if problem:
         print(f"stylemirror: {problem}")
     try:
-        srv = page.serve(host, port)
+        srv = page.serve(host, port, token, tls)
     except UserError:
         if not any_port:
             raise
-        srv = page.serve(host, 0)
-    url = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{srv.server_address[1]}/"
-    if runs:
-        url += f"?model={runs[0].name}"  # names are URL-safe
+        srv = page.serve(host, 0, token, tls)
+    query = {"token": token, "model": runs[0].name if runs else None, "kiosk": "" if kiosk else None}
+    query = "&".join(k if v == "" else f"{k}={v}" for k, v in query.items() if v is not None)  # all URL-safe
+    url = f"{'https' if tls else 'http'}://{shown}:{srv.server_address[1]}/" + (f"?{query}" if query else "")
     print(f"style mirror at {url}  ({note})", flush=True)
+    if lan:
+        print(lan_access.qr_code(url) + LAN_NOTE.format(folder=lan_access.config_dir()), flush=True)
     for run in runs:
         if run.latest()["step"] is None:
             print(f"{run.folder}: no network there yet; the page waits for the run's first one", flush=True)
@@ -322,8 +333,8 @@ def start(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(),
     return srv
 
 
-def run(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=()):
-    srv = start(models, host, port, open_browser, watch)
+def run(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(), lan=False, kiosk=False):
+    srv = start(models, host, port, open_browser, watch, lan=lan, kiosk=kiosk)
     try:
         threading.Event().wait()  # the server runs in its own thread
     except KeyboardInterrupt:

@@ -6,11 +6,18 @@ directory listings, nothing else on the disk.
 
 GET routes answer computed files at exact paths; POST routes, at their exact paths only, take
 a request body of a bounded, announced size (Content-Length, no chunked bodies) from a page
-of this origin, and answer JSON. Everything else refuses POST (405)."""
+of this origin, and answer JSON. Everything else refuses POST (405).
 
+With an access token, every request without it (in the query, `?token=`, or in the cookie
+that such a request sets) gets 403; only then may a client off this machine post."""
+
+import hmac
+import http.cookies
 import ipaddress
 import json
 import mimetypes
+import ssl
+import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +28,8 @@ from .errors import UserError
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("text/javascript", ".mjs")
+COOKIE = "stylemirror_token"
+COOKIE_DAYS = 30  # a kiosk or a phone on a stand keeps its access across reloads and restarts
 
 
 def resolve(mounts: dict[str, Path], url_path: str) -> Path | None:
@@ -72,11 +81,40 @@ class Handler(BaseHTTPRequestHandler):
     routes: dict = {}  # exact URL path -> callable returning (content_type, bytes)
     # exact URL path -> (largest body in bytes, callable(body) -> (status, JSON-able answer))
     post_routes: dict = {}
+    token: str | None = None  # None: no token needed (the server answers this machine only)
+    secure = False  # over TLS: the cookie is sent over TLS only
+    timeout = 60  # a client that connects and says nothing holds a thread this long at most
 
     def log_message(self, *args):
         pass
 
+    def admitted(self) -> bool:
+        """Whether the request carries the access token; one that brings it in its query gets
+        the cookie, so the page's own requests (scripts, models, workers) carry it too."""
+        self.cookie = None
+        if self.token is None:
+            return True
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("token", [""])[0]
+        if hmac.compare_digest(query.encode(), self.token.encode()):
+            self.cookie = (f"{COOKIE}={self.token}; Path=/; Max-Age={COOKIE_DAYS * 86400}; HttpOnly; SameSite=Strict"
+                           + ("; Secure" if self.secure else ""))
+            return True
+        try:
+            jar = http.cookies.SimpleCookie(self.headers.get("Cookie", ""))
+        except http.cookies.CookieError:
+            return False
+        held = jar[COOKIE].value if COOKIE in jar else ""
+        return hmac.compare_digest(held.encode(), self.token.encode())
+
+    def refuse(self, head_only=False):
+        self.close_connection = True
+        self._send(403, "text/plain; charset=utf-8",
+                   b"an access token is needed: open the URL (or scan the QR code) that `stylemirror mirror` printed\n",
+                   head_only)
+
     def do_GET(self, head_only=False):
+        if not self.admitted():
+            return self.refuse(head_only)
         url_path = urllib.parse.urlsplit(self.path).path
         if url_path in self.routes:
             try:
@@ -98,6 +136,8 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET(head_only=True)
 
     def do_POST(self):
+        if not self.admitted():
+            return self.refuse()
         url_path = urllib.parse.urlsplit(self.path).path
         if url_path not in self.post_routes:
             self.close_connection = True  # its body, if any, is left unread
@@ -107,7 +147,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, "application/json", json.dumps(answer).encode())
 
     def _post(self, limit, handle):
-        if not from_this_machine(self.client_address[0]):
+        if self.token is None and not from_this_machine(self.client_address[0]):
             self.close_connection = True
             return 403, {"error": "posting is open to this machine only"}
         origin = self.headers.get("Origin")
@@ -132,6 +172,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(status)
             for key, value in (extra or {}).items():
                 self.send_header(key, value)
+            if getattr(self, "cookie", None):
+                self.send_header("Set-Cookie", self.cookie)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-cache")
@@ -146,13 +188,31 @@ class Handler(BaseHTTPRequestHandler):
             pass  # the client went away mid-response: nothing to do
 
 
-def serve(mounts: dict[str, Path], host="127.0.0.1", port=0, routes=None, post_routes=None) -> ThreadingHTTPServer:
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self):
+        sock, address = super().get_request()
+        if self.tls is not None:  # the handshake happens in the request's thread, at its first read
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (ssl.SSLError, OSError)):  # a failed handshake, a client gone
+            super().handle_error(request, client_address)
+
+
+def serve(mounts: dict[str, Path], host="127.0.0.1", port=0, routes=None, post_routes=None, token=None,
+          tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
     """Start serving in a background thread; `server.server_address` gives the port.
-    `mounts` is used live (not copied): its owner may add and remove mounts while serving."""
+    `mounts` is used live (not copied): its owner may add and remove mounts while serving.
+    `token`: the access token every request needs; `tls`: serve HTTPS with this context."""
     handler = type("MountHandler", (Handler,), {"mounts": mounts, "routes": dict(routes or {}),
-                                                "post_routes": dict(post_routes or {})})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+                                                "post_routes": dict(post_routes or {}), "token": token,
+                                                "secure": tls is not None})
+    server = Server((host, port), handler)
+    server.tls = tls
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
