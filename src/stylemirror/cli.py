@@ -106,8 +106,7 @@ def cmd_mirror(args):
     from . import mirror
 
     host = args.host or ("0.0.0.0" if args.lan else "127.0.0.1")
-    mirror.run(args.models, host, args.port, open_browser=not args.no_browser, watch=args.watch, lan=args.lan,
-               kiosk=args.kiosk)
+    mirror.run(args.models, host, args.port, open_browser=not args.no_browser, watch=args.watch, lan=args.lan)
 
 
 def cmd_bench(args):
@@ -213,8 +212,6 @@ def add_mirror(sub):
     p.add_argument("--lan", action="store_true",
                    help="for a phone or tablet on your network: HTTPS with this machine's own certificate, an "
                         "access token in the URL, and a QR code of it to scan")
-    p.add_argument("--kiosk", action="store_true",
-                   help="open the page as a kiosk: the stylized camera full screen, the styles in turn (?cycle=20)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--watch", action="append", default=[], type=path_text, metavar="CHECKPOINT_DIR",
                    help="show a training run's network as it learns (going, finished, or synced from another "

@@ -297,7 +297,7 @@ def ensure_a_model(folders) -> str | None:
 
 
 def start(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(), any_port=False,
-          note="Ctrl-C to stop", lan=False, kiosk=False):
+          note="Ctrl-C to stop", lan=False):
     """Serve the mirror (its own daemon thread), say where, open the page (on the first watched
     run, if any). `any_port`: another free port where `port` is taken (beside a training run,
     which must not fail for it). `lan`: over HTTPS, for a phone or tablet on the local network.
@@ -319,8 +319,8 @@ def start(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(),
         if not any_port:
             raise
         srv = page.serve(host, 0, token, tls)
-    query = {"token": token, "model": runs[0].name if runs else None, "kiosk": "" if kiosk else None}
-    query = "&".join(k if v == "" else f"{k}={v}" for k, v in query.items() if v is not None)  # all URL-safe
+    query = {"token": token, "model": runs[0].name if runs else None}
+    query = "&".join(f"{k}={v}" for k, v in query.items() if v is not None)  # all URL-safe
     url = f"{'https' if tls else 'http'}://{shown}:{srv.server_address[1]}/" + (f"?{query}" if query else "")
     print(f"style mirror at {url}  ({note})", flush=True)
     if lan:
@@ -333,8 +333,8 @@ def start(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(),
     return srv
 
 
-def run(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(), lan=False, kiosk=False):
-    srv = start(models, host, port, open_browser, watch, lan=lan, kiosk=kiosk)
+def run(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(), lan=False):
+    srv = start(models, host, port, open_browser, watch, lan=lan)
     try:
         threading.Event().wait()  # the server runs in its own thread
     except KeyboardInterrupt:
