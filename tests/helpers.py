@@ -221,13 +221,13 @@ def rows(ckpt):
 
 # ---------------------------------------------------------------- the browser
 
-def launch(playwright, profile, extra_args=()):
+def launch(playwright, profile, extra_args=(), **options):
     """Debian's Chromium with a fresh profile; only our own server may be reached, which
-    proves the pages work offline."""
+    proves the pages work offline. `options`: Playwright's, e.g. a phone's from playwright.devices."""
     context = playwright.chromium.launch_persistent_context(
-        profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + list(extra_args))
-    context.route("**/*", lambda route: route.continue_()
-                  if route.request.url.startswith(("http://127.0.0.1", "data:", "blob:")) else route.abort())
+        profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + list(extra_args), **options)
+    ours = ("http://127.0.0.1", "https://127.0.0.1", "data:", "blob:")
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(ours) else route.abort())
     return context
 
 

@@ -7,7 +7,9 @@ import stat
 
 import pytest
 
+from helpers import fake_camera, launch, open_page, photo
 from stylemirror import lan, mirror
+from stylemirror.bench import write_y4m
 
 
 @pytest.fixture
@@ -92,3 +94,20 @@ def test_plain_mirror_stays_open_http_on_the_loopback(config, models):
         assert not (config / lan.TOKEN_FILE).exists()
     finally:
         srv.shutdown()
+
+
+def test_a_phone_on_the_https_url_gets_its_camera_and_stylized_frames(playwright, lan_mirror, tmp_path):
+    """An emulated phone (viewport, touch, device scale) on https://127.0.0.1 with the token: a
+    secure context, so the (fake) camera is granted and the page stylizes it."""
+    port, token = lan_mirror
+    y4m = tmp_path / "camera.y4m"
+    write_y4m(y4m, photo((320, 240)))
+    phone = {k: v for k, v in playwright.devices["Pixel 7"].items() if k != "default_browser_type"}
+    context = launch(playwright, tmp_path / "profile", fake_camera(y4m), ignore_https_errors=True, **phone)
+    try:
+        page = open_page(context, f"https://127.0.0.1:{port}/?token={token}&model=ours&size=160x120")
+        assert page.evaluate("window.isSecureContext") and page.errors == []
+        page.wait_for_function("window.mirror.frames >= 2", timeout=120000)
+        assert page.evaluate("[innerWidth, devicePixelRatio, navigator.maxTouchPoints > 0]")[1:] == [2.625, True]
+    finally:
+        context.close()
