@@ -266,8 +266,9 @@ def test_binds_to_localhost_by_default(models):
     srv = mirror.Mirror([models]).serve(port=0)
     assert srv.server_address[0] == "127.0.0.1"
     srv.shutdown()
-    from stylemirror.cli import build_parser
-    assert build_parser().parse_args(["mirror"]).host == "127.0.0.1"
+    from stylemirror.cli import build_parser, mirror_host
+    assert mirror_host(build_parser().parse_args(["mirror"])) == "127.0.0.1"
+    assert mirror_host(build_parser().parse_args(["mirror", "--lan"])) == "0.0.0.0"
 
 
 def test_survives_disconnects_and_50_concurrent_requests(mirror_url):

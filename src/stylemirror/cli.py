@@ -102,11 +102,15 @@ def cmd_fetch(args):
         print(f"VGG19 weights: {weights}: stylemirror train --vgg-path {weights} ...")
 
 
+def mirror_host(args) -> str:
+    """Where the mirror listens: this machine only, unless --lan (the network) or --host says."""
+    return args.host or ("0.0.0.0" if args.lan else "127.0.0.1")
+
+
 def cmd_mirror(args):
     from . import mirror
 
-    host = args.host or ("0.0.0.0" if args.lan else "127.0.0.1")
-    mirror.run(args.models, host, args.port, open_browser=not args.no_browser, watch=args.watch, lan=args.lan)
+    mirror.run(args.models, mirror_host(args), args.port, open_browser=not args.no_browser, watch=args.watch, lan=args.lan)
 
 
 def cmd_bench(args):
