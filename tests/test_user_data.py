@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from helpers import make_vgg_mat, make_video, photo, random_net, snapshot, stylemirror
-from stylemirror import formats, mirror, server
+from stylemirror import formats, mirror, server, sheet
 from stylemirror.stylize import Options, Stylizer, run
 
 NET = random_net(seed=3)
@@ -286,6 +286,27 @@ def test_mirror_index_leaves_out_models_with_nan_weights(user, capfd):
     assert capfd.readouterr().err.count("holds NaN or infinite values") == 2
     m.index()  # checked once per version of the files: said once
     assert capfd.readouterr().err == ""
+
+
+def test_mirror_lists_what_sheet_shows(user, capfd):
+    """A model that `stylize` and `sheet` cannot read (a short file, a missing variable, a bad
+    manifest) is not listed either, with the same line; a good one is."""
+    folder = user / "models"
+    formats.write_ml5(NET, folder / "good")
+    formats.write_ml5(NET, folder / "missing")
+    next(p for p in (folder / "missing").iterdir() if p.name != "manifest.json").unlink()
+    formats.write_ml5(NET, folder / "manifest")
+    (folder / "manifest" / "manifest.json").write_text("{not json")
+    formats.save_safetensors(NET, folder / "short.safetensors")
+    (folder / "short.safetensors").write_bytes((folder / "short.safetensors").read_bytes()[:-100])
+    listed = [e["name"] for e in json.loads(mirror.Mirror([folder]).index()[1])["models"] if e["format"] != "painting"]
+    said = capfd.readouterr().err
+    assert listed == ["good"] == [label for label, _ in sheet.entries([folder])]
+    assert said.count("not listing a model") == 3 and "Traceback" not in said
+    left_out = capfd.readouterr().err.splitlines()
+    for name in ("missing", "manifest", "short.safetensors"):
+        line = next(line for line in said.splitlines() if f"models/{name}" in line)
+        assert line.split("not listing a model: ")[1] in "\n".join(left_out)
 
 
 def test_page_refuses_nan_weights(browser, user):

@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 
 from . import arbitrary, atomic, formats, images, padding, paintings, registry, server
 from . import lan as lan_access
@@ -164,31 +164,24 @@ def model_size(model: Path) -> int:
     return model.stat().st_size if model.is_file() else sum(p.stat().st_size for p in model.iterdir() if p.is_file())
 
 
-def weights_problem(model: Path) -> str | None:
-    """Why a model's weights cannot stylize: a variable that holds NaN or infinity (a diverged
-    training: it would paint black), or one that is a pipe or device (reading it would wait
-    for ever); else None. Other damage (missing or short files ...) the page reports itself
-    when it loads the model."""
+def model_problem(model: Path) -> str | None:
+    """Why a model cannot stylize, as `stylemirror stylize` and `sheet` would say it (damaged or
+    missing files, NaN weights, a pipe or device where a file belongs), else None: the mirror
+    lists what `sheet` shows, no more."""
+    if model.is_dir():
+        try:
+            manifest = json.loads((model / "manifest.json").read_text())
+            files = [model / entry["filename"] for entry in manifest.values()]
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            files = []
+        if any(is_special(path) for path in files):  # reading it would wait for ever
+            return f"{model}: a weights file is not a regular file (a pipe or device)"
     try:
-        if model.is_file():
-            with safe_open(str(model), framework="numpy") as f:
-                for key in f.keys():
-                    if not np.isfinite(f.get_tensor(key)).all():
-                        return f"{key} holds NaN or infinite values (a diverged training?); " \
-                               "retrain it, with a lower --learning-rate"
-            return None
-        manifest = json.loads((model / "manifest.json").read_text())
-        for name, entry in manifest.items():
-            path = model / entry["filename"]
-            if path.resolve().parent != model.resolve():
-                continue
-            if is_special(path):
-                return f"{name} is not a regular file (a pipe or device)"
-            if not np.isfinite(np.fromfile(path, "<f4")).all():
-                return f"{name} holds NaN or infinite values (a diverged training?); " \
-                       "retrain it, with a lower --learning-rate"
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, SafetensorError):
-        pass
+        registry.open_model(model)
+    except UserError as e:
+        return str(e)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError, SafetensorError) as e:
+        return f"{model}: cannot be read ({e})"
     return None
 
 
@@ -207,16 +200,15 @@ class Mirror:
         self.paintings_problem = None  # why the shipped paintings cannot be listed, once said
 
     def problem(self, model: Path) -> str | None:
-        """Why `stylize` would refuse this model for its weights (NaN ...), else None.
-        Checked again only when the files change."""
+        """Why `stylize` would refuse this model (model_problem), else None. Checked again
+        only when the files change."""
         try:
             sig = signature(model)
         except OSError:
             return None  # gone meanwhile: the page says so if it is asked for
         if self.checked.get(model, (None,))[0] != sig:
-            problem = weights_problem(model)
+            problem = model_problem(model)
             if problem is not None:
-                problem = f"{model}: {problem}"
                 print(f"stylemirror: not listing a model: {problem}", file=sys.stderr, flush=True)
             self.checked[model] = (sig, problem)
         return self.checked[model][1]
