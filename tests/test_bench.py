@@ -3,15 +3,17 @@
 import json
 
 import pytest
+import torch
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
-from helpers import IMAGES, SHARED, stylemirror
-from stylemirror import bench
+from helpers import CHROMIUM, IMAGES, SHARED, ml5_model, open_page, stylemirror
+from stylemirror import bench, formats
 from stylemirror.bench.quality import quality
 
 
-def bench_json(*args):
-    result = stylemirror("bench", *args, "--json")
+def bench_json(*args, fresh=False):
+    result = stylemirror("bench", *args, "--json", fresh=fresh)
     assert result.returncode == 0, result.stderr
     return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -64,6 +66,45 @@ def test_bench_data_reports_images_per_s(tmp_path):
     bench.coco_like_jpegs(tmp_path / "jpegs", count=12)
     _, figures = bench_json("data", "--train-path", str(tmp_path / "jpegs"), "--image-size", "64")
     assert figures["images_per_s"] > 0 and figures["pictures"] == 8  # the first batch is warm-up
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_bench_mirror_reports_the_page_against_the_machines_limit():
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed")
+    # A process of its own: Playwright's sync API refuses to start beside the session's browser.
+    text, figures = bench_json("mirror", "--model", str(ml5_model("wave")), "--size", "160x120", "--frames", "2",
+                               fresh=True)
+    assert figures["limit_fps"] > 0 and 0 < figures["share_of_limit"] <= 1.5
+    assert figures["share_of_limit"] == pytest.approx(figures["fps"] / figures["limit_fps"])
+    assert figures["size"] == "160x120" and figures["limit_backend"] == "wasm" and len(figures["convs"]) == 16
+    # ml5's 3x3 transposed convs run as 2x2 convs to four phases: more FLOPs than their layers'.
+    assert figures["conv_gflop"] > figures["network_conv_gflop"] > 0
+    assert figures["stages_ms"]["network"] > 0 and figures["kernels_ms"]["Conv2D"] > 0
+    assert "% of it" in text and "ms by kernel: Conv2D" in text
+
+
+MIRROR_MODELS = {"ours": "ours", "lite": "lite.safetensors", "udnie": "udnie"}
+
+
+@pytest.mark.parametrize("model", list(MIRROR_MODELS))
+def test_mirror_limit_runs_the_networks_convolutions(browser, mirror_url, models, model):
+    """The conv-only limit (web/limit.js) times the convolutions the page's network runs, one per
+    layer; counted as the layers they stand for, their FLOPs are what PyTorch counts for the
+    same network (ours: the resize decoder, blur encoder; udnie: ml5's 3x3 kinds)."""
+    if not (models / MIRROR_MODELS[model]).exists():
+        ml5_model(model)  # skips, saying why
+    net = formats.read_model(models / MIRROR_MODELS[model]).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.zeros(1, 3, 48, 64))
+    page = open_page(browser, f"{mirror_url}?model={model}&camera=off&backend=wasm")
+    convs = page.evaluate("StyleNet.convList(window.mirror.net, 48, 64).map((c) => ({...c, weight: c.weight.shape}))")
+    assert len(convs) == 6 + 2 * net.blocks and not page.errors
+    assert sum(c["plain"] for c in convs) == counter.get_total_flops()
+    assert all(c["flops"] >= c["plain"] for c in convs)  # phases add zero taps, never take any away
+    page.close()
 
 
 def shared_vgg():

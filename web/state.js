@@ -17,6 +17,7 @@ export const state = {
   pictures: 0, // pictures stylized so far
   frames: 0,
   frameTimes: [],
+  stageMs: {}, // the camera loop's milliseconds by stage, summed over its frames (`bench mirror`)
   loopRunning: false,
   watch: null, // a training run's network on show: {step, loaded_at (ms since 1970)} (watch.js)
   blend: null, // a multi-style model's weights in use, {style: weight} (blend.js)

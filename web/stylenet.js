@@ -230,6 +230,14 @@ function phaseKernel(w) {
   return tf.tensor(dst, [K, K, 4 * cin, 4 * cout]);
 }
 
+// x * a + b per channel (a, b: [c]), then ReLU where `relu`, as a depthwise 1x1 conv: one XNNPACK
+// pass, 5x faster on wasm than broadcasting, the same numbers. b must be a kernel's [c] output,
+// not a reshape: the wasm kernel checks the rank its data was made with.
+function affine(x, a, b, relu) {
+  return tf.fused.depthwiseConv2d({ x, filter: a.reshape([1, 1, x.shape[2], 1]), strides: 1, pad: 'valid',
+    bias: b, activation: relu ? 'relu' : 'linear' });
+}
+
 // Phases [h, w, 4c] -> the image [2h, 2w, c].
 function interleave(y) {
   const [h, w, c4] = y.shape;
@@ -241,8 +249,9 @@ class Net {
   // [styles, channels] (their blend is computed by setBlend); [] for one style.
   constructor(layers, styles = []) {
     const replace = (layer, weight) => {
+      const plainShape = layer.weight.shape;  // the layer's own kernel, for convList's FLOPs
       layer.weight.dispose();
-      return { ...layer, weight };
+      return { ...layer, weight, plainShape };
     };
     this.upSize = layers.up1.weight.shape[0];  // 3 or 4: which phase conv `up` runs
     layers.up1 = replace(layers.up1, upsamplingKernel(layers.up1.weight));
@@ -279,36 +288,62 @@ class Net {
   }
 
   // Instance norm: per-channel mean and population variance over H, W; eps 1e-3. Folded
-  // into one multiply-add per pixel: a = scale / sqrt(var + eps), b = shift - mean * a.
-  norm(x, layer) {
-    const { mean, variance } = tf.moments(x, [0, 1], true);
+  // into one multiply-add per pixel: a = scale / sqrt(var + eps), b = shift - mean * a; then
+  // the ReLU where `relu`.
+  norm(x, layer, relu = false) {
+    const { mean, variance } = this.moments(x);
     const a = tf.rsqrt(variance.add(1e-3)).mul(layer.scale);
-    return x.mul(a).add(layer.shift.sub(mean.mul(a)));
+    return affine(x, a, layer.shift.sub(mean.mul(a)), relu);
+  }
+
+  // Per-channel mean and population variance over H, W of [h, w, c], as [c]. On wasm as average
+  // pools, which XNNPACK reads in place: tf.mean there transposes the tensor first (10x slower,
+  // bench/README.md). On a GPU a frame-sized pool runs on few threads: tf.moments there.
+  moments(x) {
+    const [h, w, c] = x.shape;
+    if (tf.getBackend() !== 'wasm') return tf.moments(x, [0, 1]);
+    const pool = (t) => tf.avgPool(t, [h, w], 1, 'valid').reshape([c]);
+    const mean = pool(x);
+    const d = affine(x, tf.ones([c]), mean.neg(), false);  // x - mean, as tf.moments computes it
+    return { mean, variance: pool(d.mul(d)) };  // d * d: square's numbers, 2x faster on wasm
   }
 
   // The same on phases: the statistics cover all four (viewed as 4w columns of c channels).
-  phaseNorm(y, layer) {
+  phaseNorm(y, layer, relu = false) {
     const [h, w, c4] = y.shape;
-    return this.norm(y.reshape([h, 4 * w, c4 / 4]), layer).reshape(y.shape);
+    return this.norm(y.reshape([h, 4 * w, c4 / 4]), layer, relu).reshape(y.shape);
+  }
+
+  // Every convolution of apply goes through here; while this.trace is an array (convList) each
+  // is noted: its input, kernel, stride and padding, its FLOPs as run, and `plain`: those of the
+  // layer it stands for (a transposed or full-size conv where it runs on phases).
+  conv2d(x, weight, stride, pad, plain = null) {
+    const y = tf.conv2d(x, weight, stride, pad);
+    if (this.trace) {
+      const flops = 2 * y.shape[0] * y.shape[1] * weight.shape.reduce((a, b) => a * b, 1);
+      this.trace.push({ input: x.shape, weight, stride, pad, output: y.shape, flops, plain: plain ?? flops });
+    }
+    return y;
   }
 
   conv(x, layer, stride, relu = true) {
-    const y = this.norm(tf.conv2d(x, layer.weight, stride, 'same'), layer);
-    return relu ? tf.relu(y) : y;
+    return this.norm(this.conv2d(x, layer.weight, stride, 'same'), layer, relu);
   }
 
   // Transposed conv + norm + ReLU: [h, w, in] -> the phases of [2h, 2w, out].
   up(x, layer) {
+    const [h, w] = x.shape;
+    const plain = 2 * h * w * layer.plainShape.reduce((a, b) => a * b, 1);  // as PyTorch counts a transposed conv
+    // The zero rows and columns as the conv's own padding: no padded copy of x.
     let y;
     if (this.upSize === 3) {
-      y = tf.conv2d(x.pad([[1, 0], [1, 0], [0, 0]]), layer.weight, 1, 'valid');
+      y = this.conv2d(x, layer.weight, 1, [[0, 0], [1, 0], [1, 0], [0, 0]], plain);
     } else {
-      const [h, w] = x.shape;
       const c = layer.weight.shape[3] / 4;
-      const all = tf.conv2d(x.pad([[1, 1], [1, 1], [0, 0]]), layer.weight, 1, 'valid');  // (h+1) x (w+1)
+      const all = this.conv2d(x, layer.weight, 1, [[0, 0], [1, 1], [1, 1], [0, 0]], plain);  // (h+1) x (w+1)
       y = tf.concat([0, 1, 2, 3].map((p) => all.slice([p >> 1, p & 1, p * c], [h, w, c])), 2);
     }
-    return tf.relu(this.phaseNorm(y, layer));
+    return this.phaseNorm(y, layer, true);
   }
 
   // image: HxWx3 tensor in 0..255 -> HxWx3 float32 in 0..255. Call inside tf.tidy.
@@ -318,7 +353,8 @@ class Net {
     let y = this.conv(this.conv(this.conv(image.toFloat(), L.conv1, 1), L.conv2, 2), L.conv3, 2);
     for (const [a, b] of L.res) y = y.add(this.conv(this.conv(y, a, 1), b, 1, false));
     y = this.up(interleave(this.up(y, L.up1)), L.up2);
-    y = this.phaseNorm(tf.conv2d(y, L.conv4.weight, 1, 'same'), L.conv4);
+    const plain = 8 * y.shape[0] * y.shape[1] * L.conv4.plainShape.reduce((a, b) => a * b, 1);  // at full size
+    y = this.phaseNorm(this.conv2d(y, L.conv4.weight, 1, 'same', plain), L.conv4);
     return interleave(y.tanh().mul(150).add(127.5).clipByValue(0, 255)).slice([0, 0, 0], [h, w, 3]);
   }
 
@@ -360,6 +396,18 @@ export function stylize(net, image, pad, multiple) {
   const rest = (size) => (multiple - ((size + 2 * pad) % multiple)) % multiple;
   const sides = [[pad, pad + rest(h)], [pad, pad + rest(w)]];
   return net.apply(reflectPad(image.toFloat(), sides)).slice([pad, pad, 0], [h, w, 3]);
+}
+
+// The convolutions stylize(net, an h x w frame, pad, multiple) runs, in order, as Net.conv2d
+// notes them: the work of the conv-only limit (limit.js).
+export function convList(net, h, w, pad = 0, multiple = 1) {
+  net.trace = [];
+  try {
+    tf.tidy(() => stylize(net, tf.zeros([h, w, 3]), pad, multiple));
+    return net.trace;
+  } finally {
+    net.trace = null;
+  }
 }
 
 // A camera's sensor noise out of its frames, as `stylemirror stylize` does to videos

@@ -27,15 +27,41 @@ def write_y4m(path, picture: Image.Image, frames=30):
 
 
 def page_fps(context, url, frames):
-    """(frames per second, backend) of the mirror page at url, after its first two frames."""
+    """{fps, backend, stages_ms, frame_size} of the mirror page at url after its first two
+    frames; stages_ms: the camera loop's milliseconds a frame by stage (waiting for the camera,
+    grab, steady, network, draw, yield), over the same frames; frame_size: (w, h) it stylized."""
     page = context.new_page()
     page.goto(url)
     page.wait_for_function("window.mirror.frames >= 2", timeout=600000, polling=500)
-    start = page.evaluate("[window.mirror.frames, performance.now()]")
+    now = ("[window.mirror.frames, performance.now(), {...window.mirror.stageMs}, window.mirror.backend, "
+           "[document.getElementById('output').width, document.getElementById('output').height]]")
+    start = page.evaluate(now)
     page.wait_for_function(f"window.mirror.frames >= {start[0] + frames}", timeout=600000, polling=500)
-    end = page.evaluate("[window.mirror.frames, performance.now(), window.mirror.backend]")
+    end = page.evaluate(now)
     page.close()
-    return 1000 * (end[0] - start[0]) / (end[1] - start[1]), end[2]
+    count = end[0] - start[0]
+    stages = {k: (v - start[2].get(k, 0)) / count for k, v in end[2].items()}
+    return {"fps": 1000 * count / (end[1] - start[1]), "backend": end[3], "stages_ms": stages,
+            "frame_size": tuple(end[4])}
+
+
+def page_limit(context, url, width, height, passes=5):
+    """This machine's limit for the page's work (web/limit.js): the network's convolutions
+    alone at width x height, in the page at url (which loads the model and starts its backend
+    as for the camera, but no camera), and the network's milliseconds by kernel."""
+    page = context.new_page()
+    page.goto(url + "&camera=off")
+    page.wait_for_function("window.mirror.net && document.body.dataset.state === 'ready'", timeout=600000,
+                           polling=500)
+    result = page.evaluate("""async ([h, w, passes]) => {
+        const Limit = await import(new URL('limit.js', location.href).href);
+        const net = window.mirror.net;
+        return {limit: await Limit.convLimit(net, h, w, {passes}),
+                profile: await Limit.networkProfile(net, h, w, {passes: Math.max(1, passes - 2)}),
+                threads: window.mirror.threads};
+    }""", [height, width, passes])
+    page.close()
+    return result
 
 
 def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chromium="/usr/bin/chromium",
@@ -45,7 +71,8 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
     fake camera; and of the page on the lite network (random weights: speed does not depend
     on them), which ml5.js cannot run; of the page with each of `edge_pads` (?edgepad=N:
     the mirrored pixels around each frame) in place of its camera's default; and of the page
-    without its steadier (?steady=off)."""
+    without its steadier (?steady=off). Beside them this machine's limit for the same work
+    (page_limit), the page's share of it, and where the page's frame time goes."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -74,26 +101,46 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
             with sync_playwright() as p:
                 context = p.chromium.launch_persistent_context(tmp / "profile", executable_path=chromium,
                                                                headless=True, args=args)
-                ours, backend = page_fps(context, f"{base}?model={name}&size={width}x{height}", frames)
-                unsteady_fps, _ = page_fps(context, f"{base}?model={name}&size={width}x{height}&steady=off", frames)
-                lite_fps, _ = page_fps(context, f"{base}?model={lite}&size={width}x{height}", frames)
-                by_pad = {pad: page_fps(context, f"{base}?model={name}&size={width}x{height}&edgepad={pad}", frames)[0]
-                          for pad in edge_pads}
-                page = context.new_page()
-                page.goto(f"{base}examples/ml5/?model={name}&size={width}x{height}&frames={ml5_frames + 1}")
-                # The first ml5 frame compiles its shaders: time the ones after it.
-                first = page.wait_for_function("window.ml5Frames >= 1 && performance.now()", timeout=900000,
-                                               polling=1000).json_value()
-                last = page.wait_for_function(f"window.ml5Frames >= {ml5_frames + 1} && performance.now()",
-                                              timeout=900000, polling=1000).json_value()
-                theirs = 1000 * ml5_frames / (last - first)
+                url = f"{base}?model={name}&size={width}x{height}"
+                run = page_fps(context, url, frames)
+                limit = page_limit(context, url, *run["frame_size"])
+                unsteady_fps = page_fps(context, url + "&steady=off", frames)["fps"]
+                lite_fps = page_fps(context, f"{base}?model={lite}&size={width}x{height}", frames)["fps"]
+                by_pad = {pad: page_fps(context, f"{url}&edgepad={pad}", frames)["fps"] for pad in edge_pads}
+                theirs = ml5_fps(context, f"{base}examples/ml5/?model={name}&size={width}x{height}", ml5_frames)
                 context.close()
         finally:
             srv.shutdown()
-    return {"fps": ours, "ml5_fps": theirs, "speedup": ours / theirs, "backend": backend,
+    ours = run["fps"]
+    return {"fps": ours, "ml5_fps": theirs, "speedup": ours / theirs, "backend": run["backend"],
             "ml5_backend": "webgl", "lite_fps": lite_fps, "edge_pad_fps": by_pad,
             "unsteady_fps": unsteady_fps, "steady_cost": unsteady_fps / ours, "lite_vs_standard": lite_fps / ours,
-            "size": f"{width}x{height}", "model": name, "machine": machine()}
+            **limit_figures(run, limit), "size": "x".join(map(str, run["frame_size"])), "model": name,
+            "machine": machine()}
+
+
+def ml5_fps(context, url, frames):
+    """Frames per second of ml5.js's example page at url (its first frame, which compiles its
+    shaders, not counted)."""
+    page = context.new_page()
+    page.goto(f"{url}&frames={frames + 1}")
+    first = page.wait_for_function("window.ml5Frames >= 1 && performance.now()", timeout=900000,
+                                   polling=1000).json_value()
+    last = page.wait_for_function(f"window.ml5Frames >= {frames + 1} && performance.now()",
+                                  timeout=900000, polling=1000).json_value()
+    page.close()
+    return 1000 * frames / (last - first)
+
+
+def limit_figures(run, limit):
+    """The page's run (page_fps) against the machine's limit (page_limit): the share, and where
+    the frame's time goes."""
+    conv, profile = limit["limit"], limit["profile"]
+    return {"limit_fps": conv["fps"], "share_of_limit": run["fps"] / conv["fps"], "limit_backend": conv["backend"],
+            "limit_threads": limit["threads"], "limit_runs_ms": conv["runs"], "conv_gflop": conv["flops"] / 1e9,
+            "conv_gflops_per_s": conv["gflopsPerS"], "network_conv_gflop": conv["plainFlops"] / 1e9,
+            "convs": conv["convs"], "stages_ms": run["stages_ms"], "network_ms": profile["ms"],
+            "kernels_ms": profile["kernels"]}
 
 
 HELP = "frames per second of the mirror page beside ml5.js 0.12.2, in headless Chromium"
@@ -114,6 +161,14 @@ def run(args) -> dict:
           f"ml5.js cannot run it) ({result['machine']}, headless Chromium)")
     print(f"without the steadier (?steady=off): {result['unsteady_fps']:.3f} fps, "
           f"{result['steady_cost']:.2f}x the page's default")
+    print(f"this machine's limit for the same work (the network's {len(result['convs'])} convolutions alone, "
+          f"{result['conv_gflop']:.2f} GFLOP a frame as stylenet.js runs them, on {result['limit_backend']} with "
+          f"{result['limit_threads']} threads, in the same browser): {result['limit_fps']:.3f} fps "
+          f"({result['conv_gflops_per_s']:.1f} GFLOP/s); the page runs at {100 * result['share_of_limit']:.0f}% of it")
+    stages = result["stages_ms"]
+    print(f"a frame's {sum(stages.values()):.0f} ms: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    print(f"the network alone ({result['network_ms']:.0f} ms a frame), ms by kernel: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in result["kernels_ms"].items() if v >= 0.5))
     print("the page with N mirrored pixels around each frame (?edgepad=N; the figure above: its default): " + ", ".join(
         f"{pad}: {fps:.3f} fps ({fps / result['ml5_fps']:.1f}x)" for pad, fps in result["edge_pad_fps"].items()))
     return result
