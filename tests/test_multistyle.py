@@ -392,6 +392,11 @@ def test_bench_quality_styles_runs_at_tiny_settings(workdir, tmp_path):
     assert result["multi_steps"] == 2 and list(result["styles"]) == ["brick", "style"]
     for r in result["styles"].values():
         assert r["ratio"] == pytest.approx(r["style_score"] / r["single_style_score"]) and r["style_score"] > 0
+        assert list(r["style_distance"]) == ["photo", "multi", "single", "arbitrary"], r
+    # Each style's distances are to its own picture: the arbitrary network paints each differently.
+    assert len({r["style_distance"]["arbitrary"] for r in result["styles"].values()}) == 2
+    assert len({r["style_distance"]["photo"] for r in result["styles"].values()}) == 2
+    assert "style distance to each style picture" in ran.stdout and "the multi-style network" in ran.stdout
     assert result["worst_ratio"] == max(r["ratio"] for r in result["styles"].values())
     # Top row: the photo, each style, the blend; bottom row: the photo and each single-style network.
     assert Image.open(tmp_path / "out" / "quality-styles.png").size == (64 * 4, 48 * 2)

@@ -6,14 +6,15 @@ import sys
 
 from . import __version__, train
 from .arguments import non_negative_int, path_text, port_number, positive_int, unit_float
-from .bench import data as data_bench, flicker as flicker_bench, mirror as mirror_bench, quality as quality_bench
+from .bench import arbitrary as arbitrary_bench, data as data_bench, flicker as flicker_bench, mirror as mirror_bench
+from .bench import quality as quality_bench
 from .bench import stylize as stylize_bench, train as train_bench
 from .errors import UserError
 from .stylize import Options
 
 # Each benchmark's module: its flags (add_arguments), its report (run) and its help (HELP).
 BENCHMARKS = {"train": train_bench, "stylize": stylize_bench, "data": data_bench, "quality": quality_bench,
-              "mirror": mirror_bench, "flicker": flicker_bench}
+              "arbitrary": arbitrary_bench, "mirror": mirror_bench, "flicker": flicker_bench}
 MODEL_HELP = ("an ml5 model folder, a .safetensors or .pt file, a training's --model-dir, or a published style name "
               "(see `stylemirror models`)")
 

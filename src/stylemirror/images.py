@@ -63,15 +63,25 @@ def style_record(path) -> dict:
     return {"name": style_name(path), "sha256": digest.hexdigest()}
 
 
-def save_picture(image: Image.Image, dest):
+def save_picture(image: Image.Image, dest, quality: int = 95):
+    """`image` to `dest`, atomically, in the format its suffix names (`quality`: JPEG's)."""
     dest = Path(dest)
     if dest.suffix.lower() in (".jpg", ".jpeg") and image.mode == "RGBA":
         image = image.convert("RGB")  # JPEG has no alpha channel
     try:
         with atomic.atomic_path(dest) as tmp:
-            image.save(tmp, format=Image.registered_extensions().get(dest.suffix.lower()), quality=95)
+            image.save(tmp, format=Image.registered_extensions().get(dest.suffix.lower()), quality=quality)
     except (KeyError, ValueError) as e:
         raise UserError(f"{dest}: cannot write this picture format ({e})") from None
+
+
+def fitted(draw, text: str, font, width: int) -> str:
+    """`text`, cut short with an ellipsis where it is wider than `width` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
 
 
 def video_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:

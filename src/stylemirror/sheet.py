@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from . import atomic
 from .errors import UserError
+from .images import fitted
 
 TILE = 256  # the longer side of each tile, in pixels
 GAP = 8  # white space between tiles and around the sheet
@@ -54,15 +55,6 @@ def sheet_size(count: int, size: tuple[int, int]) -> tuple[int, int]:
     rows = math.ceil(count / columns)
     w, h = size
     return GAP + columns * (w + GAP), GAP + rows * (h + LABEL_HEIGHT + GAP)
-
-
-def fitted(draw, text: str, font, width: int) -> str:
-    """`text`, cut short with an ellipsis where it is wider than `width` pixels."""
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
 
 
 def make_sheet(photo_path, out, folders, tile: int = TILE) -> list[str]:

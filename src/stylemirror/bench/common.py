@@ -18,6 +18,13 @@ SHARED = Path(__file__).resolve().parents[4] / "shared"
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry",
                   "hubble_deep_field", "retina", "camera", "page")
 
+# What each picture a style distance is taken of is, in the printed tables.
+DISTANCE_LABELS = {"photo": "the photo itself (the ceiling)", "ours": "ours",
+                   "reference": "the plain reference (pytorch/examples' network)",
+                   "published": "ml5's published udnie (the anchor)",
+                   "multi": "the multi-style network", "single": "its single-style network",
+                   "arbitrary": "the arbitrary network (scored by its own predictor)"}
+
 
 def write_skimage_photos(folder: Path, names=SKIMAGE_PHOTOS) -> Path:
     try:

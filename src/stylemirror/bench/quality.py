@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .. import data, formats, loss_network, registry
+from .. import arbitrary, data, formats, loss_network, paintings, registry
 from ..arguments import positive_int
-from ..images import picture_tensor
-from ..metrics import grid_score, shifted_grid_score, wall_edge_score
-from .common import SHARED, write_skimage_photos
+from ..images import open_picture, picture_tensor
+from ..metrics import grid_score, shifted_grid_score, style_distance, wall_edge_score
+from .common import DISTANCE_LABELS, SHARED, write_skimage_photos
 
 QUALITY_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 ZOOM = 4  # the grid's period is 2-4 pixels: shown 4x, nearest-neighbour, it is plain to see
@@ -36,8 +36,33 @@ def style_score(net, vgg, photo: Image.Image, style: Image.Image):
         def distance(f):
             return sum(((loss_network.gram(f[k]) - loss_network.gram(fs[k])) ** 2).mean().item() for k in QUALITY_LAYERS)
         drift = ((fy["relu3_1"] - fx["relu3_1"]) ** 2).sum() / (fx["relu3_1"] ** 2).sum()
-    stylized = Image.fromarray(y[0].permute(1, 2, 0).round().byte().numpy())
-    return distance(fy) / distance(fx), drift.item(), stylized
+    return distance(fy) / distance(fx), drift.item(), as_picture(y)
+
+
+def as_picture(y: torch.Tensor) -> Image.Image:
+    """A network's output [1, 3, H, W] in 0..255 as a picture, clamped and rounded as saved."""
+    return Image.fromarray(y[0].clamp(0, 255).permute(1, 2, 0).round().byte().numpy())
+
+
+def stylized_by(net, photo: Image.Image) -> Image.Image:
+    with torch.no_grad():
+        return as_picture(net(picture_tensor(photo)))
+
+
+def arbitrary_picture(painting: Image.Image, photo: Image.Image, net=None) -> Image.Image:
+    """`photo` in the style of `painting` by the arbitrary-style network (`net`: a loaded
+    arbitrary.ArbitraryNet to reuse), as `stylemirror stylize --style-image` paints it."""
+    net = net or arbitrary.ArbitraryNet.pretrained()
+    return stylized_by(net.with_style(paintings.picture_vector(painting)), photo)
+
+
+def style_distances(photo: Image.Image, painting_path, stylized: dict, arbitrary_net=None) -> dict:
+    """metrics.style_distance to the painting (lower: closer) of the photo itself (the
+    ceiling), of each of `stylized` ({name: picture of the photo}) and of the arbitrary-style
+    network's picture of it, which its own predictor scores (the two were trained together)."""
+    painting = open_picture(painting_path).convert("RGB")
+    pictures = {"photo": photo, **stylized, "arbitrary": arbitrary_picture(painting, photo, arbitrary_net)}
+    return {name: style_distance(picture, painting, arbitrary.predictor()) for name, picture in pictures.items()}
 
 
 def raw_frames(net, frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -177,15 +202,17 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
               "first_loss": log[0]["total"], "last_loss": log[-1]["total"]}
     if steadiness:
         result.update(flicker=flicker_of(net), edges=wall_edge_score(net), edges_unpadded=wall_edge_score(net, 0))
-    panels = [photo, stylized]
+    pictures = {"ours": stylized}
     if ref_net is not None:
-        panels.append(score_reference(ref_net, vgg, photo, style, result, ref_seconds, steadiness))
-    side = Image.new("RGB", (photo.width * len(panels), photo.height))
-    for i, panel in enumerate(panels):
+        pictures["reference"] = score_reference(ref_net, vgg, photo, style, result, ref_seconds, steadiness)
+    side = Image.new("RGB", (photo.width * (1 + len(pictures)), photo.height))
+    for i, panel in enumerate([photo, *pictures.values()]):
         side.paste(panel, (i * photo.width, 0))
     side.save(out_dir / f"{name}.png")
     if published is not None:
-        result["published_grid"] = beside_published(published, photo, stylized, out_dir / f"{name}-zoom.png")
+        result["published_grid"], pictures["published"] = beside_published(published, photo, stylized,
+                                                                            out_dir / f"{name}-zoom.png")
+    result["style_distance"] = style_distances(photo, style_path, pictures)
     (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -212,20 +239,17 @@ def score_reference(ref_net, vgg, photo, style, result: dict, seconds, steadines
     return stylized
 
 
-def beside_published(published, photo: Image.Image, stylized: Image.Image, dest: Path) -> float:
-    """The grid score of `published` (an ml5 model) on the photo; writes a zoomed crop of its
-    picture beside the same crop of `stylized` into dest."""
-    theirs = registry.open_model(published)
-    with torch.no_grad():
-        published_y = theirs(picture_tensor(photo))[0].permute(1, 2, 0).round().byte().numpy()
-    published_picture = Image.fromarray(published_y)
+def beside_published(published, photo: Image.Image, stylized: Image.Image, dest: Path):
+    """(The grid score of `published` (an ml5 model) on the photo, its picture of the photo);
+    writes a zoomed crop of its picture beside the same crop of `stylized` into dest."""
+    published_picture = stylized_by(registry.open_model(published), photo)
     box = (photo.width // 2 - 32, photo.height // 2 - 32, photo.width // 2 + 32, photo.height // 2 + 32)
     pair = [zoomed(published_picture, box), zoomed(stylized, box)]
     zoom = Image.new("RGB", (pair[0].width * 2 + 8, pair[0].height), "white")
     zoom.paste(pair[0], (0, 0))
     zoom.paste(pair[1], (pair[0].width + 8, 0))
     zoom.save(dest)
-    return grid_score(published_picture)
+    return grid_score(published_picture), published_picture
 
 
 # --- Many styles in one network (conditional instance norm) -----------------------------------
@@ -246,7 +270,6 @@ def style_picture(spec, folder: Path, shared: Path) -> Path:
     import skimage.data
 
     from ..errors import UserError
-    from ..images import open_picture
 
     path, name = Path(spec), Path(spec).stem
     if not path.is_file() and (shared / "images" / spec).is_file():
@@ -256,9 +279,7 @@ def style_picture(spec, folder: Path, shared: Path) -> Path:
     elif (shared / "ml5-models" / spec / "manifest.json").is_file():
         photo = Image.fromarray(getattr(skimage.data, RENDERED_PHOTO)()).convert("RGB")
         photo.thumbnail((256, 256))
-        with torch.no_grad():
-            y = registry.open_model(shared / "ml5-models" / spec)(picture_tensor(photo))
-        picture = Image.fromarray(y[0].permute(1, 2, 0).round().byte().numpy())
+        picture = stylized_by(registry.open_model(shared / "ml5-models" / spec), photo)
     elif spec in TEXTURES:
         picture = Image.fromarray(getattr(skimage.data, spec)()).convert("RGB")
     else:
@@ -307,12 +328,15 @@ def quality_styles(styles, photo_path, vgg_path, out_dir, shared: Path, steps=12
               "batch_size": batch_size, "style_weight": style_weight, "arch": arch,
               "multi_train_seconds": multi_seconds}
     top, bottom = [photo], [photo]
+    arbitrary_net, paths = arbitrary.ArbitraryNet.pretrained(), dict(zip(names, pictures))
     for name, single in multi.each_style():
         score, drift, stylized = style_score(single, vgg, photo, style_images[name])
         single_score, single_drift, single_stylized = style_score(singles[name][0], vgg, photo, style_images[name])
         result["styles"][name] = {"style_score": score, "content_drift": drift, "single_style_score": single_score,
                                   "single_content_drift": single_drift, "single_train_seconds": singles[name][1],
-                                  "ratio": score / single_score}
+                                  "ratio": score / single_score,
+                                  "style_distance": style_distances(photo, paths[name], {"multi": stylized,
+                                                                    "single": single_stylized}, arbitrary_net)}
         top.append(stylized)
         bottom.append(single_stylized)
     blend = torch.zeros(len(names))
@@ -332,7 +356,8 @@ def quality_styles(styles, photo_path, vgg_path, out_dir, shared: Path, steps=12
 
 # --- The command: `stylemirror bench quality [--styles ...]` ------------------------------------
 
-HELP = "training quality: style score, content drift, grid and flicker of a short run on real photos"
+HELP = ("training quality: style score, style distance, content drift, grid and flicker of a short run on real "
+        "photos")
 
 
 def add_arguments(p):
@@ -353,24 +378,76 @@ def add_arguments(p):
     train_flags(p, only=("batch_size", "arch", "decoder", "encoder", "stability_weight", "grid_weight", "seed"))
     p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                    help="also train the plain reference in the same run")
+    p.add_argument("--seeds", type=positive_int, default=1,
+                   help="train this many seeds, from --seed on, each into OUT/seedN/, and report the spread of "
+                        "the style figures (mean, min-max) in OUT/quality*-seeds.json")
+    p.add_argument("--steadiness", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure flicker and a flat wall's edges (half a minute a network on a CPU)")
 
 
 def run(args) -> dict:
     if args.styles is not None:
         return run_styles(args)
+    seeds = [args.seed + i for i in range(args.seeds)]
+    runs = [run_seed(args, seed, Path(args.out) / f"seed{seed}" if len(seeds) > 1 else Path(args.out)) for seed in seeds]
+    print(f"style distance to the style picture (metrics.style_distance, lower is closer), seed{'s' * (len(seeds) > 1)} "
+          f"{', '.join(map(str, seeds))}" + (": mean (min-max)" if len(seeds) > 1 else "") + ":")
+    print_spread([r["style_distance"] for r in runs])
+    if len(seeds) == 1:
+        return runs[0]
+    result = {"seeds": seeds, "spread": seed_spread(runs), "runs": runs}
+    name = file_name(args.arch, args.decoder, args.encoder, args.stability_weight, args.grid_weight)
+    summary = Path(args.out) / f"{name}-seeds.json"
+    summary.write_text(json.dumps(result, indent=2))
+    print(f"style score over the seeds {spread_text(result['spread']['style_score'])}"
+          + (f", the reference's {spread_text(result['spread']['reference_style_score'])}" if args.reference else "")
+          + f"; figures: {summary}")
+    return result
+
+
+SPREAD_FIGURES = ("style_score", "content_drift", "reference_style_score", "reference_content_drift")
+
+
+def spread(values) -> dict:
+    return {"mean": float(np.mean(values)), "min": float(min(values)), "max": float(max(values))}
+
+
+def spread_text(figure: dict) -> str:
+    if figure["min"] == figure["max"]:
+        return f"{figure['mean']:.2f}"
+    return f"{figure['mean']:.2f} ({figure['min']:.2f}-{figure['max']:.2f})"
+
+
+def seed_spread(runs: list[dict]) -> dict:
+    """Mean, min and max over the runs of each of SPREAD_FIGURES they hold, and of each style distance."""
+    result = {key: spread([r[key] for r in runs]) for key in SPREAD_FIGURES if key in runs[0]}
+    result["style_distance"] = {name: spread([r["style_distance"][name] for r in runs]) for name in runs[0]["style_distance"]}
+    return result
+
+
+def print_spread(distances: list[dict], indent: str = "  "):
+    """One line per picture of its style distance, over the runs' `distances`."""
+    for name in distances[0]:
+        print(f"{indent}{DISTANCE_LABELS[name]:52s} {spread_text(spread([d[name] for d in distances]))}")
+
+
+def run_seed(args, seed, out: Path) -> dict:
+    """One seed of `bench quality`: trains, scores and prints."""
     published = SHARED / "ml5-models" / "udnie"
     same_style = Path(args.style).stem == "udnie" and (published / "manifest.json").exists()
-    result = quality(args.style, args.photo, args.vgg_path, args.out, steps=args.steps, image_size=args.image_size,
+    result = quality(args.style, args.photo, args.vgg_path, out, steps=args.steps, image_size=args.image_size,
                      batch_size=args.batch_size, arch=args.arch, decoder=args.decoder, encoder=args.encoder,
                      reference=args.reference, published=published if same_style else None,
-                     stability_weight=args.stability_weight, grid_weight=args.grid_weight, seed=args.seed)
+                     stability_weight=args.stability_weight, grid_weight=args.grid_weight, seed=seed,
+                     steadiness=args.steadiness)
     print(f"style score {result['style_score']:.3f} (Gram distance to the style, stylized / photo; < 1 is better), "
           f"content drift {result['content_drift']:.3f}, grid {result['grid']:.2f} (the photo's own "
-          f"{result['photo_grid']:.2f}), {result['steps']} steps in {result['train_seconds']:.0f} s, seed {args.seed}")
+          f"{result['photo_grid']:.2f}), {result['steps']} steps in {result['train_seconds']:.0f} s, seed {seed}")
     print(f"grid over 4 positions of the photo {result['grid_shifted']:.2f} (the photo's own "
           f"{result['photo_grid_shifted']:.2f}; the grid's strength moves with where the photo falls modulo 4)")
-    print(f"edges of a flat wall {result['edges']:.1f} levels from the rest (target <= 8; "
-          f"{result['edges_unpadded']:.1f} with --edge-pad 0)")
+    if args.steadiness:
+        print(f"edges of a flat wall {result['edges']:.1f} levels from the rest (target <= 8; "
+              f"{result['edges_unpadded']:.1f} with --edge-pad 0)")
     if "reference_style_score" in result:
         print(f"plain reference (pytorch/examples' network, eager fp32, same data, steps and loss): style score "
               f"{result['reference_style_score']:.3f}, content drift {result['reference_content_drift']:.3f}, grid "
@@ -380,11 +457,12 @@ def run(args) -> dict:
 
     def steadiness(f):
         return f"overall {f['flicker']:.2f}, still {f['still']:.2f}, pan warping error {f['pan_warp']:.2f}"
-    print("flicker (bench flicker's clips): " + steadiness(result["flicker"])
-          + (f"; reference {steadiness(result['reference_flicker'])}" if args.reference else ""))
+    if args.steadiness:
+        print("flicker (bench flicker's clips): " + steadiness(result["flicker"])
+              + (f"; reference {steadiness(result['reference_flicker'])}" if args.reference else ""))
     if "published_grid" in result:
         print(f"ml5's published udnie on the same photo: grid {result['published_grid']:.2f}")
-    print(f"pictures: {args.out}/quality*.png")
+    print(f"pictures: {out}/quality*.png")
     return result
 
 
@@ -397,6 +475,10 @@ def run_styles(args) -> dict:
           "style score (< 1 is better), multi / single (target <= 1.15):")
     for name, r in result["styles"].items():
         print(f"  {name:12s} {r['style_score']:.3f} vs {r['single_style_score']:.3f}: {r['ratio']:.2f}x")
+    print("style distance to each style picture (metrics.style_distance, lower is closer):")
+    for name, r in result["styles"].items():
+        print(f"  {name}:")
+        print_spread([r["style_distance"]], indent="    ")
     print(f"pictures: {args.out}/quality-styles.png (top: the photo, each style, a blend of the first two; "
           "bottom: the single-style networks)")
     return result
