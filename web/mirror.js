@@ -1,5 +1,6 @@
 // The style mirror: the webcam (or a picture) through a style network, live, in the browser.
 import * as Blend from './blend.js';
+import { cameraPad, frameDone } from './camera-size.js';
 import { $, download, say } from './dom.js';
 import { wireRecording } from './record.js';
 import * as Painting from './painting.js';
@@ -249,13 +250,15 @@ async function cameraLoop() {
       const bitmap = state.capture && (await next);
       if (state.capture) next = grabNext();
       t = lap('camera', t);
-      if (state.net && (state.capture ? bitmap : video.readyState >= 2)) {
+      const busySince = t; // the frame's own time, without waiting for the camera: what the size changes
+      const drawing = state.net && (state.capture ? bitmap : video.readyState >= 2);
+      if (drawing) {
         const [w, h] = resolution();
         const frame = grab(bitmap || video, w, h);
         t = lap('grab', t);
         const input = steadied(frame);
         t = lap('steady', t);
-        const out = stylize(input, edgePad('camera'));
+        const out = stylize(input, cameraPad(edgePad('camera')));
         frame.dispose();
         t = lap('network', t);
         if (canvas.width !== w || canvas.height !== h) [canvas.width, canvas.height] = [w, h];
@@ -267,6 +270,7 @@ async function cameraLoop() {
       if (bitmap) bitmap.close();
       await tf.nextFrame();
       t = lap('yield', t);
+      if (drawing) frameDone(t - busySince);
     }
   } finally {
     state.loopRunning = false;

@@ -16,6 +16,7 @@ export const state = {
   picture: null, // the picture on show in picture mode: stylized again when the style or blend changes
   pictures: 0, // pictures stylized so far
   frames: 0,
+  pace: null, // the camera's size: {auto, target (fps), size, pad (null: not the pace's), changes} (camera-size.js)
   frameTimes: [],
   stageMs: {}, // the camera loop's milliseconds by stage, summed over its frames (`bench mirror`)
   loopRunning: false,
