@@ -247,6 +247,7 @@ async function cameraLoop() {
   try {
     let t = performance.now();
     while (state.mode === 'camera' && state.stream) {
+      if (state.styleSwap) await state.styleSwap.catch(() => {}); // its failure is said by the swap itself
       const bitmap = state.capture && (await next);
       if (state.capture) next = grabNext();
       t = lap('camera', t);
@@ -254,6 +255,7 @@ async function cameraLoop() {
       const drawing = state.net && (state.capture ? bitmap : video.readyState >= 2);
       if (drawing) {
         const [w, h] = resolution();
+        const model = state.model; // the style this frame is painted in: state.net, read by stylize below
         const frame = grab(bitmap || video, w, h);
         t = lap('grab', t);
         const input = steadied(frame);
@@ -265,6 +267,7 @@ async function cameraLoop() {
         await draw(out);
         out.dispose();
         t = lap('draw', t);
+        state.lastFrame = { model, began: busySince, at: t };
         countFrame();
       }
       if (bitmap) bitmap.close();
@@ -323,8 +326,18 @@ async function stylizePicture(file) {
 }
 
 // A picture dropped (or chosen with "use as style") as the style: the server computes its
-// vector (POST /style), and the painting runs on the transformer while the camera keeps going.
-async function useStylePicture(file) {
+// vector (POST /style), and the painting runs on the transformer. The camera loop starts no
+// frame meanwhile: on wasm a frame holds the page, so each one started would delay the answer's
+// handling by a whole frame (bench/README.md: from the drop to the first frame in its style).
+function useStylePicture(file) {
+  const swap = readStyle(file);
+  state.styleSwap = swap;
+  return swap.finally(() => {
+    if (state.styleSwap === swap) state.styleSwap = null;
+  });
+}
+
+async function readStyle(file) {
   if (!file || !file.type.startsWith('image/')) {
     say(`"${file ? file.name : ''}" is not a picture: drop a painting's picture to paint in its style.`);
     return false;
