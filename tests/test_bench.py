@@ -114,6 +114,22 @@ def test_mirror_limit_runs_the_networks_convolutions(browser, mirror_url, models
     page.close()
 
 
+def test_mirror_limit_runs_the_arbitrary_networks_convolutions(browser, mirror_url):
+    """A painting's conv-only limit: the transformer's 16 convolutions (reflect-padded, 'valid'),
+    as many FLOPs as PyTorch counts for ArbitraryNet."""
+    from stylemirror import arbitrary
+
+    net = arbitrary.ArbitraryNet.pretrained().with_style(torch.zeros(arbitrary.STYLE_DIM)).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.zeros(1, 3, 48, 64))
+    page = open_page(browser, f"{mirror_url}?model=great_wave&camera=off&backend=wasm")
+    convs = page.evaluate("StyleNet.convList(window.mirror.net, 48, 64).map((c) => ({...c, weight: c.weight.shape}))")
+    assert len(convs) == 16 and not page.errors
+    assert sum(c["flops"] for c in convs) == counter.get_total_flops()
+    page.close()
+
+
 def shared_vgg():
     vgg = SHARED / "vgg19" / "imagenet-vgg19-conv1_1-conv3_4.mat"
     if not vgg.exists() or not (IMAGES / "udnie.jpg").exists():

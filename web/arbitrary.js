@@ -4,7 +4,7 @@
 // from a 100-number style vector, sigmoid output; any picture size (odd sizes are cropped
 // at the bottom/right). Weights: ArbitraryNet's state dict, PyTorch's names and layouts.
 // The norms run as stylenet.js's do (moments, affine: fast on wasm).
-import { affine, moments } from './stylenet.js';
+import { affine, convNote, moments } from './stylenet.js';
 
 export const STYLE_DIM = 100; // numbers in a style vector (arbitrary.STYLE_DIM)
 const EPS = 1e-5;
@@ -55,8 +55,10 @@ class ArbitraryNet {
   conv(x, { weight, bias }, stride = 1, relu = false) {
     const p = (weight.shape[0] - 1) / 2;
     const padded = tf.mirrorPad(x, [[p, p], [p, p], [0, 0]], 'reflect');
-    if (!bias) return tf.conv2d(padded, weight, stride, 'valid');
-    return tf.fused.conv2d({ x: padded, filter: weight, strides: stride, pad: 'valid', bias, activation: relu ? 'relu' : 'linear' });
+    const y = bias ? tf.fused.conv2d({ x: padded, filter: weight, strides: stride, pad: 'valid', bias, activation: relu ? 'relu' : 'linear' })
+      : tf.conv2d(padded, weight, stride, 'valid');
+    if (this.trace) this.trace.push(convNote(padded, weight, stride, 'valid', y)); // StyleNet.convList's
+    return y;
   }
 
   // Instance norm folded into one multiply-add: a = scale / sqrt(var + eps), b = shift - mean * a;

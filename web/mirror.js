@@ -251,9 +251,8 @@ async function cameraLoop() {
       const bitmap = state.capture && (await next);
       if (state.capture) next = grabNext();
       t = lap('camera', t);
-      const busySince = t; // the frame's own time, without waiting for the camera: what the size changes
-      const drawing = state.net && (state.capture ? bitmap : video.readyState >= 2);
-      if (drawing) {
+      const busySince = t; // the frame's own time, without the camera's or the display's waits: what the size changes
+      if (state.net && (state.capture ? bitmap : video.readyState >= 2)) {
         const [w, h] = resolution();
         const model = state.model; // the style this frame is painted in: state.net, read by stylize below
         const frame = grab(bitmap || video, w, h);
@@ -269,11 +268,11 @@ async function cameraLoop() {
         t = lap('draw', t);
         state.lastFrame = { model, began: busySince, at: t };
         countFrame();
+        frameDone(t - busySince);
       }
       if (bitmap) bitmap.close();
       await tf.nextFrame();
       t = lap('yield', t);
-      if (drawing) frameDone(t - busySince);
     }
   } finally {
     state.loopRunning = false;

@@ -1,12 +1,12 @@
-// Which camera size (and edge pad) holds a target frame rate: a pure decision from the
-// frames' times, with no page in it, so that node runs it on synthetic machines (tests/test_pace.py).
-// Levels rise in cost; each frame's busy time (all but waiting for the camera) goes in, the
-// level to run comes out. Judged over a window of frames (some seconds' worth): below the target it steps down to the
-// highest level whose predicted rate reaches it; it climbs one level where the next level's
-// predicted rate clears the target by a margin. A prediction scales the rate by the levels'
-// pixel counts until both levels have been measured one after the other; from then on by
-// their measured ratio, so that a level left for being slow is not tried again until the
-// rate here has risen by what it lacked (no swinging around a boundary). After every change
+// Which camera size (and edge pad) holds a target frame rate: a pure decision from the frames'
+// times, with no page in it, so that node runs it on synthetic machines (tests/test_pace.py).
+// Levels rise in cost; each frame's busy time (its own work, no waiting) goes in, the level to
+// run comes out. Judged over a window of frames (some seconds' worth): below the target it
+// steps down to the highest level whose predicted rate reaches it; it climbs one level where
+// the next level's predicted rate clears the target by a margin. A prediction scales the rate
+// by the levels' pixel counts until both levels have been measured one after the other; from
+// then on by their measured ratio, so that a level left for being slow is not tried again until
+// the rate here has risen by what it lacked (no swinging around a boundary). After every change
 // the new size warms up (XNNPACK packs its kernels, shapes are new) before it is judged.
 export const DEFAULT_FPS = 12;
 

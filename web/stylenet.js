@@ -250,6 +250,13 @@ export function moments(x) {
   return { mean, variance: pool(d.mul(d)) };  // d * d: square's numbers, 2x faster on wasm
 }
 
+// What convList notes of a convolution x -> y: its input, kernel, stride and padding, its FLOPs
+// as run, and `plain`: those of the layer it stands for (null: the same).
+export function convNote(x, weight, stride, pad, y, plain = null) {
+  const flops = 2 * y.shape[0] * y.shape[1] * weight.shape.reduce((a, b) => a * b, 1);
+  return { input: x.shape, weight, stride, pad, output: y.shape, flops, plain: plain ?? flops };
+}
+
 // Phases [h, w, 4c] -> the image [2h, 2w, c].
 function interleave(y) {
   const [h, w, c4] = y.shape;
@@ -315,14 +322,10 @@ class Net {
   }
 
   // Every convolution of apply goes through here; while this.trace is an array (convList) each
-  // is noted: its input, kernel, stride and padding, its FLOPs as run, and `plain`: those of the
-  // layer it stands for (a transposed or full-size conv where it runs on phases).
+  // is noted (convNote; `plain`: a transposed or full-size conv where it runs on phases).
   conv2d(x, weight, stride, pad, plain = null) {
     const y = tf.conv2d(x, weight, stride, pad);
-    if (this.trace) {
-      const flops = 2 * y.shape[0] * y.shape[1] * weight.shape.reduce((a, b) => a * b, 1);
-      this.trace.push({ input: x.shape, weight, stride, pad, output: y.shape, flops, plain: plain ?? flops });
-    }
+    if (this.trace) this.trace.push(convNote(x, weight, stride, pad, y, plain));
     return y;
   }
 

@@ -45,49 +45,43 @@ def page_fps(context, url, frames):
             "frame_size": tuple(end[4])}
 
 
-def page_limit(context, url, width, height, passes=5, network_only=False):
+def page_limit(context, url, width, height, passes=5):
     """This machine's limit for the page's work (web/limit.js): the network's convolutions
     alone at width x height, in the page at url (which loads the model and starts its backend
-    as for the camera, but no camera), and the network's milliseconds by kernel (alone where
-    `network_only`: the arbitrary-style network has no convList)."""
+    as for the camera, but no camera), and the network's milliseconds by kernel."""
     page = context.new_page()
     page.goto(url + "&camera=off")
     page.wait_for_function("window.mirror.net && document.body.dataset.state === 'ready'", timeout=600000,
                            polling=500)
-    result = page.evaluate("""async ([h, w, passes, networkOnly]) => {
+    result = page.evaluate("""async ([h, w, passes]) => {
         const Limit = await import(new URL('limit.js', location.href).href);
         const net = window.mirror.net;
-        return {limit: networkOnly ? null : await Limit.convLimit(net, h, w, {passes}),
+        return {limit: await Limit.convLimit(net, h, w, {passes}),
                 profile: await Limit.networkProfile(net, h, w, {passes: Math.max(1, passes - 2)}),
                 threads: window.mirror.threads};
-    }""", [height, width, passes, network_only])
+    }""", [height, width, passes])
     page.close()
     return result
 
 
 # A painting's picture dropped on the page with "use as style" ticked, as a user drops it; the
-# milliseconds from the drop to the first camera frame drawn in its style, and on the way:
+# milliseconds from the drop event to the first camera frame drawn in its style, and on the way:
 # when the POST /style's answer had arrived (the browser's resource timing, whatever the page was
-# doing), the server's share of it (request sent to the answer's first byte), when the frame that
-# was running at the drop ended, and when the first frame in the new style began and ended.
+# doing), the server's share of it (request sent to the answer's first byte), and when the first
+# frame in the new style began. The page handles an event between frames only: a real drop
+# waits for the frame in progress before this clock starts.
 DROP = """async ([url, name]) => {
   const blob = await (await fetch(url)).blob();
   const data = new DataTransfer();
   data.items.add(new File([blob], `${name}.jpg`, { type: 'image/jpeg' }));
   document.getElementById('use-as-style').checked = true;
-  await new Promise((resolve) => requestAnimationFrame(resolve));
   const drop = performance.now();
   document.getElementById('stage').dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
-  let running = null;
-  while (!window.mirror.lastFrame || window.mirror.lastFrame.model !== name) {
-    const frame = window.mirror.lastFrame;
-    if (frame && frame.at > drop && running === null) running = frame.at - drop;
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
+  while (!window.mirror.lastFrame || window.mirror.lastFrame.model !== name) await new Promise((resolve) => setTimeout(resolve, 2));
   const post = performance.getEntriesByType('resource').filter((e) => e.name.endsWith('/style')).pop();
   const { began, at } = window.mirror.lastFrame;
   return { total_ms: at - drop, answer_ms: post.responseEnd - drop, server_ms: post.responseStart - post.requestStart,
-           running_frame_ms: running ?? 0, began_ms: began - drop, frame_ms: at - began };
+           began_ms: began - drop, frame_ms: at - began };
 }"""
 
 
@@ -150,7 +144,7 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
                 lite_fps = page_fps(context, f"{base}?model={lite}&size={width}x{height}", frames)["fps"]
                 painting_url = f"{base}?model={mirror.DEFAULT_PAINTING}&size={width}x{height}"
                 painting = page_fps(context, painting_url, frames)
-                painting_limit = page_limit(context, painting_url, *painting["frame_size"], network_only=True)
+                painting_limit = page_limit(context, painting_url, *painting["frame_size"])
                 drops = drop_to_frame(context, painting_url, drops_of)
                 by_pad = {pad: page_fps(context, f"{url}&edgepad={pad}", frames)["fps"] for pad in edge_pads}
                 theirs = ml5_fps(context, f"{base}examples/ml5/?model={name}&size={width}x{height}", ml5_frames)
@@ -162,6 +156,8 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
             "ml5_backend": "webgl", "lite_fps": lite_fps, "edge_pad_fps": by_pad,
             "painting": mirror.DEFAULT_PAINTING, "painting_fps": painting["fps"], "painting_vs_standard": painting["fps"] / ours,
             "painting_stages_ms": painting["stages_ms"], "painting_network_ms": painting_limit["profile"]["ms"],
+            "painting_limit_fps": painting_limit["limit"]["fps"], "painting_conv_gflop": painting_limit["limit"]["flops"] / 1e9,
+            "painting_share_of_limit": painting["fps"] / painting_limit["limit"]["fps"],
             "painting_kernels_ms": painting_limit["profile"]["kernels"], "drops": drops,
             "drop_to_frame_s": float(np.median([d["total_ms"] for d in drops])) / 1000,
             "unsteady_fps": unsteady_fps, "steady_cost": unsteady_fps / ours, "lite_vs_standard": lite_fps / ours,
@@ -220,13 +216,14 @@ def run(args) -> dict:
     print(f"the network alone ({result['network_ms']:.0f} ms a frame), ms by kernel: " + ", ".join(
         f"{k} {v:.1f}" for k, v in result["kernels_ms"].items() if v >= 0.5))
     print(f"a painting (the arbitrary-style network, {result['painting']}): {result['painting_fps']:.3f} fps, "
-          f"{result['painting_vs_standard']:.2f}x the standard network; alone {result['painting_network_ms']:.0f} ms "
+          f"{result['painting_vs_standard']:.2f}x the standard network; its {result['painting_conv_gflop']:.2f} GFLOP of "
+          f"convolutions alone {result['painting_limit_fps']:.3f} fps: the page runs at "
+          f"{100 * result['painting_share_of_limit']:.0f}% of it; the network alone {result['painting_network_ms']:.0f} ms "
           "a frame, ms by kernel: " + ", ".join(f"{k} {v:.1f}" for k, v in result["painting_kernels_ms"].items() if v >= 0.5))
     print(f"a painting dropped on the page to its first frame in that style: {result['drop_to_frame_s']:.2f} s "
           "(median); each: " + "; ".join(
               f"{d['total_ms'] / 1000:.2f} s (POST answered at {d['answer_ms']:.0f} ms, server {d['server_ms']:.0f}; "
-              f"the running frame ended at {d['running_frame_ms']:.0f}; the new one {d['began_ms']:.0f}-"
-              f"{d['total_ms']:.0f})" for d in result["drops"]))
+              f"the new style's frame {d['began_ms']:.0f}-{d['total_ms']:.0f})" for d in result["drops"]))
     print("the page with N mirrored pixels around each frame (?edgepad=N; the figure above: its default): " + ", ".join(
         f"{pad}: {fps:.3f} fps ({fps / result['ml5_fps']:.1f}x)" for pad, fps in result["edge_pad_fps"].items()))
     return result
