@@ -16,6 +16,7 @@ IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 PAINTINGS = ["great_wave", "the_scream", "shipwreck_of_the_minotaur", "udnie"]
 SIZE = 384  # the shipped transformer's only size
 TFJS = Path(__file__).resolve().parents[1] / "web" / "node_modules" / "@tensorflow" / "tfjs" / "dist" / "tf.min.js"
+WASM = TFJS.parents[2] / "tfjs-backend-wasm" / "dist"
 
 
 def shared_picture(name: str) -> Image.Image:
@@ -191,16 +192,22 @@ def test_a_missing_package_is_one_line(monkeypatch):
 
 
 @pytest.mark.browser
-def test_tfjs_matches_torch(browser, static_server, tmp_path, net, vectors):
-    """web/arbitrary.js against ArbitraryNet, on an odd-sized picture, leaking no tensors."""
+@pytest.mark.parametrize("backend", ["cpu", "wasm"])
+def test_tfjs_matches_torch(browser, static_server, tmp_path, net, vectors, backend):
+    """web/arbitrary.js against ArbitraryNet, on an odd-sized picture, leaking no tensors; on
+    wasm its norms take stylenet.js's average-pool and depthwise-conv path."""
     (tmp_path / "blank.html").write_text("<!doctype html><title>arbitrary.js</title>")
     picture = np.asarray(shared_picture("amber").resize((61, 45), Image.Resampling.LANCZOS))
     tensors = {name: {"shape": list(t.shape), "data": t.flatten().tolist()} for name, t in net.state_dict().items()}
     page = browser.new_page()
+    # From the files: a checkout's node_modules may be a link the server refuses.
+    page.route("**/wasm/*.wasm", lambda route: route.fulfill(path=WASM / route.request.url.rsplit("/", 1)[1]))
     page.goto(f"{static_server}/work/blank.html")
-    page.add_script_tag(path=TFJS)  # from the file: a checkout's node_modules may be a link the server refuses
-    got, left = page.evaluate("""async ([tensors, vector, picture]) => {
-        await tf.setBackend('cpu');
+    page.add_script_tag(path=TFJS)
+    page.add_script_tag(path=WASM / "tf-backend-wasm.min.js")
+    got, left = page.evaluate("""async ([tensors, vector, picture, backend]) => {
+        tf.wasm.setWasmPaths(new URL('/wasm/', location.href).href);
+        if (!(await tf.setBackend(backend))) throw new Error(`no ${backend} backend`);
         const { fromTensors } = await import('/arbitrary.js');
         const net = fromTensors(tensors);
         net.setStyle(vector);
@@ -209,7 +216,7 @@ def test_tfjs_matches_torch(browser, static_server, tmp_path, net, vectors):
         out.dispose();
         net.dispose();
         return [data, tf.memory().numTensors];
-    }""", [tensors, vectors["udnie"].tolist(), picture.flatten().tolist()])
+    }""", [tensors, vectors["udnie"].tolist(), picture.flatten().tolist(), backend])
     page.close()
     difference = np.abs(np.array(got).reshape(45, 61, 3) - stylize(net, picture, vectors["udnie"]))
     assert difference.max() <= 2.0 and left == 0, (difference.max(), left)

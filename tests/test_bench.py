@@ -86,6 +86,15 @@ def test_bench_mirror_reports_the_page_against_the_machines_limit():
     assert figures["conv_gflop"] > figures["network_conv_gflop"] > 0
     assert figures["stages_ms"]["network"] > 0 and figures["kernels_ms"]["Conv2D"] > 0
     assert "% of it" in text and "ms by kernel: Conv2D" in text
+    # The arbitrary-style network in the same run, and paintings dropped on it: each new style's
+    # first frame begins once the POST's answer is in and ends after it.
+    assert figures["painting_fps"] > 0 and figures["painting_vs_standard"] == pytest.approx(
+        figures["painting_fps"] / figures["fps"])
+    assert figures["painting_kernels_ms"]["Conv2D"] > 0 and "Tile" not in figures["painting_kernels_ms"]
+    drops = figures["drops"]
+    assert len(drops) == 4 and all(0 < d["server_ms"] < d["answer_ms"] <= d["began_ms"] + 1 < d["total_ms"] for d in drops)
+    assert min(d["total_ms"] for d in drops) <= 1000 * figures["drop_to_frame_s"] <= max(d["total_ms"] for d in drops)
+    assert "to its first frame in that style" in text
 
 
 MIRROR_MODELS = {"ours": "ours", "lite": "lite.safetensors", "udnie": "udnie"}
@@ -107,6 +116,22 @@ def test_mirror_limit_runs_the_networks_convolutions(browser, mirror_url, models
     assert len(convs) == 6 + 2 * net.blocks and not page.errors
     assert sum(c["plain"] for c in convs) == counter.get_total_flops()
     assert all(c["flops"] >= c["plain"] for c in convs)  # phases add zero taps, never take any away
+    page.close()
+
+
+def test_mirror_limit_runs_the_arbitrary_networks_convolutions(browser, mirror_url):
+    """A painting's conv-only limit: the transformer's 16 convolutions (reflect-padded, 'valid'),
+    as many FLOPs as PyTorch counts for ArbitraryNet."""
+    from stylemirror import arbitrary
+
+    net = arbitrary.ArbitraryNet.pretrained().with_style(torch.zeros(arbitrary.STYLE_DIM)).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.zeros(1, 3, 48, 64))
+    page = open_page(browser, f"{mirror_url}?model=great_wave&camera=off&backend=wasm")
+    convs = page.evaluate("StyleNet.convList(window.mirror.net, 48, 64).map((c) => ({...c, weight: c.weight.shape}))")
+    assert len(convs) == 16 and not page.errors
+    assert sum(c["flops"] for c in convs) == counter.get_total_flops()
     page.close()
 
 

@@ -1,5 +1,6 @@
 // The style mirror: the webcam (or a picture) through a style network, live, in the browser.
 import * as Blend from './blend.js';
+import { cameraPad, frameDone } from './camera-size.js';
 import { $, download, say } from './dom.js';
 import { wireRecording } from './record.js';
 import * as Painting from './painting.js';
@@ -246,23 +247,28 @@ async function cameraLoop() {
   try {
     let t = performance.now();
     while (state.mode === 'camera' && state.stream) {
+      if (state.styleSwap) await state.styleSwap.catch(() => {}); // its failure is said by the swap itself
       const bitmap = state.capture && (await next);
       if (state.capture) next = grabNext();
       t = lap('camera', t);
+      const busySince = t; // the frame's own time, without the camera's or the display's waits: what the size changes
       if (state.net && (state.capture ? bitmap : video.readyState >= 2)) {
         const [w, h] = resolution();
+        const model = state.model; // the style this frame is painted in: state.net, read by stylize below
         const frame = grab(bitmap || video, w, h);
         t = lap('grab', t);
         const input = steadied(frame);
         t = lap('steady', t);
-        const out = stylize(input, edgePad('camera'));
+        const out = stylize(input, cameraPad(edgePad('camera')));
         frame.dispose();
         t = lap('network', t);
         if (canvas.width !== w || canvas.height !== h) [canvas.width, canvas.height] = [w, h];
         await draw(out);
         out.dispose();
         t = lap('draw', t);
+        state.lastFrame = { model, began: busySince, at: t };
         countFrame();
+        frameDone(t - busySince);
       }
       if (bitmap) bitmap.close();
       await tf.nextFrame();
@@ -319,8 +325,18 @@ async function stylizePicture(file) {
 }
 
 // A picture dropped (or chosen with "use as style") as the style: the server computes its
-// vector (POST /style), and the painting runs on the transformer while the camera keeps going.
-async function useStylePicture(file) {
+// vector (POST /style), and the painting runs on the transformer. The camera loop starts no
+// frame meanwhile: on wasm a frame holds the page, so each one started would delay the answer's
+// handling by a whole frame (bench/README.md: from the drop to the first frame in its style).
+function useStylePicture(file) {
+  const swap = readStyle(file);
+  state.styleSwap = swap;
+  return swap.finally(() => {
+    if (state.styleSwap === swap) state.styleSwap = null;
+  });
+}
+
+async function readStyle(file) {
   if (!file || !file.type.startsWith('image/')) {
     say(`"${file ? file.name : ''}" is not a picture: drop a painting's picture to paint in its style.`);
     return false;

@@ -45,6 +45,15 @@ class Painting {
     return this.net.apply(image);
   }
 
+  // StyleNet.convList notes the transformer's convolutions here (the conv-only limit, limit.js).
+  get trace() {
+    return this.net.trace;
+  }
+
+  set trace(list) {
+    this.net.trace = list;
+  }
+
   dispose() {} // the transformer stays, for the next painting
 }
 

@@ -16,9 +16,12 @@ export const state = {
   picture: null, // the picture on show in picture mode: stylized again when the style or blend changes
   pictures: 0, // pictures stylized so far
   frames: 0,
+  pace: null, // the camera's size: {auto, target (fps), size, pad (null: not the pace's), changes} (camera-size.js)
   frameTimes: [],
+  lastFrame: null, // the last camera frame drawn: {model (its style), began, at (performance.now() ms)}
   stageMs: {}, // the camera loop's milliseconds by stage, summed over its frames (`bench mirror`)
   loopRunning: false,
+  styleSwap: null, // a dropped picture on its way to being the style: the camera loop waits for it
   watch: null, // a training run's network on show: {step, loaded_at (ms since 1970)} (watch.js)
   blend: null, // a multi-style model's weights in use, {style: weight} (blend.js)
   steadyFrame: null, // the camera's last frame with its noise steadied (stylenet.steady), kept for the next

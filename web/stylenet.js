@@ -233,9 +233,28 @@ function phaseKernel(w) {
 // x * a + b per channel (a, b: [c]), then ReLU where `relu`, as a depthwise 1x1 conv: one XNNPACK
 // pass, 5x faster on wasm than broadcasting, the same numbers. b must be a kernel's [c] output,
 // not a reshape: the wasm kernel checks the rank its data was made with.
-function affine(x, a, b, relu) {
+export function affine(x, a, b, relu) {
   return tf.fused.depthwiseConv2d({ x, filter: a.reshape([1, 1, x.shape[2], 1]), strides: 1, pad: 'valid',
     bias: b, activation: relu ? 'relu' : 'linear' });
+}
+
+// Per-channel mean and population variance over H, W of [h, w, c], as [c]. On wasm as average
+// pools, which XNNPACK reads in place: tf.mean there transposes the tensor first (10x slower,
+// bench/README.md). On a GPU a frame-sized pool runs on few threads: tf.moments there.
+export function moments(x) {
+  const [h, w, c] = x.shape;
+  if (tf.getBackend() !== 'wasm') return tf.moments(x, [0, 1]);
+  const pool = (t) => tf.avgPool(t, [h, w], 1, 'valid').reshape([c]);
+  const mean = pool(x);
+  const d = affine(x, tf.ones([c]), mean.neg(), false);  // x - mean, as tf.moments computes it
+  return { mean, variance: pool(d.mul(d)) };  // d * d: square's numbers, 2x faster on wasm
+}
+
+// What convList notes of a convolution x -> y: its input, kernel, stride and padding, its FLOPs
+// as run, and `plain`: those of the layer it stands for (null: the same).
+export function convNote(x, weight, stride, pad, y, plain = null) {
+  const flops = 2 * y.shape[0] * y.shape[1] * weight.shape.reduce((a, b) => a * b, 1);
+  return { input: x.shape, weight, stride, pad, output: y.shape, flops, plain: plain ?? flops };
 }
 
 // Phases [h, w, 4c] -> the image [2h, 2w, c].
@@ -291,21 +310,9 @@ class Net {
   // into one multiply-add per pixel: a = scale / sqrt(var + eps), b = shift - mean * a; then
   // the ReLU where `relu`.
   norm(x, layer, relu = false) {
-    const { mean, variance } = this.moments(x);
+    const { mean, variance } = moments(x);
     const a = tf.rsqrt(variance.add(1e-3)).mul(layer.scale);
     return affine(x, a, layer.shift.sub(mean.mul(a)), relu);
-  }
-
-  // Per-channel mean and population variance over H, W of [h, w, c], as [c]. On wasm as average
-  // pools, which XNNPACK reads in place: tf.mean there transposes the tensor first (10x slower,
-  // bench/README.md). On a GPU a frame-sized pool runs on few threads: tf.moments there.
-  moments(x) {
-    const [h, w, c] = x.shape;
-    if (tf.getBackend() !== 'wasm') return tf.moments(x, [0, 1]);
-    const pool = (t) => tf.avgPool(t, [h, w], 1, 'valid').reshape([c]);
-    const mean = pool(x);
-    const d = affine(x, tf.ones([c]), mean.neg(), false);  // x - mean, as tf.moments computes it
-    return { mean, variance: pool(d.mul(d)) };  // d * d: square's numbers, 2x faster on wasm
   }
 
   // The same on phases: the statistics cover all four (viewed as 4w columns of c channels).
@@ -315,14 +322,10 @@ class Net {
   }
 
   // Every convolution of apply goes through here; while this.trace is an array (convList) each
-  // is noted: its input, kernel, stride and padding, its FLOPs as run, and `plain`: those of the
-  // layer it stands for (a transposed or full-size conv where it runs on phases).
+  // is noted (convNote; `plain`: a transposed or full-size conv where it runs on phases).
   conv2d(x, weight, stride, pad, plain = null) {
     const y = tf.conv2d(x, weight, stride, pad);
-    if (this.trace) {
-      const flops = 2 * y.shape[0] * y.shape[1] * weight.shape.reduce((a, b) => a * b, 1);
-      this.trace.push({ input: x.shape, weight, stride, pad, output: y.shape, flops, plain: plain ?? flops });
-    }
+    if (this.trace) this.trace.push(convNote(x, weight, stride, pad, y, plain));
     return y;
   }
 

@@ -64,15 +64,51 @@ def page_limit(context, url, width, height, passes=5):
     return result
 
 
+# A painting's picture dropped on the page with "use as style" ticked, as a user drops it; the
+# milliseconds from the drop event to the first camera frame drawn in its style, and on the way:
+# when the POST /style's answer had arrived (the browser's resource timing, whatever the page was
+# doing), the server's share of it (request sent to the answer's first byte), and when the first
+# frame in the new style began. The page handles an event between frames only: a real drop
+# waits for the frame in progress before this clock starts.
+DROP = """async ([url, name]) => {
+  const blob = await (await fetch(url)).blob();
+  const data = new DataTransfer();
+  data.items.add(new File([blob], `${name}.jpg`, { type: 'image/jpeg' }));
+  document.getElementById('use-as-style').checked = true;
+  const drop = performance.now();
+  document.getElementById('stage').dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+  while (!window.mirror.lastFrame || window.mirror.lastFrame.model !== name) await new Promise((resolve) => setTimeout(resolve, 2));
+  const post = performance.getEntriesByType('resource').filter((e) => e.name.endsWith('/style')).pop();
+  const { began, at } = window.mirror.lastFrame;
+  return { total_ms: at - drop, answer_ms: post.responseEnd - drop, server_ms: post.responseStart - post.requestStart,
+           began_ms: began - drop, frame_ms: at - began };
+}"""
+
+
+def drop_to_frame(context, url, paintings):
+    """DROP for each of `paintings` (names of the page's shipped ones) in turn, on the page at
+    url (on a painting already, so that the transformer is loaded and warm), after its first
+    two frames."""
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function("window.mirror.frames >= 2", timeout=600000, polling=500)
+    drops = [page.evaluate(DROP, [f"paintings/{name}.jpg", f"dropped-{i}"]) for i, name in enumerate(paintings)]
+    page.close()
+    return drops
+
+
 def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chromium="/usr/bin/chromium",
-                 edge_pads=(0, 16, 48)):
+                 edge_pads=(0, 16, 48), drops_of=("the_scream", "shipwreck_of_the_minotaur", "udnie", "great_wave")):
     """Frames per second of the mirror page and of ml5.js 0.12.2 (the classic sketch, on its
     only correct backend, WebGL) on the same ml5 model, in the same headless Chromium, with a
     fake camera; and of the page on the lite network (random weights: speed does not depend
     on them), which ml5.js cannot run; of the page with each of `edge_pads` (?edgepad=N:
     the mirrored pixels around each frame) in place of its camera's default; and of the page
     without its steadier (?steady=off). Beside them this machine's limit for the same work
-    (page_limit), the page's share of it, and where the page's frame time goes."""
+    (page_limit), the page's share of it, and where the page's frame time goes. And the
+    arbitrary-style network (a shipped painting): its frames per second, its milliseconds by
+    kernel, and the time from dropping each of `drops_of` on the page to its first frame in
+    that style (drop_to_frame)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -106,6 +142,10 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
                 limit = page_limit(context, url, *run["frame_size"])
                 unsteady_fps = page_fps(context, url + "&steady=off", frames)["fps"]
                 lite_fps = page_fps(context, f"{base}?model={lite}&size={width}x{height}", frames)["fps"]
+                painting_url = f"{base}?model={mirror.DEFAULT_PAINTING}&size={width}x{height}"
+                painting = page_fps(context, painting_url, frames)
+                painting_limit = page_limit(context, painting_url, *painting["frame_size"])
+                drops = drop_to_frame(context, painting_url, drops_of)
                 by_pad = {pad: page_fps(context, f"{url}&edgepad={pad}", frames)["fps"] for pad in edge_pads}
                 theirs = ml5_fps(context, f"{base}examples/ml5/?model={name}&size={width}x{height}", ml5_frames)
                 context.close()
@@ -114,6 +154,12 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
     ours = run["fps"]
     return {"fps": ours, "ml5_fps": theirs, "speedup": ours / theirs, "backend": run["backend"],
             "ml5_backend": "webgl", "lite_fps": lite_fps, "edge_pad_fps": by_pad,
+            "painting": mirror.DEFAULT_PAINTING, "painting_fps": painting["fps"], "painting_vs_standard": painting["fps"] / ours,
+            "painting_stages_ms": painting["stages_ms"], "painting_network_ms": painting_limit["profile"]["ms"],
+            "painting_limit_fps": painting_limit["limit"]["fps"], "painting_conv_gflop": painting_limit["limit"]["flops"] / 1e9,
+            "painting_share_of_limit": painting["fps"] / painting_limit["limit"]["fps"],
+            "painting_kernels_ms": painting_limit["profile"]["kernels"], "drops": drops,
+            "drop_to_frame_s": float(np.median([d["total_ms"] for d in drops])) / 1000,
             "unsteady_fps": unsteady_fps, "steady_cost": unsteady_fps / ours, "lite_vs_standard": lite_fps / ours,
             **limit_figures(run, limit), "size": "x".join(map(str, run["frame_size"])), "model": name,
             "machine": machine()}
@@ -169,6 +215,15 @@ def run(args) -> dict:
     print(f"a frame's {sum(stages.values()):.0f} ms: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     print(f"the network alone ({result['network_ms']:.0f} ms a frame), ms by kernel: " + ", ".join(
         f"{k} {v:.1f}" for k, v in result["kernels_ms"].items() if v >= 0.5))
+    print(f"a painting (the arbitrary-style network, {result['painting']}): {result['painting_fps']:.3f} fps, "
+          f"{result['painting_vs_standard']:.2f}x the standard network; its {result['painting_conv_gflop']:.2f} GFLOP of "
+          f"convolutions alone {result['painting_limit_fps']:.3f} fps: the page runs at "
+          f"{100 * result['painting_share_of_limit']:.0f}% of it; the network alone {result['painting_network_ms']:.0f} ms "
+          "a frame, ms by kernel: " + ", ".join(f"{k} {v:.1f}" for k, v in result["painting_kernels_ms"].items() if v >= 0.5))
+    print(f"a painting dropped on the page to its first frame in that style: {result['drop_to_frame_s']:.2f} s "
+          "(median); each: " + "; ".join(
+              f"{d['total_ms'] / 1000:.2f} s (POST answered at {d['answer_ms']:.0f} ms, server {d['server_ms']:.0f}; "
+              f"the new style's frame {d['began_ms']:.0f}-{d['total_ms']:.0f})" for d in result["drops"]))
     print("the page with N mirrored pixels around each frame (?edgepad=N; the figure above: its default): " + ", ".join(
         f"{pad}: {fps:.3f} fps ({fps / result['ml5_fps']:.1f}x)" for pad, fps in result["edge_pad_fps"].items()))
     return result
