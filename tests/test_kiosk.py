@@ -143,22 +143,24 @@ def test_the_kiosk_keeps_the_last_style_while_the_server_restarts(kiosk_browser,
 
 @pytest.mark.slow
 def test_the_kiosk_runs_2000_frames_without_growing(kiosk_browser, mirror_url):
-    """2,000 frames of the lite network at 160x120, turning between two styles: the same tensors
-    and (after garbage collection) about the same JS heap at the end as early on."""
+    """2,000 frames of the lite network at 160x120, turning between two styles: after garbage
+    collection the same tensors throughout, and no more JS heap in the last 1,000 frames than
+    the frames' own churn (a leak of 256 bytes a frame would pass the slack)."""
     page = open_page(kiosk_browser, f"{mirror_url}{KIOSK}&model=lite&cycle=0")
     measure = "(() => { gc(); gc(); return [tf.memory().numTensors, performance.memory.usedJSHeapSize]; })()"
     frames_go_on(page, 100, timeout=300000)
-    tensors, heap = page.evaluate(measure)
+    seen = [page.evaluate(measure)]
     start = page.evaluate("window.mirror.frames")
     for turn in range(4):  # lite2 and back, twice
         page.keyboard.press("ArrowRight" if turn % 2 == 0 else "ArrowLeft")
         page.wait_for_function(f"window.mirror.model === '{'lite2' if turn % 2 == 0 else 'lite'}'", timeout=60000)
         page.wait_for_function(f"window.mirror.frames >= {start + 500 * (turn + 1)}", timeout=600000)
-    late_tensors, late_heap = page.evaluate(measure)
-    print(f"tensors {tensors} -> {late_tensors}; JS heap {heap / 1e6:.2f} -> {late_heap / 1e6:.2f} MB "
-          f"over {page.evaluate('window.mirror.frames') - start} frames")
-    assert late_tensors == tensors
-    assert late_heap < heap * 1.05 + 1e6, (heap, late_heap)
+        seen.append(page.evaluate(measure))
+    print(f"over {page.evaluate('window.mirror.frames') - start} frames, tensors and JS heap (MB) at each turn:",
+          [(tensors, round(heap / 1e6, 3)) for tensors, heap in seen])
+    assert {tensors for tensors, _ in seen} == {seen[0][0]}
+    (_, early), (_, middle), (_, late) = seen[0], seen[2], seen[4]  # each on `lite`
+    assert late < early * 1.05 + 1e6 and late < middle + 256e3, seen
     assert not page.errors
     page.close()
 
