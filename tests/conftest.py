@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from helpers import CHROMIUM, ML5_MODELS, WEB, fake_camera, launch, make_vgg_mat, photo, random_net
-from stylemirror import formats, mirror, server
+from stylemirror import formats, lan, mirror, server
 from stylemirror.bench import write_y4m
 
 SKIMAGE_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry"]
@@ -88,6 +88,21 @@ def mirror_url(models):
     """The mirror serving `models`, on a free port."""
     srv = mirror.Mirror([models]).serve(port=0)
     yield f"http://127.0.0.1:{srv.server_address[1]}/"
+    srv.shutdown()
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    """A config folder of the test's own (`mirror --lan`'s certificate and token)."""
+    monkeypatch.setenv("STYLEMIRROR_CONFIG", str(tmp_path / "config"))
+    return tmp_path / "config"
+
+
+@pytest.fixture
+def lan_mirror(config, models):
+    """`mirror --lan` serving `models` on 127.0.0.1 (HTTPS and the token): (port, token)."""
+    srv = mirror.start([models], host="127.0.0.1", port=0, open_browser=False, lan=True)
+    yield srv.server_address[1], lan.access_token()
     srv.shutdown()
 
 

@@ -12,12 +12,6 @@ from stylemirror import lan, mirror
 from stylemirror.bench import write_y4m
 
 
-@pytest.fixture
-def config(tmp_path, monkeypatch):
-    monkeypatch.setenv("STYLEMIRROR_CONFIG", str(tmp_path / "config"))
-    return tmp_path / "config"
-
-
 def ask(port, path, method="GET", cookie=None, tls=True, body=None):
     """(status, headers, body) of one request to the mirror on 127.0.0.1:port."""
     if tls:
@@ -29,13 +23,6 @@ def ask(port, path, method="GET", cookie=None, tls=True, body=None):
     conn.request(method, path, body=body, headers={"Cookie": cookie} if cookie else {})
     answer = conn.getresponse()
     return answer.status, answer.headers, answer.read()
-
-
-@pytest.fixture
-def lan_mirror(config, models):
-    srv = mirror.start([models], host="127.0.0.1", port=0, open_browser=False, lan=True)
-    yield srv.server_address[1], lan.access_token()
-    srv.shutdown()
 
 
 def test_every_route_needs_the_token(lan_mirror):

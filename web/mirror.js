@@ -2,16 +2,20 @@
 import * as Blend from './blend.js';
 import { cameraPad, frameDone } from './camera-size.js';
 import { $, download, say } from './dom.js';
+import * as Kiosk from './kiosk.js';
 import { wireRecording } from './record.js';
 import * as Painting from './painting.js';
+import * as Room from './room.js';
 import { state } from './state.js';
 import * as StyleNet from './stylenet.js';
+import { styleStepper } from './turns.js';
 import * as Watch from './watch.js';
 
 const params = new URLSearchParams(location.search);
 const video = $('camera'); // plays only where the browser has no ImageCapture
 const view = $('camera-view'); // the camera frame being stylized, beside its result
 const canvas = $('output');
+let kiosk = null; // ?kiosk: kiosk.js's hooks
 
 // For tests and `stylemirror bench mirror`: the page's state, with its entry points, and the network's module.
 Object.assign(window, { mirror: Object.assign(state, { setBlend: Blend.setBlend, useModel, stylizePicture, useStylePicture }), StyleNet, Painting });
@@ -119,6 +123,7 @@ async function useModel(name) {
   }
   say('');
   document.body.dataset.state = state.mode === 'image' ? 'image' : 'ready';
+  if (kiosk) kiosk.showStyle(entry);
   if (state.pendingPicture) {
     const file = state.pendingPicture;
     state.pendingPicture = null;
@@ -210,7 +215,7 @@ const viewContext = view.getContext('2d', { willReadFrequently: true });
 
 function grab(source, w, h) {
   if (view.width !== w || view.height !== h) [view.width, view.height] = [w, h];
-  viewContext.setTransform(-1, 0, 0, 1, w, 0);
+  viewContext.setTransform(state.mirrored ? -1 : 1, 0, 0, 1, state.mirrored ? w : 0, 0);
   viewContext.drawImage(source, 0, 0, w, h);
   return tf.browser.fromPixels(view);
 }
@@ -423,7 +428,7 @@ async function startCamera(deviceId) {
   }
   try {
     state.stream = await navigator.mediaDevices.getUserMedia({
-      video: deviceId ? { deviceId: { exact: deviceId } } : { width: { ideal: 640 }, height: { ideal: 480 } },
+      video: deviceId ? { deviceId: { exact: deviceId } } : { facingMode: { ideal: state.facing }, width: { ideal: 640 }, height: { ideal: 480 } },
       audio: false,
     });
   } catch (e) {
@@ -440,6 +445,12 @@ async function startCamera(deviceId) {
     return false;
   }
   const track = state.stream.getVideoTracks()[0];
+  // A front camera is shown as a mirror is; a back one as it sees.
+  state.mirrored = (track.getSettings().facingMode || state.facing) !== 'environment';
+  if (document.body.dataset.state === 'no-camera') { // the camera came back (kiosk.js asks again)
+    say('');
+    document.body.dataset.state = 'ready';
+  }
   state.capture = 'ImageCapture' in window ? new ImageCapture(track) : null;
   video.srcObject = state.capture ? null : state.stream;
   if (!state.capture) await video.play();
@@ -455,6 +466,7 @@ async function listCameras(current) {
   select.replaceChildren(...cameras.map((c, i) => new Option(c.label || `camera ${i + 1}`, c.deviceId)));
   select.value = current;
   $('camera-label').hidden = cameras.length < 2;
+  Room.showFlip(cameras.length);
 }
 
 // --- controls -------------------------------------------------------------------------
@@ -478,6 +490,8 @@ function wireControls() {
   $('view-toggle').addEventListener('click', toggleView);
   $('snapshot').addEventListener('click', snapshot);
   $('keep-style').addEventListener('click', keepStyle);
+  $('flip-camera').addEventListener('click', () => Room.flipCamera(startCamera));
+  Room.wireFold();
   wireRecording();
   $('image-input').addEventListener('change', (e) => usePicture(e.target.files[0]));
   $('camera-button').addEventListener('click', () => {
@@ -497,6 +511,9 @@ function wireControls() {
 }
 
 async function main() {
+  const step = styleStepper(useModel);
+  if (params.has('kiosk')) kiosk = Kiosk.start({ cycle: Kiosk.cycleSeconds(params), step });
+  Room.wireGestures($('stage'), { onSwipe: step, onTap: kiosk ? () => kiosk.turn(1) : snapshot });
   wireControls();
   if (params.get('steady') === 'off') $('steady').checked = false;
   const size = params.get('size');
@@ -530,7 +547,7 @@ async function main() {
     say(`There is no style named "${wanted}"; showing "${state.models[0].name}" instead. ` +
         `Available: ${state.models.map((m) => m.name).join(', ')}.`);
   }
-  if (loaded && params.get('camera') !== 'off') await startCamera();
+  if (loaded && params.get('camera') !== 'off') await (kiosk ? kiosk.keepCamera(startCamera) : startCamera());
 }
 
 main();

@@ -11,6 +11,8 @@ export const state = {
   models: [],
   stream: null,
   capture: null, // ImageCapture of the camera's track, where the browser has it
+  facing: 'user', // the camera asked for: 'user' (front) or 'environment' (back) (room.js flips it)
+  mirrored: true, // the camera's frames shown flipped left to right, as a mirror shows a face
   mode: 'camera', // or 'image'
   pendingPicture: null, // a picture chosen while the style was loading: stylized once it is ready
   picture: null, // the picture on show in picture mode: stylized again when the style or blend changes

@@ -111,7 +111,8 @@ def mirror_host(args) -> str:
 def cmd_mirror(args):
     from . import mirror
 
-    mirror.run(args.models, mirror_host(args), args.port, open_browser=not args.no_browser, watch=args.watch, lan=args.lan)
+    mirror.run(args.models, mirror_host(args), args.port, open_browser=not args.no_browser, watch=args.watch, lan=args.lan,
+               kiosk=args.kiosk)
 
 
 def cmd_bench(args):
@@ -217,6 +218,9 @@ def add_mirror(sub):
     p.add_argument("--lan", action="store_true",
                    help="for a phone or tablet on your network: HTTPS with this machine's own certificate, an "
                         "access token in the URL, and a QR code of it to scan")
+    p.add_argument("--kiosk", action="store_true",
+                   help="open the page as a kiosk: the stylized camera full screen, no controls, the styles in "
+                        "turn (?cycle=SECONDS on the URL, default 30; 0: off)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--watch", action="append", default=[], type=path_text, metavar="CHECKPOINT_DIR",
                    help="show a training run's network as it learns (going, finished, or synced from another "

@@ -289,11 +289,12 @@ def ensure_a_model(folders) -> str | None:
 
 
 def start(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(), any_port=False,
-          note="Ctrl-C to stop", lan=False):
+          note="Ctrl-C to stop", lan=False, kiosk=False):
     """Serve the mirror (its own daemon thread), say where, open the page (on the first watched
     run, if any). `any_port`: another free port where `port` is taken (beside a training run,
     which must not fail for it). `lan`: over HTTPS, for a phone or tablet on the local network.
-    Off this machine (`lan`, or a --host other than the loopback) every request needs a token."""
+    Off this machine (`lan`, or a --host other than the loopback) every request needs a token.
+    `kiosk`: the page's URL opens its kiosk mode (?kiosk)."""
     token = lan_access.access_token() if lan or not lan_access.is_loopback(host) else None
     everywhere = host in ("0.0.0.0", "::")
     shown = host if not everywhere else lan_access.lan_address() if lan else "127.0.0.1"
@@ -311,8 +312,8 @@ def start(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(),
         if not any_port:
             raise
         srv = page.serve(host, 0, token, tls)
-    query = {"token": token, "model": runs[0].name if runs else None}
-    query = "&".join(f"{k}={v}" for k, v in query.items() if v is not None)  # all URL-safe
+    query = {"token": token, "model": runs[0].name if runs else None, "kiosk": "" if kiosk else None}
+    query = "&".join(f"{k}={v}" if v else k for k, v in query.items() if v is not None)  # all URL-safe
     url = f"{'https' if tls else 'http'}://{shown}:{srv.server_address[1]}/" + (f"?{query}" if query else "")
     print(f"style mirror at {url}  ({note})", flush=True)
     if lan:
@@ -325,8 +326,8 @@ def start(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(),
     return srv
 
 
-def run(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(), lan=False):
-    srv = start(models, host, port, open_browser, watch, lan=lan)
+def run(models=None, host="127.0.0.1", port=8000, open_browser=True, watch=(), lan=False, kiosk=False):
+    srv = start(models, host, port, open_browser, watch, lan=lan, kiosk=kiosk)
     try:
         threading.Event().wait()  # the server runs in its own thread
     except KeyboardInterrupt:
