@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 from playwright.sync_api import sync_playwright
 
 from stylemirror import mirror
@@ -47,13 +47,14 @@ def main():
     HERE.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        write_y4m(tmp / "camera.y4m", Image.open(PHOTO).convert("RGB").resize((640, 480)))
+        # A still camera (one frame, the photo cropped to 4:3, not squashed): a picture to look at.
+        write_y4m(tmp / "camera.y4m", ImageOps.fit(Image.open(PHOTO).convert("RGB"), (640, 480)), frames=1)
         (tmp / "none").mkdir()
         srv = mirror.Mirror([tmp / "none"]).serve(port=0)
         base = f"http://127.0.0.1:{srv.server_address[1]}/?model=great_wave&backend=wasm"
         with sync_playwright() as p:
             phone = {k: v for k, v in p.devices["Pixel 7"].items() if k != "default_browser_type"}
-            shoot(p, tmp / "phone", base, HERE / "phone.jpg", 300, **{**phone, "device_scale_factor": 1})
+            shoot(p, tmp / "phone", f"{base}&size=640x480", HERE / "phone.jpg", 300, **{**phone, "device_scale_factor": 1})
             shoot(p, tmp / "kiosk", f"{base}&kiosk&cycle=0&size=640x480", HERE / "kiosk.jpg", 640,
                   viewport={"width": 1280, "height": 720})
         srv.shutdown()
