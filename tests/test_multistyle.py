@@ -275,7 +275,7 @@ def duo_url(tmp_path):
 
 
 @pytest.mark.parametrize("styles", ['{"a": 1}', '[{"nom": "a"}]', "[1, 2, 3]", "not json", "7"])
-def test_damaged_style_names_are_refused_on_loading_and_tolerated_in_the_list(tmp_path, styles):
+def test_damaged_style_names_are_refused_on_loading_and_left_out_of_the_list(tmp_path, styles, capfd):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -287,8 +287,10 @@ def test_damaged_style_names_are_refused_on_loading_and_tolerated_in_the_list(tm
     save_file(tensors, tmp_path / "trio.safetensors", metadata={**meta, "styles": styles})
     with pytest.raises(UserError, match='"styles" metadata is damaged'):
         formats.read_model(tmp_path / "trio.safetensors")
+    formats.save_safetensors(random_net(seed=4), tmp_path / "solo.safetensors")
     entries = [e for e in json.loads(mirror.Mirror([tmp_path]).index()[1])["models"] if e["format"] != "painting"]
-    assert [e["name"] for e in entries] == ["trio"] and "label" not in entries[0]
+    assert [e["name"] for e in entries] == ["solo"]  # as `sheet` and `stylize` leave it out
+    assert 'not listing a model' in (said := capfd.readouterr().err) and '"styles" metadata is damaged' in said
 
 
 def test_the_model_list_says_how_many_styles_a_model_holds(tmp_path):

@@ -105,10 +105,9 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
     on them), which ml5.js cannot run; of the page with each of `edge_pads` (?edgepad=N:
     the mirrored pixels around each frame) in place of its camera's default; and of the page
     without its steadier (?steady=off). Beside them this machine's limit for the same work
-    (page_limit), the page's share of it, and where the page's frame time goes. And the
-    arbitrary-style network (a shipped painting): its frames per second, its milliseconds by
-    kernel, and the time from dropping each of `drops_of` on the page to its first frame in
-    that style (drop_to_frame)."""
+    (page_limit), the page's share of it, and where the page's frame time goes. And a shipped
+    painting's (the arbitrary-style network): its frames per second, milliseconds by kernel,
+    and the time from dropping each of `drops_of` to its first frame in style (drop_to_frame)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -154,15 +153,21 @@ def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chro
     ours = run["fps"]
     return {"fps": ours, "ml5_fps": theirs, "speedup": ours / theirs, "backend": run["backend"],
             "ml5_backend": "webgl", "lite_fps": lite_fps, "edge_pad_fps": by_pad,
-            "painting": mirror.DEFAULT_PAINTING, "painting_fps": painting["fps"], "painting_vs_standard": painting["fps"] / ours,
-            "painting_stages_ms": painting["stages_ms"], "painting_network_ms": painting_limit["profile"]["ms"],
-            "painting_limit_fps": painting_limit["limit"]["fps"], "painting_conv_gflop": painting_limit["limit"]["flops"] / 1e9,
-            "painting_share_of_limit": painting["fps"] / painting_limit["limit"]["fps"],
-            "painting_kernels_ms": painting_limit["profile"]["kernels"], "drops": drops,
-            "drop_to_frame_s": float(np.median([d["total_ms"] for d in drops])) / 1000,
+            "painting": mirror.DEFAULT_PAINTING, **painting_figures(painting, painting_limit, drops, ours),
             "unsteady_fps": unsteady_fps, "steady_cost": unsteady_fps / ours, "lite_vs_standard": lite_fps / ours,
             **limit_figures(run, limit), "size": "x".join(map(str, run["frame_size"])), "model": name,
             "machine": machine()}
+
+
+def painting_figures(painting, limit, drops, standard_fps):
+    """The arbitrary-style network's page run (page_fps) against its limit (page_limit), beside
+    the standard network's frames per second, and its drops (drop_to_frame)."""
+    return {"painting_fps": painting["fps"], "painting_vs_standard": painting["fps"] / standard_fps,
+            "painting_stages_ms": painting["stages_ms"], "painting_network_ms": limit["profile"]["ms"],
+            "painting_limit_fps": limit["limit"]["fps"], "painting_conv_gflop": limit["limit"]["flops"] / 1e9,
+            "painting_share_of_limit": painting["fps"] / limit["limit"]["fps"],
+            "painting_kernels_ms": limit["profile"]["kernels"], "drops": drops,
+            "drop_to_frame_s": float(np.median([d["total_ms"] for d in drops])) / 1000}
 
 
 def ml5_fps(context, url, frames):

@@ -290,6 +290,16 @@ def style_picture(spec, folder: Path, shared: Path) -> Path:
     return folder / f"{name}.png"
 
 
+def rows_of_panels(*rows) -> Image.Image:
+    """Rows of pictures of one size, left-aligned, on white."""
+    w, h = rows[0][0].size
+    grid = Image.new("RGB", (w * max(map(len, rows)), h * len(rows)), "white")
+    for r, panels in enumerate(rows):
+        for i, panel in enumerate(panels):
+            grid.paste(panel, (i * w, r * h))
+    return grid
+
+
 def quality_styles(styles, photo_path, vgg_path, out_dir, shared: Path, steps=1200, image_size=128, batch_size=4,
                    style_weight=4000.0, learning_rate=1e-3, style_size=256, workers=None, arch="standard"):
     """One network for all `styles`, trained for len(styles) x `steps` (so each style gets
@@ -344,11 +354,7 @@ def quality_styles(styles, photo_path, vgg_path, out_dir, shared: Path, steps=12
     top.append(style_score(multi.select(blend), vgg, photo, style_images[names[0]])[2])
     result["blend"] = {names[0]: 0.5, names[1]: 0.5}
     result["worst_ratio"] = max(s["ratio"] for s in result["styles"].values())
-    grid = Image.new("RGB", (photo.width * len(top), photo.height * 2), "white")
-    for row, panels in enumerate((top, bottom)):
-        for i, panel in enumerate(panels):
-            grid.paste(panel, (i * photo.width, row * photo.height))
-    grid.save(out_dir / "quality-styles.png")
+    rows_of_panels(top, bottom).save(out_dir / "quality-styles.png")
     formats.save_safetensors(multi, out_dir / "quality-styles.safetensors", {"steps": len(names) * steps})
     (out_dir / "quality-styles.json").write_text(json.dumps(result, indent=2))
     return result
