@@ -89,14 +89,20 @@ def test_the_loader_takes_the_order_batch_by_batch(jpegs):
 
 
 def test_stopping_early_leaves_no_thread_behind(jpegs):
+    before = set(threading.enumerate())  # judged: this loader's threads, not an earlier test's
+
+    def ours():
+        return [t for t in threading.enumerate() if t.name.startswith("pictures") and t not in before]
+
     files = data.find_images(jpegs) * 20
     batches = data.loader(files, 64, 4, data.TrainingOrder(len(files), 4, 1, seed=0), workers=2)
     next(batches)
+    assert ours()
     batches.close()  # what a `break` out of the training loop does
     deadline = time.time() + 10
-    while any(t.name.startswith("pictures") for t in threading.enumerate()) and time.time() < deadline:
+    while ours() and time.time() < deadline:
         time.sleep(0.05)
-    assert not any(t.name.startswith("pictures") for t in threading.enumerate())
+    assert not ours()
 
 
 def test_random_windows_are_reproducible_and_zoom_into_the_picture(jpegs):
