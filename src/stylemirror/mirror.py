@@ -33,7 +33,7 @@ from . import arbitrary, atomic, formats, images, padding, paintings, registry, 
 from . import lan as lan_access
 from . import watch as watching
 from .errors import UserError
-from .paths import is_special, style_name_problem
+from .paths import style_name_problem
 from .stylize import Steadier
 
 # The page is package data: src/stylemirror/web links to web/ in a checkout (and an editable
@@ -167,15 +167,7 @@ def model_size(model: Path) -> int:
 def model_problem(model: Path) -> str | None:
     """Why a model cannot stylize, as `stylemirror stylize` and `sheet` would say it (damaged or
     missing files, NaN weights, a pipe or device where a file belongs), else None: the mirror
-    lists what `sheet` shows, no more."""
-    if model.is_dir():
-        try:
-            manifest = json.loads((model / "manifest.json").read_text())
-            files = [model / entry["filename"] for entry in manifest.values()]
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            files = []
-        if any(is_special(path) for path in files):  # reading it would wait for ever
-            return f"{model}: a weights file is not a regular file (a pipe or device)"
+    lists what `sheet` shows, no more. The readers refuse a pipe before they would wait on it."""
     try:
         registry.open_model(model)
     except UserError as e:

@@ -30,13 +30,17 @@ LABEL_HEIGHT = 34  # two lines of text under each cell
 FONT_SIZE = 12
 
 
+def picture_file(spec: str) -> Path | None:
+    """A picture file as named, or by that name in the shared pictures; else None."""
+    return next((path for path in (Path(spec), SHARED / "images" / spec) if path.is_file()), None)
+
+
 def photo_picture(spec: str) -> Image.Image:
     """A photo: a picture file, a file in the shared pictures, or a scikit-image photo's name."""
     import skimage.data
 
-    for path in (Path(spec), SHARED / "images" / spec):
-        if path.is_file():
-            return open_picture(path).convert("RGB")
+    if path := picture_file(spec):
+        return open_picture(path).convert("RGB")
     if spec not in SKIMAGE_CHOICES:
         raise UserError(f"--photos {spec}: not a picture file nor a scikit-image photo ({', '.join(SKIMAGE_CHOICES)})")
     pixels = getattr(skimage.data, spec)()
@@ -45,9 +49,8 @@ def photo_picture(spec: str) -> Image.Image:
 
 
 def painting_path(spec: str) -> Path:
-    for path in (Path(spec), SHARED / "images" / spec):
-        if path.is_file():
-            return path
+    if path := picture_file(spec):
+        return path
     raise UserError(f"--paintings {spec}: no such picture (here or in {SHARED / 'images'})")
 
 

@@ -205,10 +205,7 @@ def quality(style_path, photo_path, vgg_path, out_dir, steps=300, image_size=128
     pictures = {"ours": stylized}
     if ref_net is not None:
         pictures["reference"] = score_reference(ref_net, vgg, photo, style, result, ref_seconds, steadiness)
-    side = Image.new("RGB", (photo.width * (1 + len(pictures)), photo.height))
-    for i, panel in enumerate([photo, *pictures.values()]):
-        side.paste(panel, (i * photo.width, 0))
-    side.save(out_dir / f"{name}.png")
+    rows_of_panels([photo, *pictures.values()]).save(out_dir / f"{name}.png")
     if published is not None:
         result["published_grid"], pictures["published"] = beside_published(published, photo, stylized,
                                                                             out_dir / f"{name}-zoom.png")
