@@ -272,3 +272,19 @@ def test_bench_arbitrary_draws_photos_by_paintings_with_their_style_distances(tm
         refused = stylemirror("bench", "arbitrary", "--paintings", "udnie.jpg", *flags, "--out", tmp_path / "no.jpg")
         assert refused.returncode != 0 and message in refused.stderr and len(refused.stderr.splitlines()) == 1
     assert not (tmp_path / "no.jpg").exists()
+
+
+def test_bench_arbitrary_never_writes_over_its_inputs(tmp_path):
+    """--out naming one of the photos or paintings, or a format no one can read, is refused in
+    one line before any work; the user's picture is left byte for byte."""
+    photo = tmp_path / "mine.jpg"
+    photo.write_bytes((IMAGES / "amber.jpg").read_bytes() if (IMAGES / "amber.jpg").exists() else b"")
+    if not photo.stat().st_size:
+        pytest.skip("the shared pictures live beside the repo, absent here")
+    before = photo.read_bytes()
+    for out, message in [(photo, "that is one of the photos or paintings itself; refusing to overwrite"),
+                         (tmp_path / "grid.xyz", "unknown picture format")]:
+        refused = stylemirror("bench", "arbitrary", "--photos", photo, "--paintings", "udnie.jpg", "--trained",
+                              "--size", "32", "--out", out)
+        assert refused.returncode != 0 and message in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert photo.read_bytes() == before and not (tmp_path / "grid.xyz").exists()

@@ -75,6 +75,17 @@ def save_picture(image: Image.Image, dest, quality: int = 95):
         raise UserError(f"{dest}: cannot write this picture format ({e})") from None
 
 
+def claim_picture_output(out, inputs, flag: str = "-o", inputs_are: str = "the photo"):
+    """`out` may receive a picture made from `inputs`: its format is known, it is none of the
+    inputs, and it is absent or a picture's file (replaced as cp does); else one line."""
+    if Path(out).suffix.lower() not in Image.registered_extensions():
+        raise UserError(f"{flag} {out}: unknown picture format (use .png or .jpg)")
+    if any(Path(out).resolve() == Path(p).resolve() for p in inputs):
+        raise UserError(f"{flag} {out}: that is {inputs_are} itself; refusing to overwrite the input "
+                        f"(choose another {flag})")
+    atomic.claim_file(out, lambda _: True, "a picture", hint=f"choose another {flag}")
+
+
 def fitted(draw, text: str, font, width: int) -> str:
     """`text`, cut short with an ellipsis where it is wider than `width` pixels."""
     if draw.textlength(text, font=font) <= width:

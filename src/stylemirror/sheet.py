@@ -9,7 +9,6 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from . import atomic
 from .errors import UserError
 from .images import fitted
 
@@ -60,14 +59,10 @@ def sheet_size(count: int, size: tuple[int, int]) -> tuple[int, int]:
 def make_sheet(photo_path, out, folders, tile: int = TILE) -> list[str]:
     """Write the sheet of `photo_path` through the models in `folders` to `out`; return the
     tiles' labels in order (the original's first)."""
-    from .images import open_picture, save_picture
+    from .images import claim_picture_output, open_picture, save_picture
     from .stylize import Options, Stylizer
 
-    if Path(out).suffix.lower() not in Image.registered_extensions():
-        raise UserError(f"-o {out}: unknown picture format (use .png or .jpg)")
-    if Path(out).resolve() == Path(photo_path).resolve():
-        raise UserError(f"-o {out}: that is the photo itself; refusing to overwrite the input (choose another -o)")
-    atomic.claim_file(out, lambda _: True, "a picture", hint="choose another -o")  # a picture's name: as cp does
+    claim_picture_output(out, [photo_path])
     photo = open_picture(photo_path).convert("RGB")
     photo.thumbnail((tile, tile), Image.Resampling.LANCZOS)
     models = entries(folders)

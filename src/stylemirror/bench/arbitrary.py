@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .. import arbitrary, registry
 from ..arguments import positive_int
 from ..errors import UserError
-from ..images import fitted, open_picture, save_picture
+from ..images import claim_picture_output, fitted, open_picture, save_picture
 from ..metrics import style_distance
 from ..stylize import Options, Stylizer
 from .common import DISTANCE_LABELS, SHARED, SKIMAGE_PHOTOS
@@ -75,6 +75,8 @@ def bench_arbitrary(photos, paintings, trained_specs, out, size: int = 256, tile
     and through each trained network of it, as `stylemirror stylize` paints them (edge pad
     included); writes the grid (paintings along the top, photos down the left) to `out` and
     returns the style distances: {painting: {photo: {"photo", "arbitrary", LABEL...}}}."""
+    claim_picture_output(out, [p for p in map(picture_file, [*photos, *paintings]) if p], "--out",
+                         "one of the photos or paintings")
     pictures = {}
     for spec in photos:
         picture = photo_picture(spec)
