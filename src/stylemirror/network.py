@@ -36,6 +36,8 @@ with the kernel's shape from the manifest:
 - "conv5": a free 5x5 stride-2 conv, how "blur" is stored in every exported format.
 """
 
+from typing import Callable, NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -114,7 +116,7 @@ class InstanceNorm(nn.Module):
         if self.tiled is not None:
             return self.tiled(self, x)
         scale, shift = self.scale_shift(style)
-        if x.shape[-1] * x.shape[-2] == 1:
+        if x[0, 0].numel() == 1:
             # A single pixel is its own mean, so the result is the shift (ml5 gives the same);
             # F.instance_norm refuses this size.
             return torch.zeros_like(x) + shift.view(1, -1, 1, 1)
@@ -364,9 +366,29 @@ def phase_kernel(weight):
 
 
 def phase_norm(x, norm: InstanceNorm, style=None):
-    """Instance norm of an image held as phases: the statistics cover all four."""
+    """Instance norm of an image held as phases: the statistics cover all four (a 5-D view,
+    phases on their own axis, so that rows and columns stay the last two)."""
     n, c4, h, w = x.shape
-    return norm(x.reshape(n, c4 // 4, 4 * h, w), style).reshape(n, c4, h, w)
+    return norm(x.view(n, c4 // 4, 4, h, w), style).view(n, c4, h, w)
+
+
+class Layer(NamedTuple):
+    """One conv + norm + activation of a network's trunk, as tiling.py runs it."""
+    conv: Callable  # a stride-1 'same' conv
+    norm: InstanceNorm
+    act: Callable | None  # None: none
+
+
+class Stages(NamedTuple):
+    """A network as tiling.py runs a big picture: the encoder up to `start`'s input (the
+    coarsest scale), the trunk there, the decoder to the last norm's input, then the rest.
+    forward(x) is finale(last(decode(trunk(encoder(x)))))[..., :h, :w]."""
+    start: nn.Module  # the trunk starts from this module's input
+    entry: Layer | None  # applied to `start`'s input first (its conv unused), or None
+    blocks: list  # residual blocks: x + the result of their Layers in turn
+    decode: Callable  # the trunk's output -> the last norm's input (4x the size)
+    last: InstanceNorm
+    finale: Callable  # the last norm's output -> the picture (elementwise)
 
 
 class InferenceNet(nn.Module):
@@ -387,14 +409,26 @@ class InferenceNet(nn.Module):
     def up(self, x, kernel, norm, style):
         return F.relu(phase_norm(upsample_phases(x, kernel, self.size), norm, style))
 
+    def decode(self, y, style=None):
+        """The residual blocks' output -> the last conv's output (before its norm)."""
+        y = F.pixel_shuffle(self.up(y, self.up1, self.norms[0], style), 2)
+        y = self.up(y, self.up2, self.norms[1], style)  # the phases of the last conv's input
+        return F.pixel_shuffle(F.conv2d(y, self.last, padding=self.last.shape[-1] // 2), 2)
+
+    @staticmethod
+    def finale(y):
+        return torch.clamp(150.0 * torch.tanh(y) + 127.5, 0.0, 255.0)
+
     def forward(self, x, style=None):
         h, w = x.shape[-2:]
         conv1, conv2, conv3, res = self.encoder
         y = conv3(conv2(conv1(x, style), style), style)
         for block in res:
             y = block(y, style)
-        y = F.pixel_shuffle(self.up(y, self.up1, self.norms[0], style), 2)
-        y = self.up(y, self.up2, self.norms[1], style)  # the phases of the last conv's input
-        y = phase_norm(F.conv2d(y, self.last, padding=self.last.shape[-1] // 2), self.norms[2], style)
-        y = F.pixel_shuffle(torch.clamp(150.0 * torch.tanh(y) + 127.5, 0.0, 255.0), 2)
-        return y[..., :h, :w]
+        return self.finale(self.norms[2](self.decode(y, style), style))[..., :h, :w]
+
+    def stages(self) -> Stages:
+        """For tiling.py (a single-style network)."""
+        conv3, res = self.encoder[2], self.encoder[3]
+        blocks = [[Layer(b.conv1.conv, b.conv1.norm, F.relu), Layer(b.conv2.conv, b.conv2.norm, None)] for b in res]
+        return Stages(conv3.norm, Layer(None, conv3.norm, F.relu), blocks, self.decode, self.norms[2], self.finale)

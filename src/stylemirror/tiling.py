@@ -1,41 +1,54 @@
-"""Stylize pictures of any size in overlapping tiles, with memory bounded by the tile's size.
+"""Stylize pictures of any size with memory bounded by a tile's size.
 
 Instance norm normalises with statistics of the whole picture, so a tile cannot be stylized
-on its own: its norms must use the whole picture's statistics. They are gathered norm by norm:
-for norm k, a pass over the tiles that stops at norm k (norms < k applying the statistics
-already gathered) merges the mean and variance of its input over each tile's own (non-halo)
-part. Then a last pass applies them all and writes each tile's centre. This is exact (the
-tiles join within float rounding) and costs about 8 forward passes more than one pass (the
-passes for norm k stop there; tiles add their halos): a bounded memory paid for in time.
-Cheaper schemes were measured on ml5's `wave` (a 384x288 photo) and dropped, their error too
-large: statistics of the picture shrunk to one tile's size, 10 levels off on average; refining
-all norms at once from those (each pass gathering every norm under the previous pass's
-statistics) diverges, to 70 levels, as each norm's statistics were taken under upstream ones
-that have since changed; gathering them norm by norm from 4 of the 9 tiles, 7 levels off.
+on its own: its norms must use the whole picture's statistics. They are exact here (tiles join
+within float rounding), in three stages that network.Stages names for each network:
+- The encoder, in tiles of the picture. Norm by norm: for norm k, a pass over the tiles that
+  stops at norm k (norms < k applying the statistics already gathered) merges the mean and
+  variance of its input over each tile's own (non-halo) part. The last pass stops at the
+  trunk's input (1/4 scale) and keeps it whole, in a Slot.
+- The trunk (residual blocks at 1/4 scale), on the whole Slot in bands of rows: each conv runs
+  once, over bands read with the conv's reach of rows around them, its output's statistics
+  merged as it is written (into a second Slot, or back over its input one band behind).
+- The decoder, in tiles of the trunk's output, norm by norm as the encoder; its last conv's
+  output is kept whole too, so the last norm and the finale are one pass over bands.
+The encoder's and decoder's early norms cost passes that stop early; the trunk, most of the
+network's work, runs once: about 2.5 times one untiled pass in all (bench/README.md), against
+13 when every norm took a pass of the whole network. Cheaper statistics were measured and
+dropped, their error too large: from the picture shrunk to one tile's size, 10 levels off on
+average; refining all norms at once from those, 70 (it diverges); from a sample of the tiles,
+16 of 24: 2.4 on average, 128 at most.
+
+Memory: the trunk's Slots are float32 where two fit SLOT_MEMORY, else float16 (a 48 MP
+picture: 0.8 GB each), the second in an unnamed scratch file where two do not fit.
 
 Geometry. Convolutions pad with zeros only at the picture's true border, so a tile carries a
-halo of real neighbours wider than the network's receptive field (measured, `halo`). The two
-stride-2 convs use TensorFlow's 'same' padding, which for a size that is not a multiple of 4
-shifts their grid: the picture behaves as if it sat at offset s = (-size) % 4 on a canvas whose
-stride-2 grids start at 0 (while the decoder's output starts at the canvas's 0). Tiles are cut
-on that canvas at multiples of 4, so every tile sees the same grid as the whole picture; the
-first tile starts at the picture's true edge, where its own padding is the picture's. The
-arbitrary-style network (arbitrary.py) reflect-pads both sides, so its grids start at the
-picture at every size: it says so (`grid_at_start`) and its canvas takes no shift.
-Everything is derived from the modules' own forward passes (the shapes each norm sees, the
-receptive field), not from a copy of the architecture.
+halo of real neighbours wider than its stage's receptive field (measured: encoder_halo,
+decoder_reach, conv_reach). The two stride-2 convs use TensorFlow's 'same' padding, which for
+a size that is not a multiple of 4 shifts their grid: the picture behaves as if it sat at
+offset s = (-size) % 4 on a canvas whose stride-2 grids start at 0 (while the decoder's output
+starts at the canvas's 0). The encoder's tiles are cut on that canvas at multiples of 4, so
+every tile sees the same grid as the whole picture; the first tile starts at the picture's
+true edge, where its own padding is the picture's. The arbitrary-style network (arbitrary.py)
+reflect-pads both sides, so its grids start at the picture at every size: it says so
+(`grid_at_start`) and its canvas takes no shift. From the trunk on, the whole picture's
+activation is held, so its bands and tiles are cut on it directly. Everything else is derived
+from the modules' own forward passes (the shapes each norm sees, the reaches), not from a copy
+of the architecture.
 """
 
 import contextlib
 import copy
 import math
+import os
+import tempfile
 import weakref
 from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
-from .network import InstanceNorm
+from .network import InferenceNet, InstanceNorm, TransformNet
 from .padding import edge_padding, reflect_pad
 
 # The largest tile (halo included), in pixels. Eager fp32 inference holds about 0.5 KB a pixel
@@ -44,7 +57,7 @@ from .padding import edge_padding, reflect_pad
 # 48 MP picture went past 2 GB (bench/README.md).
 TILE_PIXELS = 768 * 768
 # Fractional counts (a pass to an early norm is a fraction of a whole one): shown to one place.
-BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} [{elapsed}<{remaining}]"
+BAR = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"
 PROBE = 160  # side of the picture the receptive field is measured on (doubled if too small)
 
 
@@ -73,7 +86,8 @@ def _affine(norm, x, mean, var):
     """Instance norm of x with given per-channel statistics."""
     a = norm.scale * torch.rsqrt(var + norm.eps)
     b = norm.shift - mean * a
-    return torch.addcmul(b.view(1, -1, 1, 1), x, a.view(1, -1, 1, 1))
+    shape = (1, -1) + (1,) * (x.dim() - 2)  # phases may have an axis of their own (network.phase_norm)
+    return torch.addcmul(b.view(shape), x, a.view(shape))
 
 
 def _norm_shapes(net, h, w):
@@ -89,48 +103,6 @@ def _norm_shapes(net, h, w):
     with _norms_call(meta, record), torch.no_grad():
         meta(torch.zeros(1, 3, h, w, device="meta"))
     return shapes
-
-
-_halos = weakref.WeakKeyDictionary()
-
-
-def halo(net) -> int:
-    """How far (pixels) an output pixel's value reaches into the input, rounded up to a
-    multiple of 4 with a margin of 4: measured as where the gradient of a central output
-    pixel is non-zero, with the norms' statistics held fixed (as in a tile)."""
-    if net not in _halos:
-        size = PROBE
-        while True:
-            reach = _reach(net, size)
-            if reach < size // 2 - 8:
-                break
-            size *= 2
-        _halos[net] = 4 * math.ceil(reach / 4) + 4
-    return _halos[net]
-
-
-def _reach(net, size):
-    """The farthest input pixel (from the centre of a size x size picture) that a 4x4 block of
-    central output pixels depends on, plus 2 for the block's own extent."""
-    device = next(net.parameters()).device
-    with torch.inference_mode(False), torch.enable_grad():
-        x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device) * 255
-        stats = {}
-
-        def own(index, norm, t):
-            var, mean = torch.var_mean(t.detach(), dim=(0, 2, 3), correction=0)
-            stats[index] = (mean, var)
-            return _affine(norm, t, mean, var)
-
-        with _norms_call(net, own):
-            net(x)
-        x.requires_grad_(True)
-        with _norms_call(net, lambda index, norm, t: _affine(norm, t, *stats[index])):
-            y = net(x)
-        c = size // 2
-        y[..., c - 2:c + 2, c - 2:c + 2].sum().backward()
-    reached = (x.grad[0].abs().sum(0) > 0).nonzero()
-    return int((reached - c).abs().max()) + 2
 
 
 @dataclass(frozen=True)
@@ -163,23 +135,24 @@ class Axis:
         first row is canvas row `lead` (at that scale)."""
         return 0 if span.start == 0 else (span.start + self.shift) // scale - lead
 
-    def owned(self, span: Span, scale: int, full: int, local: int) -> slice:
+    def placed(self, span: Span, scale: int, full: int, local: int) -> tuple[slice, slice]:
         """The rows of a tile's activation (`local` rows; the whole picture's has `full`) that
-        this tile owns: the owned parts of all tiles partition the whole."""
+        this tile owns (the owned parts of all tiles partition the whole), and where they lie
+        in the whole."""
         lead = 0 if self.grid_at_start else (self.size + self.shift) // scale - full
         lo = max(0, span.own_lo // scale - lead)
         hi = min(full, span.own_hi // scale - lead)
         off = self.offset(span, scale, lead)
         if not 0 <= lo - off <= hi - off <= local:
             raise RuntimeError("tiling: the network's grid is not the one tiling.py expects")
-        return slice(lo - off, hi - off)
+        return slice(lo - off, hi - off), slice(lo, hi)
 
 
 class Plan:
-    """Tiles of an h x w picture for `net`, each at most about `tile_pixels` with its halo."""
+    """Tiles of an h x w picture for `net`, each at most about `tile_pixels` with its halo of
+    `margin` pixels."""
 
-    def __init__(self, net, h: int, w: int, tile_pixels: int = TILE_PIXELS):
-        margin = halo(net)
+    def __init__(self, net, h: int, w: int, tile_pixels: int, margin: int):
         side = 4 * (math.isqrt(tile_pixels) // 4)
         core = max(4, side - 2 * margin)
         at_start = getattr(net, "grid_at_start", False)
@@ -190,9 +163,15 @@ class Plan:
         self.tiles = [(r, c) for r in self.rows.spans for c in self.cols.spans]
 
     def owned(self, index: int, tile, local) -> tuple[slice, slice]:
+        return self.placed(index, tile, local)[0]
+
+    def placed(self, index: int, tile, local):
+        """((rows, cols) of a tile's activation at norm `index`'s input that the tile owns,
+        (the same rows, cols in the whole picture's activation))."""
         (fy, fx), (hy, hx) = self.scales[index], self.shapes[index]
         r, c = tile
-        return self.rows.owned(r, fy, hy, local[0]), self.cols.owned(c, fx, hx, local[1])
+        (rows, at_rows), (cols, at_cols) = self.rows.placed(r, fy, hy, local[0]), self.cols.placed(c, fx, hx, local[1])
+        return (rows, cols), (at_rows, at_cols)
 
 
 class _Moments:
@@ -203,10 +182,10 @@ class _Moments:
         self.count, self.mean, self.m2 = 0, 0.0, 0.0
 
     def add(self, x):
-        n = x.shape[-1] * x.shape[-2]
+        n = x[:, 0].numel()
         if n == 0:
             return
-        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+        var, mean = torch.var_mean(x, dim=[0, *range(2, x.dim())], correction=0)
         mean, m2 = mean.double(), var.double() * n
         total = self.count + n
         delta = mean - self.mean
@@ -220,52 +199,6 @@ class _Moments:
 
 class _Stop(Exception):
     """Ends a statistics pass at the norm it gathers for."""
-
-
-def gather_stats(net, x, plan, progress=None):
-    """Every norm's (mean, var) over the picture (a Padded), norm by norm, from the tiles'
-    owned parts. `progress` (a tqdm) counts in whole-network tile passes: the pass for norm k
-    of n runs about (k + 1) / n of the network."""
-    stats = {}
-    n = len(plan.shapes)
-    for k in range(n):
-        moments = _Moments()
-        for tile in plan.tiles:
-            if progress is not None:
-                progress.update((k + 1) / n)
-            def upto_k(index, norm, t, tile=tile):
-                if index < k:
-                    return _affine(norm, t, *stats[index])
-                rows, cols = plan.owned(index, tile, t.shape[-2:])
-                moments.add(t[..., rows, cols])
-                raise _Stop
-
-            with _norms_call(net, upto_k), contextlib.suppress(_Stop):
-                net(x.region(tile))
-        stats[k] = moments.stats()
-    return stats
-
-
-def apply_stats(net, x, plan, stats, out, edge_pad, finish, progress=None):
-    """The last pass: every tile of x with the gathered statistics; what each owns of the
-    picture (the padded picture less its `edge_pad` frame) goes into out, through finish."""
-    for tile in plan.tiles:
-        if progress is not None:
-            progress.update(1)
-        region = x.region(tile)
-        with _norms_call(net, lambda index, norm, t: _affine(norm, t, *stats[index])):
-            y = net(region)
-        place = []
-        for axis, span, size in ((plan.rows, tile[0], out.shape[-2]), (plan.cols, tile[1], out.shape[-1])):
-            lo, hi = max(span.own_lo, edge_pad), min(span.own_hi, edge_pad + size)
-            offset = axis.offset(span, 1, 0)
-            # out's rows; the tile's output rows that go there; the input rows of the same index,
-            # as the untiled path pairs them (the network's output sits `shift` off its input).
-            place.append((slice(lo - edge_pad, hi - edge_pad), slice(lo - offset, hi - offset),
-                          slice(lo - span.start, hi - span.start)))
-        (out_rows, rows, in_rows), (out_cols, cols, in_cols) = place
-        if out_rows.start < out_rows.stop and out_cols.start < out_cols.stop:
-            out[..., out_rows, out_cols] = finish(region[..., in_rows, in_cols], y[..., rows, cols])
 
 
 class Padded:
@@ -289,37 +222,451 @@ class Padded:
         return region.float()
 
 
+
+# --- A big picture in three stages -------------------------------------------------------
+# The encoder runs in tiles of the picture (Plan), norm by norm as above, and leaves the
+# trunk's input whole (a Slot). The trunk's convs then run once each over that, in bands of
+# rows, each norm's statistics gathered as its conv's output is written; the decoder runs
+# in tiles of the trunk's output, norm by norm, and its last conv's output is kept whole
+# too, so the last norm costs one pass. network.Stages says where each part begins.
+
+SLOT_MEMORY = 1 << 30  # whole-picture activations held in memory at most; the rest go to a file
+BAND_FLOATS = 16  # a trunk band holds at most tile_pixels * this many floats (a tile's first layer at 16 channels)
+SHARES = {"encoder": 35, "trunk": 25, "decoder": 40}  # % of the time, measured (standard network, 768 px tiles)
+
+
+def _scratch_file(nbytes: int):
+    """An unnamed file of nbytes (gone when closed, or when the process dies), in the user's
+    cache folder: /tmp is often memory."""
+    from .cache import cache_dir
+
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        f = tempfile.TemporaryFile(dir=folder)
+    except OSError:
+        f = tempfile.TemporaryFile()
+    f.truncate(nbytes)
+    return f
+
+
+class Slot:
+    """A whole picture's activation (c channels, h x w) as rows x columns x channels, so that
+    a band of rows is one block: in memory, or in a scratch file when memory is short."""
+
+    def __init__(self, h: int, w: int, c: int, dtype=torch.float32, in_memory: bool = True):
+        self.shape, self.dtype = (h, w, c), dtype
+        self.row_bytes, self.pixel_bytes = w * c * dtype.itemsize, c * dtype.itemsize
+        self.data = torch.empty(self.shape, dtype=dtype) if in_memory else None
+        self.file = None if in_memory else _scratch_file(h * self.row_bytes)
+
+    @staticmethod
+    def bytes(h, w, c, dtype=torch.float32) -> int:
+        return h * w * c * dtype.itemsize
+
+    def read(self, rows: slice, cols: slice = slice(None)) -> torch.Tensor:
+        """(1, c, rows, cols) as float32, channels last."""
+        if self.file is None:
+            band = self.data[rows, cols]
+        else:
+            lo, hi, _ = rows.indices(self.shape[0])
+            band = torch.empty((hi - lo, *self.shape[1:]), dtype=self.dtype)
+            view, done = memoryview(band.numpy()).cast("B"), 0
+            while done < len(view):
+                done += os.preadv(self.file.fileno(), [view[done:]], lo * self.row_bytes + done)
+            band = band[:, cols]
+        return band.float().permute(2, 0, 1)[None]
+
+    def write(self, rows: slice, cols: slice, t: torch.Tensor):
+        """t (1, c, rows, cols) into its place."""
+        band = t[0].permute(1, 2, 0).to(self.dtype)
+        if self.file is None:
+            self.data[rows, cols] = band
+            return
+        lo, _, _ = rows.indices(self.shape[0])
+        first, _, _ = cols.indices(self.shape[1])
+        band = band.contiguous().numpy()
+        for i, row in enumerate(band):  # one write a row: a tile is a part of each
+            os.pwrite(self.file.fileno(), memoryview(row).cast("B"), (lo + i) * self.row_bytes + first * self.pixel_bytes)
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+        self.data = self.file = None
+
+
+def _own_stats(t):
+    var, mean = torch.var_mean(t, dim=[0, *range(2, t.dim())], correction=0)
+    return mean, var
+
+
+def _fixed_stats_run(net, run, x):
+    """run(x) with every norm of net that it calls using the statistics of a first run (as a
+    tile's norms use the whole picture's): what the reach measurements differentiate."""
+    stats = {}
+
+    def own(index, norm, t):
+        stats[index] = _own_stats(t.detach())
+        return _affine(norm, t, *stats[index])
+
+    with _norms_call(net, own), contextlib.suppress(_Stop):
+        run(x.detach())
+    with _norms_call(net, lambda index, norm, t: _affine(norm, t, *stats[index])):
+        return run(x)
+
+
+def _central_reach(x, y, factor: float) -> int:
+    """How far (pixels of x) the gradient of y's central pixel reaches from where that pixel
+    lies in x; y's size is `factor` times x's."""
+    cy, cx = y.shape[-2] // 2, y.shape[-1] // 2
+    y[..., cy:cy + 1, cx:cx + 1].sum().backward()
+    reached = (x.grad[0].abs().sum(0) > 0).nonzero().float()
+    centre = torch.tensor([cy, cx], dtype=torch.float32) / factor
+    return int(math.ceil(float((reached - centre).abs().max()))) if len(reached) else 0
+
+
+_reaches = weakref.WeakKeyDictionary()
+
+
+def _cached(module, key, measure):
+    """measure(), once for each module (the reaches do not change with the weights)."""
+    found = _reaches.setdefault(module, {})
+    if key not in found:
+        found[key] = measure()
+    return found[key]
+
+
+def encoder_halo(net, start) -> int:
+    """The margin (picture pixels, a multiple of 4) of the encoder's tiles: how far the
+    input of `start` reaches into the picture, plus 4."""
+    def measure():
+        size = PROBE
+        while True:
+            with torch.inference_mode(False), torch.enable_grad():
+                x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 255
+                x.requires_grad_(True)
+                seen = []
+                hook = start.register_forward_pre_hook(lambda m, args: seen.append(args[0]) or _raise_stop())
+                try:
+                    _fixed_stats_run(net, lambda t: _until_stop(net, t), x)
+                finally:
+                    hook.remove()
+                reach = _central_reach(x, seen[-1], seen[-1].shape[-2] / size)
+            if reach < size // 2 - 8:
+                return 4 * math.ceil(reach / 4) + 4
+            size *= 2
+    return _cached(start, "encoder", measure)
+
+
+def decoder_reach(net, stages, channels: int) -> int:
+    """How far (pixels of the trunk's output) one pixel of the last norm's input reaches."""
+    def measure():
+        size = 24
+        while True:
+            with torch.inference_mode(False), torch.enable_grad():
+                x = torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(0))
+                x.requires_grad_(True)
+                z = _fixed_stats_run(net, stages.decode, x)
+                reach = _central_reach(x, z, z.shape[-2] / size)
+            if reach < size // 2 - 2:
+                return reach + 1
+            size *= 2
+    return _cached(stages.last, "decoder", measure)
+
+
+def conv_reach(conv) -> int:
+    """How far a trunk conv reaches (1 for a 3x3)."""
+    def measure():
+        weight = next(p for p in conv.parameters() if p.dim() == 4)
+        with torch.inference_mode(False), torch.enable_grad():
+            x = torch.rand(1, weight.shape[1], 15, 15, requires_grad=True)
+            return _central_reach(x, conv(x), 1)
+    return _cached(conv, "conv", measure)
+
+
+def _raise_stop():
+    raise _Stop
+
+
+def _until_stop(net, x):
+    try:
+        net(x)
+    except _Stop:
+        pass
+
+
+def gather_stats(net, x, plan, count, progress=None, share=0.0):
+    """The (mean, var) of norms 0 .. count - 1 over the picture (a Padded), norm by norm,
+    from the tiles' owned parts; each pass stops at the norm it gathers for."""
+    stats = {}
+    for k in range(count):
+        moments = _Moments()
+        for tile in plan.tiles:
+            def upto_k(index, norm, t, tile=tile):
+                if index < k:
+                    return _affine(norm, t, *stats[index])
+                rows, cols = plan.owned(index, tile, t.shape[-2:])
+                moments.add(t[..., rows, cols])
+                raise _Stop
+
+            with _norms_call(net, upto_k), contextlib.suppress(_Stop):
+                net(x.region(tile).contiguous(memory_format=torch.channels_last))
+            _tick(progress, share * (k + 1) / len(plan.tiles))
+        stats[k] = moments.stats()
+    return stats
+
+
+def _tick(progress, amount):
+    if progress is not None:  # float shares may add up a hair past the total
+        progress.update(min(amount, progress.total - progress.n))
+
+
+def encode(net, stages, x, tile_pixels, slot, progress=None):
+    """The encoder over the tiles of x (a Padded): the input of stages.start for the whole
+    picture, written into a Slot made by slot(h, w, c)."""
+    h, w = x.shape[-2:]
+    count, (c, sh, sw) = _start_shape(net, stages.start, h, w)
+    plan = Plan(net, h, w, tile_pixels, encoder_halo(net, stages.start))
+    share = SHARES["encoder"] / sum(range(1, count + 2))  # pass k runs k + 1 of count + 1 parts
+    stats = gather_stats(net, x, plan, count, progress, share)
+    out = slot(sh, sw, c)
+    for tile in plan.tiles:
+        def store(module, args, tile=tile):
+            t = args[0]
+            local, place = plan.placed(count, tile, t.shape[-2:])
+            out.write(*place, t[(..., *local)])
+            raise _Stop
+
+        hook = stages.start.register_forward_pre_hook(store)
+        try:
+            with _norms_call(net, lambda index, norm, t: _affine(norm, t, *stats[index])), contextlib.suppress(_Stop):
+                net(x.region(tile).contiguous(memory_format=torch.channels_last))
+        finally:
+            hook.remove()
+        _tick(progress, share * (count + 1) / len(plan.tiles))
+    return out
+
+
+def _start_shape(net, start, h, w):
+    """(how many norms run before `start`, the (c, h, w) of its input), on the meta device."""
+    shapes, calls = [], []
+    meta = copy.deepcopy(net).to("meta")
+    meta_start = dict(meta.named_modules())[next(n for n, m in net.named_modules() if m is start)]
+    hook = meta_start.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape[1:])) or _raise_stop())
+    with _norms_call(meta, lambda index, norm, t: calls.append(index) or t), torch.no_grad():
+        _until_stop(meta, torch.zeros(1, 3, h, w, device="meta"))
+    hook.remove()
+    return len(calls), shapes[0]
+
+
+def _bands(size: int, rows: int):
+    return [(lo, min(size, lo + rows)) for lo in range(0, size, rows)]
+
+
+def conv_pass(src, dst, layer, before, rows, moments):
+    """dst = layer.conv(before(src)) over bands of `rows` rows, each band read with the conv's
+    reach of rows around it; dst may be src (a band is written once the next band has read
+    the rows it needs). The output's statistics go into moments."""
+    k, h = conv_reach(layer.conv), src.shape[0]
+    pending = None
+    for lo, hi in _bands(h, rows):
+        start, stop = max(0, lo - k), min(h, hi + k)
+        y = layer.conv(before(src.read(slice(start, stop))))[..., lo - start:hi - start, :]
+        moments.add(y)
+        if pending is not None:
+            dst.write(*pending)
+        pending = (slice(lo, hi), slice(None), y)
+    dst.write(*pending)
+
+
+def run_trunk(stages, a, slot, tile_pixels, progress=None):
+    """The trunk on the Slot a, in place: stages.entry, then each residual block."""
+    h, w, c = a.shape
+    rows = max(1, tile_pixels * BAND_FLOATS // (w * c) - 2)  # a band and a 3x3 conv's two rows
+    passes = 2 * len(stages.blocks) + 2 * (stages.entry is not None)  # over all bands, each
+    share = SHARES["trunk"] / passes / len(_bands(h, rows))
+
+    def each_band(fn):
+        for lo, hi in _bands(h, rows):
+            fn(slice(lo, hi))
+            _tick(progress, share)
+
+    if stages.entry is not None:
+        moments = _Moments()
+        each_band(lambda r: moments.add(a.read(r)))
+        entry = moments.stats()
+        each_band(lambda r: a.write(r, slice(None), _activate(stages.entry, a.read(r), entry)))
+    b = slot(h, w, c)
+    try:
+        for first, second in stages.blocks:
+            m1, m2 = _Moments(), _Moments()
+            conv_pass(a, b, first, lambda t: t, rows, m1)
+            _tick(progress, share * len(_bands(h, rows)))
+            s1 = m1.stats()
+            conv_pass(b, b, second, lambda t: _activate(first, t, s1), rows, m2)
+            _tick(progress, share * len(_bands(h, rows)))
+            s2 = m2.stats()
+            for lo, hi in _bands(h, rows):
+                r = slice(lo, hi)
+                a.write(r, slice(None), a.read(r) + _activate(second, b.read(r), s2))
+    finally:
+        b.close()
+
+
+def _activate(layer, t, stats):
+    t = _affine(layer.norm, t, *stats)
+    return t if layer.act is None else layer.act(t)
+
+
+def _spans(size: int, core: int, margin: int):
+    """Tiles along one axis: (read from, read to, own from, own to)."""
+    count = max(1, math.ceil(size / core))
+    bounds = [round(k * size / count) for k in range(count + 1)]
+    return [(max(0, lo - margin), min(size, hi + margin), lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+
+
+def decode(net, stages, a, slot, tile_pixels, progress=None):
+    """The decoder over tiles of the trunk's output (Slot a), norm by norm, to the last norm's
+    input: (that, whole, as a Slot; the last norm's statistics)."""
+    h, w, c = a.shape
+    margin = decoder_reach(net, stages, c)
+    side = max(1, math.isqrt(tile_pixels) // 4)
+    core = max(1, side - 2 * margin)
+    tiles = [(r, q) for r in _spans(h, core, margin) for q in _spans(w, core, margin)]
+    count = _count_norm_calls(net, stages, c)
+    share = SHARES["decoder"] / sum(range(1, count + 2)) / len(tiles)
+
+    def owned(t, r, q):
+        """The part of t (a decoder activation of tile (r, q)) that the tile owns."""
+        f, g = t.shape[-2] // (r[1] - r[0]), t.shape[-1] // (q[1] - q[0])
+        return t[..., (r[2] - r[0]) * f:(r[3] - r[0]) * f, (q[2] - q[0]) * g:(q[3] - q[0]) * g], f, g
+
+    stats = {}
+    for k in range(count):
+        moments = _Moments()
+        for r, q in tiles:
+            def upto_k(index, norm, t, r=r, q=q):
+                if index < k:
+                    return _affine(norm, t, *stats[index])
+                moments.add(owned(t, r, q)[0])
+                raise _Stop
+
+            with _norms_call(net, upto_k), contextlib.suppress(_Stop):
+                stages.decode(a.read(slice(r[0], r[1]), slice(q[0], q[1])))
+            _tick(progress, share * (k + 1))
+        stats[k] = moments.stats()
+    z, moments = None, _Moments()
+    for r, q in tiles:
+        with _norms_call(net, lambda index, norm, t: _affine(norm, t, *stats[index])):
+            y = stages.decode(a.read(slice(r[0], r[1]), slice(q[0], q[1])))
+        part, f, g = owned(y, r, q)
+        if z is None:
+            z = slot(h * f, w * g, y.shape[1])
+        z.write(slice(r[2] * f, r[3] * f), slice(q[2] * g, q[3] * g), part)
+        moments.add(part)
+        _tick(progress, share * (count + 1))
+    return z, moments.stats()
+
+
+def _count_norm_calls(net, stages, channels):
+    """How many norms stages.decode calls (the last is not one of them)."""
+    calls = []
+    with _norms_call(net, lambda index, norm, t: calls.append(index) or t), torch.no_grad():
+        stages.decode(torch.zeros(1, channels, 2, 2))
+    return len(calls)
+
+
+def finish_bands(stages, z, last, x, out, edge_pad, finish):
+    """The last norm and the finale on z (the last norm's input, whole), band by band, into
+    out (the picture less its edge_pad frame), through finish with x's (a Padded) pixels."""
+    h, w = out.shape[-2:]
+    rows = max(1, TILE_PIXELS // z.shape[1])
+    for lo, hi in _bands(h, rows):
+        band = slice(lo + edge_pad, hi + edge_pad)
+        cols = slice(edge_pad, edge_pad + w)
+        y = stages.finale(_affine(stages.last, z.read(band, cols), *last))
+        out[..., lo:hi, :] = finish(x.region((band, cols)), y)
+
+
 def _as_is(x, y):
     return y
 
 
-def passes(plan) -> float:
-    """The work of a tiled picture, in whole-network tile passes (gather_stats, then apply_stats)."""
-    n = len(plan.shapes)
-    return len(plan.tiles) * ((n + 1) / 2 + 1)
+def stylize_staged(net, x, tile_pixels, edge_pad, finish, out, progress=None, slot_memory=SLOT_MEMORY):
+    """One frame (a Padded) through encode, run_trunk and decode, into out (1, 3, h, w).
+    The trunk's two slots are float32 where both fit slot_memory, else float16 (within a
+    level: bench stylize), the second in a file where two float16 ones do not fit; the last
+    norm's input is float32, in a file where it does not fit beside the first."""
+    stages = net.stages()
+    _, (c, sh, sw) = _start_shape(net, stages.start, *x.shape[-2:])
+    dtype = torch.float32 if 2 * Slot.bytes(sh, sw, c) <= slot_memory else torch.float16
+    used = Slot.bytes(sh, sw, c, dtype)
+    a = encode(net, stages, x, tile_pixels, lambda *shape: Slot(*shape, dtype=dtype, in_memory=used <= slot_memory), progress)
+    try:
+        run_trunk(stages, a, lambda *shape: Slot(*shape, dtype=dtype, in_memory=2 * used <= slot_memory),
+                  tile_pixels, progress)
+        z, last = decode(net, stages, a, lambda *shape: Slot(*shape, in_memory=used + Slot.bytes(*shape) <= slot_memory),
+                         tile_pixels, progress)
+    finally:
+        a.close()
+    try:
+        finish_bands(stages, z, last, x, out, edge_pad, finish)
+    finally:
+        z.close()
+
+
+_runners = weakref.WeakKeyDictionary()
+
+
+def runner(net):
+    """The form of net that tiling runs: a TransformNet as its InferenceNet (the same
+    function, faster kernels), made again only when net's weights change (so that its
+    measured reaches are kept); any other network (network.Stages) as it is."""
+    if not isinstance(net, TransformNet):
+        return net
+    versions = tuple(p._version for p in net.parameters())
+    if net not in _runners or _runners[net][0] != versions:
+        with torch.inference_mode(False):  # its reaches are measured by gradients
+            _runners[net] = versions, InferenceNet(net).eval()
+    return _runners[net][1]
+
+
+def seams(net, h: int, w: int, tile_pixels: int = TILE_PIXELS) -> tuple[list[int], list[int]]:
+    """The rows and columns of an h x w picture where one tile's (or band's) part meets the
+    next's, in any of the three stages."""
+    net = runner(net)
+    stages = net.stages()
+    count, (c, sh, sw) = _start_shape(net, stages.start, h, w)
+    plan = Plan(net, h, w, tile_pixels, encoder_halo(net, stages.start))
+    side = max(1, math.isqrt(tile_pixels) // 4)
+    core = max(1, side - 2 * decoder_reach(net, stages, c))
+    band = max(1, tile_pixels * BAND_FLOATS // (sw * c) - 2)
+    rows = {s.own_lo for s in plan.rows.spans[1:]} | {4 * s[2] for s in _spans(sh, core, 0)[1:]}
+    rows |= {4 * lo for lo, _ in _bands(sh, band)[1:]}
+    cols = {s.own_lo for s in plan.cols.spans[1:]} | {4 * s[2] for s in _spans(sw, core, 0)[1:]}
+    return sorted(r for r in rows if r < h), sorted(c for c in cols if c < w)
 
 
 @torch.no_grad()
 def stylize_tiled(net, x, tile_pixels: int = TILE_PIXELS, edge_pad: int = 0, finish=_as_is, out=None,
-                  show_progress=False):
+                  show_progress=False, slot_memory: int = SLOT_MEMORY):
     """net(reflect_pad(x, edge_pad)) cropped back to x's size (as Stylizer.network_with_edges),
-    for x (N, 3, H, W) of any size, float or uint8, in tiles of at most about `tile_pixels`
-    (halo included), frame by frame. Each tile's owned part goes through finish(its input,
+    for x (N, 3, H, W) of any size, float or uint8, with memory bounded by `tile_pixels`
+    (halo included), frame by frame. Each part of the output goes through finish(its input,
     its output) into `out` (N, 3, H, W), which may be of any dtype (default: float, as x).
     `show_progress`: a bar with an ETA on stderr for every frame that takes several tiles."""
     n, _, h, w = x.shape
     if out is None:
         out = torch.empty(n, 3, h, w, device=x.device)
+    staged = None
     for i in range(n):
         frame = Padded(x[i:i + 1], edge_pad)
-        plan = Plan(net, *frame.shape[-2:], tile_pixels)
-        if len(plan.tiles) == 1:
+        if frame.shape[-2] * frame.shape[-1] <= tile_pixels:
             crop = (..., slice(edge_pad, edge_pad + h), slice(edge_pad, edge_pad + w))
-            region = frame.region(plan.tiles[0])
+            region = frame.region((slice(0, frame.shape[-2]), slice(0, frame.shape[-1])))
             out[i:i + 1] = finish(region[crop], net(region)[crop])
             continue
-        with tqdm(total=passes(plan), desc=f"{w}x{h} in {len(plan.tiles)} tiles", unit="tile pass",
-                  disable=not show_progress, bar_format=BAR) as progress:
-            stats = gather_stats(net, frame, plan, progress)
-            apply_stats(net, frame, plan, stats, out[i:i + 1], edge_pad, finish, progress)
+        staged = staged or runner(net)
+        with tqdm(total=100, desc=f"{w}x{h} in tiles", unit="%", disable=not show_progress, bar_format=BAR) as progress:
+            stylize_staged(staged, frame, tile_pixels, edge_pad, finish, out[i:i + 1], progress, slot_memory)
     return out

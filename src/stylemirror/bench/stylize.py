@@ -53,7 +53,8 @@ def bench_stylize(width=640, height=480, device="auto", repeats=5, arch="standar
               "arch": arch, "device": str(device), "machine": machine()}
     if width * height > Options().max_pixels:
         # Tiled (tiling.py): the untiled reference would not fit in memory. One run, in the child.
-        return {"ms_per_frame": 1000 * seconds, "tiled": True, "engine": "torch", **memory}
+        return {"ms_per_frame": 1000 * seconds, "tiled": True, "engine": "torch", **memory,
+                **against_untiled(width, height, seconds, device, arch)}
     torch.manual_seed(0)
     net = TransformNet.named(arch).eval()
     frame = bench_frame(width, height)
@@ -78,6 +79,33 @@ def bench_stylize(width=640, height=480, device="auto", repeats=5, arch="standar
             "engine": "onnxruntime" if stylizer.session else "torch", **memory}
 
 
+def against_untiled(width, height, seconds, device, arch, pixels=2_000_000, tile_pixels=None):
+    """A tiled frame's time as a multiple of one untiled pass over as many pixels (the stylize
+    path's time a pixel on a frame of `pixels` of the same shape, which fits), and how far
+    tiles are from one pass on that frame, with the slots held as the big frame's are
+    (float16, in files), in tiles of `tile_pixels` (default: a quarter of the usual, so that it tiles)."""
+    from .. import padding, tiling
+    from ..network import TransformNet
+    from ..stylize import Stylizer
+
+    scale = (pixels / (width * height)) ** 0.5
+    w, h = max(8, round(width * scale)), max(8, round(height * scale))
+    torch.manual_seed(0)
+    stylizer = Stylizer(TransformNet.named(arch).eval(), device)
+    frame = bench_frame(w, h)
+    untiled = timed_in_turns({"untiled": lambda: stylizer.frames([frame])}, stylizer.device, 3)["untiled"]
+    pad = padding.bounded(stylizer.options.edge_pad, h, w)
+    per_pixel = untiled / ((h + 2 * pad) * (w + 2 * pad))
+    big_pad = padding.bounded(stylizer.options.edge_pad, height, width)
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].to(stylizer.device)
+    out = torch.empty_like(x)
+    tiling.stylize_tiled(stylizer.net, x, tile_pixels or tiling.TILE_PIXELS // 4, pad, stylizer.finish, out, slot_memory=0)
+    diff = np.abs(out[0].permute(1, 2, 0).cpu().numpy().astype(int) - stylizer.frames([frame])[0].astype(int))
+    return {"untiled_size": f"{w}x{h}", "untiled_ms_per_megapixel": 1e9 * per_pixel,
+            "times_untiled": seconds / (per_pixel * (height + 2 * big_pad) * (width + 2 * big_pad)),
+            "tiles_mean_level_difference": float(diff.mean()), "tiles_max_level_difference": int(diff.max())}
+
+
 HELP = "ms per frame of `stylemirror stylize` beside plain eager fp32, and its peak memory"
 
 
@@ -94,7 +122,11 @@ def run(args) -> dict:
     result = bench_stylize(w, h, args.device, arch=args.arch)
     if result["tiled"]:
         print(f"stylize {result['size']} ({args.arch}), in tiles: {result['ms_per_frame'] / 1000:.1f} s, "
+              f"{result['times_untiled']:.2f}x one untiled pass over as many pixels "
+              f"({result['untiled_ms_per_megapixel']:.0f} ms a megapixel at {result['untiled_size']}), "
               f"peak RSS {result['peak_rss_mb']:.0f} MB ({result['device']}, {result['machine']})")
+        print(f"tiles against one pass at {result['untiled_size']} (quarter-size tiles, slots as above): "
+              f"mean {result['tiles_mean_level_difference']:.3f} level(s), max {result['tiles_max_level_difference']}")
     else:
         print(f"stylize {result['size']} ({args.arch}): {result['ms_per_frame']:.1f} ms/frame ({result['engine']}); "
               f"plain eager fp32 reference {result['reference_ms_per_frame']:.1f} ms: {result['speedup']:.2f}x, "
