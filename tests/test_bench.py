@@ -1,6 +1,10 @@
 """The benchmarks run and report what they say; training quality is real."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -180,6 +184,27 @@ def test_short_training_moves_the_style_and_paints_no_grid(tmp_path):
     assert result["edges"] <= 8 < result["edges_unpadded"], result  # a flat wall: no frame with the default pad
     side = Image.open(tmp_path / "quality.png")
     assert side.size[0] > side.size[1]  # the photo and its stylized version, side by side
+
+
+@pytest.mark.slow
+def test_quality_stopped_by_sigterm_says_nothing_resumes(tmp_path):
+    """Its training's checkpoint is in a temporary folder: a signal ends the bench in one line
+    with the signal's status (it said "rerun to resume", then failed on a missing model)."""
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as err_file:
+        # 400 steps: fewer than train compiles for, so the loop starts at once
+        proc = subprocess.Popen([sys.executable, "-m", "stylemirror", "bench", "quality", "--steps", "400",
+                                 "--image-size", "32", "--batch-size", "2", "--no-reference", "--no-steadiness",
+                                 "--vgg-path", str(shared_vgg()), "--out", str(tmp_path / "out")],
+                                stdout=subprocess.DEVNULL, stderr=err_file, text=True)
+        deadline = time.monotonic() + 300
+        while "/400" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the loop's progress bar: training has begun
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    err = log.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped before its training finished; nothing was written" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ nearest-neighbour upsampling + 3x3 conv, conv biases, an unbounded output) in ea
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -149,7 +150,10 @@ def trained(style, photos: Path, vgg_path, folder: Path, steps, **recipe):
                       style_layers=QUALITY_LAYERS, content_layer="relu3_1", max_steps=steps,
                       log_interval=max(1, steps // 10), **recipe)
     start = time.perf_counter()
-    train(cfg)
+    status = train(cfg)
+    if status:  # a signal stopped it: its checkpoint is in a temporary folder, so nothing resumes
+        print("bench quality: stopped before its training finished; nothing was written", file=sys.stderr, flush=True)
+        raise SystemExit(status)
     seconds = time.perf_counter() - start
     log = [json.loads(line) for line in (folder / "ckpt" / "train_log.jsonl").read_text().splitlines()]
     return registry.open_model(folder / "model" / "model.safetensors"), seconds, log, cfg
