@@ -48,6 +48,8 @@ CASES = [
     (["train", "--style", "{d}/photo.png", "--train-path", "{d}", "--checkpoint-dir", "{d}/c", "--epochs", "0"],
      "must be positive"),
     (["bench", "stylize", "--size", "64by48"], "expected WIDTHxHEIGHT"),
+    (["bench", "mirror", "--drops", "5"], "must be between 1 and 4"),
+    (["bench", "mirror", "--edge-pads", "-1"], "must be 0 or more"),
     (["stylize", "--model", "{d}/good", "{d}/photo.png", "-o", "{d}/o.png", "--device", "gpu2"],
      "--device gpu2: not a device name"),
     (["train", "--style", "{d}/photo.png", "--train-path", "{d}", "--checkpoint-dir", "{d}/c", "--arch", "huge"],

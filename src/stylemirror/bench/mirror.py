@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from .. import formats
-from ..arguments import frame_size, positive_int
+from ..arguments import frame_size, non_negative_int, number, positive_int
 from ..errors import UserError
 from .common import CHROMIUM_ARGS, SHARED, machine
 
@@ -97,8 +97,13 @@ def drop_to_frame(context, url, paintings):
     return drops
 
 
+EDGE_PADS = (0, 16, 48)
+DROPS_OF = ("the_scream", "shipwreck_of_the_minotaur", "udnie", "great_wave")
+drop_count = number(int, lambda v: 1 <= v <= len(DROPS_OF), f"must be between 1 and {len(DROPS_OF)}")
+
+
 def bench_mirror(model_dir, width=320, height=240, frames=10, ml5_frames=2, chromium="/usr/bin/chromium",
-                 edge_pads=(0, 16, 48), drops_of=("the_scream", "shipwreck_of_the_minotaur", "udnie", "great_wave")):
+                 edge_pads=EDGE_PADS, drops_of=DROPS_OF):
     """Frames per second of the mirror page and of ml5.js 0.12.2 (the classic sketch, on its
     only correct backend, WebGL) on the same ml5 model, in the same headless Chromium, with a
     fake camera; and of the page on the lite network (random weights: speed does not depend
@@ -201,11 +206,17 @@ def add_arguments(p):
     p.add_argument("--model", default=str(SHARED / "ml5-models" / "wave"), help="an ml5 model folder")
     p.add_argument("--size", type=frame_size, default="320x240", help="camera frame size WxH")
     p.add_argument("--frames", "--steps", type=positive_int, default=10, help="frames timed")
+    p.add_argument("--drops", type=drop_count, default=len(DROPS_OF),
+                   help=f"how many shipped paintings to drop on the page, of {', '.join(DROPS_OF)}")
+    p.add_argument("--edge-pads", type=non_negative_int, nargs="+", default=list(EDGE_PADS), metavar="N",
+                   help="the edge pads (?edgepad=N) the page is timed with")
 
 
 def run(args) -> dict:
     w, h = args.size
-    result = bench_mirror(args.model, w, h, frames=args.frames)
+    # A pad given twice is timed once: the figures are keyed by pad.
+    result = bench_mirror(args.model, w, h, frames=args.frames, edge_pads=tuple(dict.fromkeys(args.edge_pads)),
+                          drops_of=DROPS_OF[:args.drops])
     print(f"mirror page {result['size']}: {result['fps']:.3f} fps ({result['backend']}); ml5.js 0.12.2: "
           f"{result['ml5_fps']:.4f} fps ({result['ml5_backend']}): {result['speedup']:.1f}x; "
           f"lite network {result['lite_fps']:.2f} fps ({result['lite_vs_standard']:.1f}x the standard one; "
