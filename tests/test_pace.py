@@ -25,13 +25,17 @@ SIMULATE = """
 const { Pace } = await import(process.argv[1]);
 const m = JSON.parse(process.argv[2]);
 const pace = new Pace(m.levels, { target: m.target, start: m.start });
-let now = 0, seed = 1;
+let now = 0, seed = 1, power = m.power;
 const random = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
 const levels = [];
 while (now < 1000 * m.seconds) {
   const level = pace.levels[pace.level];
   const load = now >= 1000 * m.load_from ? m.load : 1;
-  const busy = m.ms * (level.pixels / 76800) ** m.power * load * (1 + m.noise * (2 * random() - 1));
+  if (m.network_at !== null && now >= 1000 * m.network_at && power !== m.network_power) {
+    power = m.network_power;  // another style's network, as the page says it to the pace
+    if (m.forget) pace.forget(now);
+  }
+  const busy = m.ms * (level.pixels / 76800) ** power * load * (1 + m.noise * (2 * random() - 1));
   now += busy;
   levels.push(pace.frame(now, busy));
 }
@@ -39,11 +43,13 @@ console.log(JSON.stringify({ levels, changes: pace.changes }));
 """
 
 
-def simulate(ms, target=12.0, seconds=300, power=1.0, noise=0.1, load=1.0, load_from=0.0, start=START):
+def simulate(ms, target=12.0, seconds=300, power=1.0, noise=0.1, load=1.0, load_from=0.0, start=START,
+             network_at=None, network_power=1.0, forget=True):
     if NODE is None:
         pytest.skip("node is not installed")
     machine = {"levels": LEVELS, "start": start, "target": target, "ms": ms, "seconds": seconds, "power": power,
-               "noise": noise, "load": load, "load_from": load_from}
+               "noise": noise, "load": load, "load_from": load_from, "network_at": network_at,
+               "network_power": network_power, "forget": forget}
     out = subprocess.run([NODE, "--input-type=module", "-e", SIMULATE, (WEB / "pace.js").as_uri(), json.dumps(machine)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
@@ -92,6 +98,16 @@ def test_it_steps_down_under_load_and_climbs_back_once_the_load_is_gone():
     recovered = simulate(ms=1000 / 10, load=1 / 3, load_from=60, seconds=180)
     assert recovered["levels"][int(0.1 * len(recovered["levels"]))] == 1 and recovered["levels"][-1] == 3
     assert recovered["changes"] == 3
+
+
+def test_another_network_is_measured_afresh():
+    """The padded 320x240 measured 2.6x dearer than 320x240 (power 1.6) keeps the pace at
+    320x240. Another style's network costs what its pixels say (padded: 16.5 fps): once told,
+    the pace climbs; kept on the last network's ratio it would not."""
+    told = simulate(ms=1000 / 30, seconds=600, power=1.6, network_at=300)
+    assert told["levels"][len(told["levels"]) // 3] == START and told["levels"][-1] == 3
+    untold = simulate(ms=1000 / 30, seconds=600, power=1.6, network_at=300, forget=False)
+    assert untold["levels"][-1] == START
 
 
 # ---------------------------------------------------------------- the page

@@ -45,6 +45,11 @@ export function cameraPad(fallback) {
   return level && level.pad !== null ? level.pad : fallback;
 }
 
+// Another style's network: the pace measures it afresh (a painting costs 3x the standard network).
+export function networkChanged() {
+  if (pace) pace.forget(performance.now());
+}
+
 // A camera frame stylized that kept the page busy `busyMs`: the size and pad for the next.
 export function frameDone(busyMs) {
   if (auto && !pace) {

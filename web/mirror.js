@@ -1,6 +1,6 @@
 // The style mirror: the webcam (or a picture) through a style network, live, in the browser.
 import * as Blend from './blend.js';
-import { cameraPad, frameDone } from './camera-size.js';
+import { cameraPad, frameDone, networkChanged } from './camera-size.js';
 import { $, download, say } from './dom.js';
 import * as Kiosk from './kiosk.js';
 import { wireRecording } from './record.js';
@@ -106,6 +106,7 @@ async function useModel(name) {
   if (state.net) state.net.dispose();
   state.net = net;
   state.model = name;
+  networkChanged();
   Blend.show(net, { onChange: restylePicture }); // a multi-style model's styles and blend control
   $('model-select').value = name;
   const details = [entry.arch !== 'standard' && entry.arch, entry.size && `${(entry.size / 1e6).toFixed(1)} MB`];

@@ -49,6 +49,16 @@ export class Pace {
     return this.level;
   }
 
+  // Another network from `now` on: what was measured was the last one's costs. The level is
+  // kept and judged again once the new network has warmed up.
+  forget(now) {
+    this.ratios.clear();
+    this.left = null;
+    this.busy = [];
+    this.busySum = 0;
+    this.settledAt = now + this.settleMs;
+  }
+
   change(level, now, rate) {
     this.left = { level: this.level, rate };
     this.level = level;
