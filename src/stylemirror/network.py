@@ -379,16 +379,20 @@ class Layer(NamedTuple):
     act: Callable | None  # None: none
 
 
+class Step(NamedTuple):
+    """One step of a network's decoder, as tiling.py runs it: a conv, then what follows it."""
+    conv: Callable  # its input -> the activation its norm normalises
+    apply: Callable  # that activation -> the next step's input (or the picture); calls the norm
+
+
 class Stages(NamedTuple):
     """A network as tiling.py runs a big picture: the encoder up to `start`'s input (the
-    coarsest scale), the trunk there, the decoder to the last norm's input, then the rest.
-    forward(x) is finale(last(decode(trunk(encoder(x)))))[..., :h, :w]."""
+    coarsest scale), the trunk there, then the decoder's steps. forward(x) is the steps on
+    the blocks on entry(encoder(x)), cropped to x's size."""
     start: nn.Module  # the trunk starts from this module's input
     entry: Layer | None  # applied to `start`'s input first (its conv unused), or None
     blocks: list  # residual blocks: x + the result of their Layers in turn
-    decode: Callable  # the trunk's output -> the last norm's input (4x the size)
-    last: InstanceNorm
-    finale: Callable  # the last norm's output -> the picture (elementwise)
+    decoder: list  # Steps
 
 
 class InferenceNet(nn.Module):
@@ -406,18 +410,17 @@ class InferenceNet(nn.Module):
         self.up2 = nn.Parameter(upsampling_kernel(net.up2.conv.weight.detach()), requires_grad=False)
         self.last = nn.Parameter(phase_kernel(net.conv4.conv.weight.detach()), requires_grad=False)
 
-    def up(self, x, kernel, norm, style):
-        return F.relu(phase_norm(upsample_phases(x, kernel, self.size), norm, style))
+    def decoder(self, style=None) -> list[Step]:
+        """The decoder on phases, as steps (Step): forward runs them in turn, tiling.py one
+        at a time over the whole picture."""
+        def up(kernel):
+            return lambda y: upsample_phases(y, kernel, self.size)
 
-    def decode(self, y, style=None):
-        """The residual blocks' output -> the last conv's output (before its norm)."""
-        y = F.pixel_shuffle(self.up(y, self.up1, self.norms[0], style), 2)
-        y = self.up(y, self.up2, self.norms[1], style)  # the phases of the last conv's input
-        return F.pixel_shuffle(F.conv2d(y, self.last, padding=self.last.shape[-1] // 2), 2)
-
-    @staticmethod
-    def finale(y):
-        return torch.clamp(150.0 * torch.tanh(y) + 127.5, 0.0, 255.0)
+        norm1, norm2, last = self.norms
+        return [Step(up(self.up1), lambda t: F.pixel_shuffle(F.relu(phase_norm(t, norm1, style)), 2)),
+                Step(up(self.up2), lambda t: F.relu(phase_norm(t, norm2, style))),  # the phases of the last conv's input
+                Step(lambda y: F.pixel_shuffle(F.conv2d(y, self.last, padding=self.last.shape[-1] // 2), 2),
+                     lambda t: torch.clamp(150.0 * torch.tanh(last(t, style)) + 127.5, 0.0, 255.0))]
 
     def forward(self, x, style=None):
         h, w = x.shape[-2:]
@@ -425,10 +428,12 @@ class InferenceNet(nn.Module):
         y = conv3(conv2(conv1(x, style), style), style)
         for block in res:
             y = block(y, style)
-        return self.finale(self.norms[2](self.decode(y, style), style))[..., :h, :w]
+        for step in self.decoder(style):
+            y = step.apply(step.conv(y))
+        return y[..., :h, :w]
 
     def stages(self) -> Stages:
         """For tiling.py (a single-style network)."""
         conv3, res = self.encoder[2], self.encoder[3]
         blocks = [[Layer(b.conv1.conv, b.conv1.norm, F.relu), Layer(b.conv2.conv, b.conv2.norm, None)] for b in res]
-        return Stages(conv3.norm, Layer(None, conv3.norm, F.relu), blocks, self.decode, self.norms[2], self.finale)
+        return Stages(conv3.norm, Layer(None, conv3.norm, F.relu), blocks, self.decoder())

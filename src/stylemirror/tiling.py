@@ -10,21 +10,23 @@ within float rounding), in three stages that network.Stages names for each netwo
 - The trunk (residual blocks at 1/4 scale), on the whole Slot in bands of rows: each conv runs
   once, over bands read with the conv's reach of rows around them, its output's statistics
   merged as it is written (into a second Slot, or back over its input one band behind).
-- The decoder, in tiles of the trunk's output, norm by norm as the encoder; its last conv's
-  output is kept whole too, so the last norm and the finale are one pass over bands.
-The encoder's and decoder's early norms cost passes that stop early; the trunk, most of the
-network's work, runs once: about 2.5 times one untiled pass in all (bench/README.md), against
-13 when every norm took a pass of the whole network. Cheaper statistics were measured and
+- The decoder (network.Step), a step at a time: each step's conv once, in tiles of the last
+  step's output (kept whole in a Slot), its norm's statistics merged as it is written; the
+  last step's norm and what follows are one pass over bands.
+Only the encoder's norms cost passes that stop early (its first layers run three times); every
+other conv runs once: about 2x one untiled pass in all (bench/README.md), against 13 when
+every norm took a pass of the whole network in tiles. Cheaper statistics were measured and
 dropped, their error too large: from the picture shrunk to one tile's size, 10 levels off on
 average; refining all norms at once from those, 70 (it diverges); from a sample of the tiles,
 16 of 24: 2.4 on average, 128 at most.
 
-Memory: the trunk's Slots are float32 where two fit SLOT_MEMORY, else float16 (a 48 MP
-picture: 0.8 GB each), the second in an unnamed scratch file where two do not fit.
+Memory: Slots are float32 where the trunk's two fit SLOT_MEMORY, else float16 (a 48 MP
+picture: 0.8 GB each), each in memory while what is held fits SLOT_MEMORY, else in an unnamed
+scratch file (the decoder's steps hold 2 and 4 times the trunk's: in files at 48 MP).
 
 Geometry. Convolutions pad with zeros only at the picture's true border, so a tile carries a
 halo of real neighbours wider than its stage's receptive field (measured: encoder_halo,
-decoder_reach, conv_reach). The two stride-2 convs use TensorFlow's 'same' padding, which for
+conv_reach, decoder_geometry). The two stride-2 convs use TensorFlow's 'same' padding, which for
 a size that is not a multiple of 4 shifts their grid: the picture behaves as if it sat at
 offset s = (-size) % 4 on a canvas whose stride-2 grids start at 0 (while the decoder's output
 starts at the canvas's 0). The encoder's tiles are cut on that canvas at multiples of 4, so
@@ -185,8 +187,15 @@ class _Moments:
         n = x[:, 0].numel()
         if n == 0:
             return
-        var, mean = torch.var_mean(x, dim=[0, *range(2, x.dim())], correction=0)
-        mean, m2 = mean.double(), var.double() * n
+        if x.dim() == 4 and x.stride(1) == 1:
+            # Channels last: sums down the rows of (pixels, channels), 4x faster than var_mean
+            # (the float32 sums lose ~1e-5 of the variance; the tiles' merge is float64).
+            rows = x.permute(0, 2, 3, 1)
+            mean = rows.sum((0, 1, 2)).double() / n
+            m2 = rows.square().sum((0, 1, 2)).double() - mean * mean * n
+        else:
+            var, mean = torch.var_mean(x, dim=[0, *range(2, x.dim())], correction=0)
+            mean, m2 = mean.double(), var.double() * n
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
@@ -231,8 +240,10 @@ class Padded:
 # too, so the last norm costs one pass. network.Stages says where each part begins.
 
 SLOT_MEMORY = 1 << 30  # whole-picture activations held in memory at most; the rest go to a file
-BAND_FLOATS = 16  # a trunk band holds at most tile_pixels * this many floats (a tile's first layer at 16 channels)
-SHARES = {"encoder": 35, "trunk": 25, "decoder": 40}  # % of the time, measured (standard network, 768 px tiles)
+# A trunk band or decoder tile holds at most tile_pixels * this many floats at a time: what a
+# picture tile's first layer holds at 16 channels.
+BAND_FLOATS = 16
+SHARES = {"encoder": 34, "trunk": 41, "decoder": 25}  # % of the time (standard network, 48 MP, dev VM)
 
 
 def _scratch_file(nbytes: int):
@@ -264,17 +275,27 @@ class Slot:
     def bytes(h, w, c, dtype=torch.float32) -> int:
         return h * w * c * dtype.itemsize
 
+    @property
+    def resident(self) -> int:
+        """The bytes it holds in memory."""
+        return 0 if self.data is None else self.data.numel() * self.dtype.itemsize
+
     def read(self, rows: slice, cols: slice = slice(None)) -> torch.Tensor:
         """(1, c, rows, cols) as float32, channels last."""
         if self.file is None:
             band = self.data[rows, cols]
         else:
-            lo, hi, _ = rows.indices(self.shape[0])
-            band = torch.empty((hi - lo, *self.shape[1:]), dtype=self.dtype)
-            view, done = memoryview(band.numpy()).cast("B"), 0
-            while done < len(view):
-                done += os.preadv(self.file.fileno(), [view[done:]], lo * self.row_bytes + done)
-            band = band[:, cols]
+            (lo, hi, _), (first, last, _) = rows.indices(self.shape[0]), cols.indices(self.shape[1])
+            band = torch.empty((hi - lo, last - first, self.shape[2]), dtype=self.dtype)
+            whole = last - first == self.shape[1]  # whole rows: one read; else a read a row
+            for i, row in enumerate([band] if whole else band):
+                view, done = memoryview(row.numpy()).cast("B"), 0
+                at = (lo + i) * self.row_bytes + first * self.pixel_bytes
+                while done < len(view):
+                    got = os.preadv(self.file.fileno(), [view[done:]], at + done)
+                    if got <= 0:
+                        raise OSError(f"the scratch file {self.file.name} ended early")
+                    done += got
         return band.float().permute(2, 0, 1)[None]
 
     def write(self, rows: slice, cols: slice, t: torch.Tensor):
@@ -356,22 +377,6 @@ def encoder_halo(net, start) -> int:
                 return 4 * math.ceil(reach / 4) + 4
             size *= 2
     return _cached(start, "encoder", measure)
-
-
-def decoder_reach(net, stages, channels: int) -> int:
-    """How far (pixels of the trunk's output) one pixel of the last norm's input reaches."""
-    def measure():
-        size = 24
-        while True:
-            with torch.inference_mode(False), torch.enable_grad():
-                x = torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(0))
-                x.requires_grad_(True)
-                z = _fixed_stats_run(net, stages.decode, x)
-                reach = _central_reach(x, z, z.shape[-2] / size)
-            if reach < size // 2 - 2:
-                return reach + 1
-            size *= 2
-    return _cached(stages.last, "decoder", measure)
 
 
 def conv_reach(conv) -> int:
@@ -525,67 +530,82 @@ def _spans(size: int, core: int, margin: int):
     return [(max(0, lo - margin), min(size, hi + margin), lo, hi) for lo, hi in zip(bounds, bounds[1:])]
 
 
-def decode(net, stages, a, slot, tile_pixels, progress=None):
-    """The decoder over tiles of the trunk's output (Slot a), norm by norm, to the last norm's
-    input: (that, whole, as a Slot; the last norm's statistics)."""
-    h, w, c = a.shape
-    margin = decoder_reach(net, stages, c)
-    side = max(1, math.isqrt(tile_pixels) // 4)
-    core = max(1, side - 2 * margin)
-    tiles = [(r, q) for r in _spans(h, core, margin) for q in _spans(w, core, margin)]
-    count = _count_norm_calls(net, stages, c)
-    share = SHARES["decoder"] / sum(range(1, count + 2)) / len(tiles)
+def _norm_input(net, apply, t):
+    """t as the norm that apply calls sees it (phases may have an axis of their own)."""
+    seen = []
 
-    def owned(t, r, q):
-        """The part of t (a decoder activation of tile (r, q)) that the tile owns."""
-        f, g = t.shape[-2] // (r[1] - r[0]), t.shape[-1] // (q[1] - q[0])
-        return t[..., (r[2] - r[0]) * f:(r[3] - r[0]) * f, (q[2] - q[0]) * g:(q[3] - q[0]) * g], f, g
+    def capture(index, norm, u):
+        seen.append(u)
+        raise _Stop
 
-    stats = {}
-    for k in range(count):
-        moments = _Moments()
+    with _norms_call(net, capture), contextlib.suppress(_Stop):
+        apply(t)
+    return seen[0]
+
+
+def _applied(net, apply, stats):
+    """apply, its norm normalising by stats."""
+    def run(t):
+        with _norms_call(net, lambda index, norm, u: _affine(norm, u, *stats)):
+            return apply(t)
+    return run
+
+
+def decoder_geometry(net, stages, channels: int) -> list:
+    """For each decoder step: (how far it reaches, in pixels of its input; the floats it holds
+    a pixel of its input; its output's scale over its input's), measured on a probe of the
+    trunk's output with the norms' statistics held fixed."""
+    def measure():
+        found, before = [], None
+        with torch.inference_mode(False), torch.enable_grad():
+            source = torch.rand(1, channels, 32, 32, generator=torch.Generator().manual_seed(0))
+            for step in stages.decoder:
+                x = source.detach().requires_grad_(True)
+                y = step.conv(x if before is None else before(x))
+                reach = _central_reach(x, y, y.shape[-2] / x.shape[-2])
+                held = max(y.numel(), x.numel() if before is None else before(x).numel()) / x[0, 0].numel()
+                found.append((reach + 1, held, y.shape[-2] // x.shape[-2]))
+                source = y.detach()
+                before = _applied(net, step.apply, _own_stats(_norm_input(net, step.apply, source)))
+        return found
+    return _cached(net, f"decoder {channels}", measure)
+
+
+def run_decoder(net, stages, a, slot, tile_pixels, progress=None):
+    """The decoder's steps one at a time, each over the whole of the last one's output (a
+    Slot; first the trunk's, a) in tiles, its conv's output kept whole (slot(h, w, c, last,
+    beside: the bytes the source holds in memory)) and its norm's statistics gathered as it is
+    written. Returns (the last conv's output, its step's apply with its statistics)."""
+    source, before = a, None
+    steps = stages.decoder
+    for k, (step, (margin, held, f)) in enumerate(zip(steps, decoder_geometry(net, stages, a.shape[2]))):
+        h, w = source.shape[:2]
+        side = math.isqrt(int(tile_pixels * BAND_FLOATS / held))
+        core = max(1, side - 2 * margin)
+        tiles = [(r, q) for r in _spans(h, core, margin) for q in _spans(w, core, margin)]
+        out, moments = None, _Moments()
         for r, q in tiles:
-            def upto_k(index, norm, t, r=r, q=q):
-                if index < k:
-                    return _affine(norm, t, *stats[index])
-                moments.add(owned(t, r, q)[0])
-                raise _Stop
-
-            with _norms_call(net, upto_k), contextlib.suppress(_Stop):
-                stages.decode(a.read(slice(r[0], r[1]), slice(q[0], q[1])))
-            _tick(progress, share * (k + 1))
-        stats[k] = moments.stats()
-    z, moments = None, _Moments()
-    for r, q in tiles:
-        with _norms_call(net, lambda index, norm, t: _affine(norm, t, *stats[index])):
-            y = stages.decode(a.read(slice(r[0], r[1]), slice(q[0], q[1])))
-        part, f, g = owned(y, r, q)
-        if z is None:
-            z = slot(h * f, w * g, y.shape[1])
-        z.write(slice(r[2] * f, r[3] * f), slice(q[2] * g, q[3] * g), part)
-        moments.add(part)
-        _tick(progress, share * (count + 1))
-    return z, moments.stats()
+            t = source.read(slice(r[0], r[1]), slice(q[0], q[1]))
+            y = step.conv(t if before is None else before(t))
+            part = y[..., (r[2] - r[0]) * f:(r[3] - r[0]) * f, (q[2] - q[0]) * f:(q[3] - q[0]) * f]
+            if out is None:
+                out = slot(h * f, w * f, y.shape[1], k == len(steps) - 1, source.resident)
+            out.write(slice(r[2] * f, r[3] * f), slice(q[2] * f, q[3] * f), part)
+            moments.add(_norm_input(net, step.apply, part))
+            _tick(progress, SHARES["decoder"] / len(steps) / len(tiles))
+        source.close()
+        source, before = out, _applied(net, step.apply, moments.stats())
+    return source, before
 
 
-def _count_norm_calls(net, stages, channels):
-    """How many norms stages.decode calls (the last is not one of them)."""
-    calls = []
-    with _norms_call(net, lambda index, norm, t: calls.append(index) or t), torch.no_grad():
-        stages.decode(torch.zeros(1, channels, 2, 2))
-    return len(calls)
-
-
-def finish_bands(stages, z, last, x, out, edge_pad, finish):
-    """The last norm and the finale on z (the last norm's input, whole), band by band, into
-    out (the picture less its edge_pad frame), through finish with x's (a Padded) pixels."""
+def finish_bands(z, last, x, out, edge_pad, finish):
+    """last (the decoder's last apply) on z (its input, whole), band by band, into out (the
+    picture less its edge_pad frame), through finish with x's (a Padded) pixels."""
     h, w = out.shape[-2:]
     rows = max(1, TILE_PIXELS // z.shape[1])
     for lo, hi in _bands(h, rows):
-        band = slice(lo + edge_pad, hi + edge_pad)
-        cols = slice(edge_pad, edge_pad + w)
-        y = stages.finale(_affine(stages.last, z.read(band, cols), *last))
-        out[..., lo:hi, :] = finish(x.region((band, cols)), y)
+        band, cols = slice(lo + edge_pad, hi + edge_pad), slice(edge_pad, edge_pad + w)
+        out[..., lo:hi, :] = finish(x.region((band, cols)), last(z.read(band, cols)))
 
 
 def _as_is(x, y):
@@ -593,24 +613,27 @@ def _as_is(x, y):
 
 
 def stylize_staged(net, x, tile_pixels, edge_pad, finish, out, progress=None, slot_memory=SLOT_MEMORY):
-    """One frame (a Padded) through encode, run_trunk and decode, into out (1, 3, h, w).
-    The trunk's two slots are float32 where both fit slot_memory, else float16 (within a
-    level: bench stylize), the second in a file where two float16 ones do not fit; the last
-    norm's input is float32, in a file where it does not fit beside the first."""
+    """One frame (a Padded) through encode, run_trunk and run_decoder, into out (1, 3, h, w).
+    Slots are float32 where the trunk's two fit slot_memory, else float16 (within a level:
+    bench stylize) but for the last conv's output; each in memory while what is held fits
+    slot_memory, else in a scratch file."""
     stages = net.stages()
     _, (c, sh, sw) = _start_shape(net, stages.start, *x.shape[-2:])
-    dtype = torch.float32 if 2 * Slot.bytes(sh, sw, c) <= slot_memory else torch.float16
-    used = Slot.bytes(sh, sw, c, dtype)
-    a = encode(net, stages, x, tile_pixels, lambda *shape: Slot(*shape, dtype=dtype, in_memory=used <= slot_memory), progress)
+    half = 2 * Slot.bytes(sh, sw, c) > slot_memory
+    dtype = torch.float16 if half else torch.float32
+
+    def slot(h, w, c, last=False, beside=0):
+        kind = torch.float32 if last else dtype
+        return Slot(h, w, c, kind, in_memory=beside + Slot.bytes(h, w, c, kind) <= slot_memory)
+
+    a = encode(net, stages, x, tile_pixels, slot, progress)
     try:
-        run_trunk(stages, a, lambda *shape: Slot(*shape, dtype=dtype, in_memory=2 * used <= slot_memory),
-                  tile_pixels, progress)
-        z, last = decode(net, stages, a, lambda *shape: Slot(*shape, in_memory=used + Slot.bytes(*shape) <= slot_memory),
-                         tile_pixels, progress)
+        run_trunk(stages, a, lambda *shape: slot(*shape, beside=a.resident), tile_pixels, progress)
+        z, last = run_decoder(net, stages, a, slot, tile_pixels, progress)
     finally:
         a.close()
     try:
-        finish_bands(stages, z, last, x, out, edge_pad, finish)
+        finish_bands(z, last, x, out, edge_pad, finish)
     finally:
         z.close()
 
@@ -636,14 +659,18 @@ def seams(net, h: int, w: int, tile_pixels: int = TILE_PIXELS) -> tuple[list[int
     next's, in any of the three stages."""
     net = runner(net)
     stages = net.stages()
-    count, (c, sh, sw) = _start_shape(net, stages.start, h, w)
+    _, (c, sh, sw) = _start_shape(net, stages.start, h, w)
     plan = Plan(net, h, w, tile_pixels, encoder_halo(net, stages.start))
-    side = max(1, math.isqrt(tile_pixels) // 4)
-    core = max(1, side - 2 * decoder_reach(net, stages, c))
+    rows = {s.own_lo for s in plan.rows.spans[1:]}
+    cols = {s.own_lo for s in plan.cols.spans[1:]}
     band = max(1, tile_pixels * BAND_FLOATS // (sw * c) - 2)
-    rows = {s.own_lo for s in plan.rows.spans[1:]} | {4 * s[2] for s in _spans(sh, core, 0)[1:]}
     rows |= {4 * lo for lo, _ in _bands(sh, band)[1:]}
-    cols = {s.own_lo for s in plan.cols.spans[1:]} | {4 * s[2] for s in _spans(sw, core, 0)[1:]}
+    scale = 4  # picture pixels a pixel of the decoder step's input
+    for margin, held, f in decoder_geometry(net, stages, c):
+        core = max(1, math.isqrt(int(tile_pixels * BAND_FLOATS / held)) - 2 * margin)
+        rows |= {scale * span[2] for span in _spans(sh * 4 // scale, core, 0)[1:]}
+        cols |= {scale * span[2] for span in _spans(sw * 4 // scale, core, 0)[1:]}
+        scale //= f
     return sorted(r for r in rows if r < h), sorted(c for c in cols if c < w)
 
 
