@@ -258,7 +258,8 @@ async function cameraLoop() {
       if (state.capture) next = grabNext();
       t = lap('camera', t);
       const busySince = t; // the frame's own time, without the camera's or the display's waits: what the size changes
-      if (state.net && (state.capture ? bitmap : video.readyState >= 2)) {
+      // A camera being turned (room.js's flip) has no stream until the new one comes: skip.
+      if (state.net && state.stream && (state.capture ? bitmap : video.readyState >= 2)) {
         const [w, h] = resolution();
         const model = state.model; // the style this frame is painted in: state.net, read by stylize below
         const frame = grab(bitmap || video, w, h);

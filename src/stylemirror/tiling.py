@@ -473,6 +473,8 @@ def conv_pass(src, dst, layer, before, rows, moments):
     reach of rows around it; dst may be src (a band is written once the next band has read
     the rows it needs). The output's statistics go into moments."""
     k, h = conv_reach(layer.conv), src.shape[0]
+    if dst is src and rows < k:  # the band behind would be read after it was written
+        raise ValueError(f"bands of {rows} rows for a conv that reaches {k}")
     pending = None
     for lo, hi in _bands(h, rows):
         start, stop = max(0, lo - k), min(h, hi + k)
