@@ -307,8 +307,12 @@ class Slot:
         lo, _, _ = rows.indices(self.shape[0])
         first, _, _ = cols.indices(self.shape[1])
         band = band.contiguous().numpy()
-        for i, row in enumerate(band):  # one write a row: a tile is a part of each
-            os.pwrite(self.file.fileno(), memoryview(row).cast("B"), (lo + i) * self.row_bytes + first * self.pixel_bytes)
+        whole = band.shape[1] == self.shape[1]  # whole rows: one write; else a write a row, as read
+        for i, row in enumerate([band] if whole else band):
+            view, done = memoryview(row).cast("B"), 0
+            at = (lo + i) * self.row_bytes + first * self.pixel_bytes
+            while done < len(view):  # a write may take part of it
+                done += os.pwrite(self.file.fileno(), view[done:], at + done)
 
     def close(self):
         if self.file is not None:
@@ -426,11 +430,11 @@ def _tick(progress, amount):
         progress.update(min(amount, progress.total - progress.n))
 
 
-def encode(net, stages, x, tile_pixels, slot, progress=None):
+def encode(net, stages, x, tile_pixels, slot, start, progress=None):
     """The encoder over the tiles of x (a Padded): the input of stages.start for the whole
-    picture, written into a Slot made by slot(h, w, c)."""
+    picture, written into a Slot made by slot(h, w, c). `start`: _start_shape's answer."""
     h, w = x.shape[-2:]
-    count, (c, sh, sw) = _start_shape(net, stages.start, h, w)
+    count, (c, sh, sw) = start
     plan = Plan(net, h, w, tile_pixels, encoder_halo(net, stages.start))
     share = SHARES["encoder"] / sum(range(1, count + 2))  # pass k runs k + 1 of count + 1 parts
     stats = gather_stats(net, x, plan, count, progress, share)
@@ -620,7 +624,8 @@ def stylize_staged(net, x, tile_pixels, edge_pad, finish, out, progress=None, sl
     bench stylize) but for the last conv's output; each in memory while what is held fits
     slot_memory, else in a scratch file."""
     stages = net.stages()
-    _, (c, sh, sw) = _start_shape(net, stages.start, *x.shape[-2:])
+    start = _start_shape(net, stages.start, *x.shape[-2:])
+    _, (c, sh, sw) = start
     half = 2 * Slot.bytes(sh, sw, c) > slot_memory
     dtype = torch.float16 if half else torch.float32
 
@@ -628,7 +633,7 @@ def stylize_staged(net, x, tile_pixels, edge_pad, finish, out, progress=None, sl
         kind = torch.float32 if last else dtype
         return Slot(h, w, c, kind, in_memory=beside + Slot.bytes(h, w, c, kind) <= slot_memory)
 
-    a = encode(net, stages, x, tile_pixels, slot, progress)
+    a = encode(net, stages, x, tile_pixels, slot, start, progress)
     try:
         run_trunk(stages, a, lambda *shape: slot(*shape, beside=a.resident), tile_pixels, progress)
         z, last = run_decoder(net, stages, a, slot, tile_pixels, progress)
