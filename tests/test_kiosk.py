@@ -41,7 +41,7 @@ def models(tmp_path):
 def kiosk_browser(playwright, tmp_path):
     """Chromium with a fake camera, the flaky getUserMedia above, and gc() for the page."""
     y4m = tmp_path / "camera.y4m"
-    write_y4m(y4m, photo((320, 240)))
+    write_y4m(y4m, photo((320, 240)), fps=30)  # at 10 fps the camera, not the page, sets the soak's pace
     context = launch(playwright, tmp_path / "profile",
                      fake_camera(y4m) + ["--js-flags=--expose-gc", "--enable-precise-memory-info"])
     context.add_init_script(FLAKY_CAMERA)

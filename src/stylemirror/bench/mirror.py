@@ -12,12 +12,13 @@ from ..errors import UserError
 from .common import CHROMIUM_ARGS, SHARED, machine
 
 
-def write_y4m(path, picture: Image.Image, frames=30):
+def write_y4m(path, picture: Image.Image, frames=30, fps=10):
     """A fake camera for Chromium (--use-file-for-fake-video-capture): 4:2:0 ('C420jpeg')
-    YUV frames of a slowly turning picture."""
+    YUV frames of a slowly turning picture, `fps` of them a second (the camera's pace: the
+    mirror waits for each new frame)."""
     w, h = picture.size
     with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
         for i in range(frames):
             ycc = np.asarray(picture.rotate(i * 3).convert("YCbCr"))
             f.write(b"FRAME\n" + ycc[..., 0].tobytes())
